@@ -1,0 +1,33 @@
+# One-command set-up: `make demo` and `make test` create .venv and install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean install
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch first, pinned, so nothing later resolves to a CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,demo,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	bash examples/demo.sh
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_register.py
+	$(BIN)/python bench/bench_fidelity.py
+	$(BIN)/python bench/bench_query.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

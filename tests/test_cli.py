@@ -1,0 +1,92 @@
+"""The CLI: thin commands, JSON output, one-line errors with non-zero exits."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+
+@pytest.fixture()
+def run(home):
+    runner = CliRunner()
+
+    def _run(*args, code=0):
+        res = runner.invoke(main, ["--home", str(home), *map(str, args)])
+        assert res.exit_code == code, (res.output, res.stderr if hasattr(res, "stderr") else "")
+        return res
+    return _run
+
+
+def _one_line_error(res) -> str:
+    err = res.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_add_ls_show_sql_json(run, ckpts):
+    run("init")
+    out = json.loads(run("add", ckpts["base"], "--name", "base", "--json").stdout)
+    assert out[0]["created"] and out[0]["kind"] == "base"
+    run("add", ckpts["a0"], "--dataset", "a", "--task", "t", "--meta", "lr=1e-5")
+    rows = json.loads(run("ls", "--json").stdout)
+    assert [r["name"] for r in rows] == ["base", "ft-a0"]
+    text = run("ls").stdout
+    assert text.splitlines()[0].split()[:3] == ["id", "name", "family"] and "ft-a0" in text
+    shown = json.loads(run("show", "ft-a0", "--json").stdout)
+    assert shown["meta"]["lr"] == "1e-5" and shown["parents"][0]["name"] == "base"
+    assert "finetuned_from" in run("show", "ft-a0").stdout
+    assert "ft-a0" in run("lineage", "base").stdout
+    got = json.loads(run("sql", "SELECT name FROM models WHERE kind = 'finetune'", "--json").stdout)
+    assert got == [{"name": "ft-a0"}]
+    assert "ft-a0" in run("ls", "--dataset", "a").stdout and "ft-a0" not in run("ls", "--dataset", "b").stdout
+
+
+def test_bad_input_exits_nonzero_with_one_line(run, ckpts, tmp_path):
+    run("add", ckpts["base"], "--name", "base")
+    err = _one_line_error(run("show", "nope", code=1))
+    assert "no model named 'nope'" in err
+    err = _one_line_error(run("add", tmp_path / "missing", code=1))
+    assert "does not exist" in err
+    trunc = tmp_path / "t.safetensors"
+    trunc.write_bytes((ckpts["a0"] / "model.safetensors").read_bytes()[:5000])
+    assert "truncated" in _one_line_error(run("add", trunc, code=1))
+    assert "read-only" in _one_line_error(run("sql", "DELETE FROM models", code=1))
+    assert "derive from" not in _one_line_error(run("rm", "nobody", code=1))
+    rows = json.loads(run("ls", "--json").stdout)
+    assert [r["name"] for r in rows] == ["base"]
+
+
+def test_second_writer_gets_busy_error(home, ckpts, tmp_path):
+    from zoo import Zoo
+
+    Zoo(home).init()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, time, sys
+        con = duckdb.connect({str(home / 'catalog.duckdb')!r})
+        print('locked', flush=True)
+        time.sleep(20)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        env = dict(os.environ, ZOO_LOCK_TIMEOUT="1")
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "cli.main", "--home", str(home), "add", str(ckpts["base"])],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode != 0
+        assert res.stderr.strip().startswith("error: zoo is busy") and "Traceback" not in res.stderr
+        assert time.monotonic() - t0 < 60
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the other writer is gone the same command works.
+    res = subprocess.run([sys.executable, "-m", "cli.main", "--home", str(home), "add", str(ckpts["base"])],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr

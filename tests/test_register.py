@@ -1,0 +1,152 @@
+"""Registration: families, bases, lineage, duplicates, batches, bad input leaves no trace."""
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import make_bert_base, make_finetune
+from zoo import Zoo
+from zoo.errors import AmbiguousBase, BadWeights, CheckpointError, Conflict, FamilyMismatch, NotFound, ReadOnlySQL
+
+
+def _count(z: Zoo) -> tuple[int, int, int]:
+    cols, rows = z.sql("SELECT (SELECT count(*) FROM models), (SELECT count(*) FROM sketches), (SELECT count(*) FROM lineage)")
+    return rows[0]
+
+
+def test_base_then_finetunes(zoo, ckpts):
+    [b] = zoo.add([ckpts["base"]], name="base")
+    assert b.created and b.kind == "base" and b.family == "base"
+    res = zoo.add([ckpts["a0"], ckpts["a1"]], dataset="a", task="t")
+    assert [r.kind for r in res] == ["finetune", "finetune"]
+    assert [r.name for r in res] == ["ft-a0", "ft-a1"]
+    shown = zoo.show("ft-a0")
+    assert shown["family"] == "base" and shown["dataset"] == "a"
+    assert shown["parents"] == [{"id": b.id, "name": "base", "relation": "finetuned_from", "weight": None}]
+    assert sorted(m["name"] for m in zoo.show("base")["children"]) == ["ft-a0", "ft-a1"]
+    assert shown["meta"]["head"] == ["classifier.bias", "classifier.weight"]
+    assert [m["name"] for m in zoo.ls(dataset="a")] == ["ft-a0", "ft-a1"]
+    assert zoo.ls(kind="base")[0]["name"] == "base"
+
+
+def test_same_weights_twice_returns_existing(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    [first] = zoo.add([ckpts["a0"]])
+    copy = tmp_path / "copy"
+    shutil.copytree(ckpts["a0"], copy)
+    [again] = zoo.add([copy], name="other-name")
+    assert not again.created and again.id == first.id and "same weights" in again.note
+    assert _count(zoo)[0] == 2
+
+
+def test_directory_of_checkpoints(zoo, ckpts):
+    zoo.add([ckpts["base"]])
+    res = zoo.add([ckpts["root"] / "fts"])
+    assert len(res) == 6 and all(r.created for r in res)
+
+
+def test_base_in_same_batch_as_finetunes(zoo, ckpts):
+    res = zoo.add([ckpts["base"], ckpts["a0"], ckpts["llama"], ckpts["llama-ft"]])
+    assert [r.kind for r in res] == ["base", "finetune", "base", "finetune"]
+    assert res[1].family == res[0].family and res[3].family == res[2].family != res[0].family
+
+
+def test_base_flag_clash_changes_nothing(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    other = make_bert_base(tmp_path / "wide", hidden_size=48, intermediate_size=96)
+    before = _count(zoo)
+    with pytest.raises(FamilyMismatch, match="shape"):
+        zoo.add([other], base="base")
+    assert _count(zoo) == before
+
+
+def test_several_bases_inferred_or_ambiguous(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base1")
+    zoo.add([make_bert_base(tmp_path / "base2", seed=7)], name="base2", kind="base")
+    [r] = zoo.add([ckpts["a0"]])
+    assert zoo.show(r.name)["parents"][0]["name"] == "base1" and "inferred" in r.note
+    # A checkpoint halfway between both bases cannot be attributed.
+    a = load_file(str(ckpts["base"] / "model.safetensors"))
+    b = load_file(str(tmp_path / "base2" / "model.safetensors"))
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    save_file({k: (a[k] + b[k]) / 2 for k in a}, str(mid / "model.safetensors"))
+    shutil.copy(ckpts["base"] / "config.json", mid / "config.json")
+    with pytest.raises(AmbiguousBase, match="base1.*base2|base2.*base1"):
+        zoo.add([mid])
+    [r2] = zoo.add([mid], base="base2")
+    assert zoo.show(r2.name)["parents"][0]["name"] == "base2"
+
+
+def test_nan_weights_refused(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]])
+    bad = make_finetune(ckpts["base"], tmp_path / "nan", seed=3, nan=True)
+    before = _count(zoo)
+    with pytest.raises(BadWeights, match="NaN or Inf"):
+        zoo.add([bad])
+    assert _count(zoo) == before
+
+
+def test_failed_batch_changes_nothing(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((ckpts["a0"] / "model.safetensors").read_bytes()[:1000])
+    before = _count(zoo)
+    with pytest.raises(CheckpointError):
+        zoo.add([ckpts["a0"], bad])
+    assert _count(zoo) == before
+
+
+def test_unknown_name_and_readonly_sql(zoo, ckpts):
+    zoo.add([ckpts["base"]], name="base")
+    with pytest.raises(NotFound, match="no model named 'bsae'.*base"):
+        zoo.show("bsae")
+    for stmt in ("DELETE FROM models", "insert into models(name) values ('x')", "DROP TABLE models",
+                 "WITH x AS (SELECT 1) DELETE FROM models"):
+        with pytest.raises((ReadOnlySQL, Exception)):
+            zoo.sql(stmt)
+    assert _count(zoo)[0] == 1
+
+
+def test_rm_refuses_parent_unless_forced(zoo, ckpts):
+    zoo.add([ckpts["base"]], name="base")
+    [ft] = zoo.add([ckpts["a0"]])
+    with pytest.raises(Conflict, match="derive from"):
+        zoo.rm("base")
+    zoo.rm(ft.name)
+    assert _count(zoo) == (1, 1, 0)
+    with pytest.raises(Conflict, match="other model"):
+        zoo.add([ckpts["a1"]]) and zoo.rm("base", force=True)
+    zoo.rm("ft-a1")
+    zoo.rm("base")
+    assert _count(zoo) == (0, 0, 0)
+
+
+def test_lineage_tree(zoo, ckpts):
+    zoo.add([ckpts["base"]], name="base")
+    zoo.add([ckpts["a0"]], name="child")
+    # A grandchild registered against the child (e.g. a fine-tune started from it).
+    zoo.add([ckpts["a1"]], name="grandchild", base="child")
+    tree = zoo.lineage("grandchild")
+    assert [(e["parent"], e["depth"]) for e in tree["ancestors"]] == [("child", 1), ("base", 2)]
+    down = zoo.lineage("base")["descendants"]
+    assert {(e["child"], e["depth"]) for e in down} == {("child", 1), ("grandchild", 2)}
+
+
+def test_stock_duckdb_reads_same_rows(zoo, ckpts):
+    zoo.add([ckpts["base"], ckpts["a0"]])
+    con = duckdb.connect(str(zoo.catalog_path), read_only=True)
+    rows = con.execute("SELECT name, kind FROM models ORDER BY id").fetchall()
+    con.close()
+    assert rows == [(m["name"], m["kind"]) for m in zoo.ls()]
+
+
+def test_base_sketch_is_zero_and_finetune_not(zoo, ckpts):
+    zoo.add([ckpts["base"], ckpts["a0"]])
+    norms = dict(zoo.sql("SELECT m.name, s.norm FROM sketches s JOIN models m ON m.id = s.model_id")[1])
+    assert norms["bert-base"] == 0.0 and norms["ft-a0"] > 0

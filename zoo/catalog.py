@@ -1,0 +1,363 @@
+"""Every query of the catalog. Nothing else in zoo writes SQL against it.
+
+Functions take an open SQLAlchemy connection (see ``zoo.db.connect``); a write
+function runs inside the caller's transaction, so one command is one transaction.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+
+from zoo.errors import Conflict, NotFound, ReadOnlySQL, ZooValueError
+from zoo.schema import evaluations, families, lineage, models, runs, sketch_spaces, sketches
+
+
+def _json(v: Any) -> Any:
+    if v is None or isinstance(v, (dict, list)):
+        return v
+    return json.loads(v)
+
+
+@dataclass
+class Space:
+    """A sketch space of a family: dimension, seed, metric and the base's raw sketch."""
+
+    id: int
+    family_id: int
+    dim: int
+    seed: int
+    metric: str
+    tensor_filter: str | None
+    base_vec: np.ndarray
+    method: str = "countsketch-splitmix64"
+
+    def includes(self, canonical: str) -> bool:
+        return self.tensor_filter is None or re.search(self.tensor_filter, canonical) is not None
+
+
+@dataclass
+class Family:
+    """A family: a base checkpoint's body (canonical name -> shape) and its sketch spaces."""
+
+    id: int
+    name: str
+    arch_signature: str
+    base_model_id: int | None
+    prefix: str
+    body: dict[str, tuple[int, ...]]
+    spaces: list[Space] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- reads
+
+def families_snapshot(conn: sa.Connection) -> list[Family]:
+    """All families with their spaces (base sketches included)."""
+    fams = {}
+    for r in conn.execute(sa.select(families).order_by(families.c.id)).mappings():
+        body = {k: tuple(v) for k, v in _json(r["body"]).items()}
+        fams[r["id"]] = Family(r["id"], r["name"], r["arch_signature"], r["base_model_id"], r["prefix"], body)
+    for s in spaces(conn):
+        if s.family_id in fams:
+            fams[s.family_id].spaces.append(s)
+    return list(fams.values())
+
+
+def spaces(conn: sa.Connection, family_id: int | None = None) -> list[Space]:
+    q = sa.select(sketch_spaces).order_by(sketch_spaces.c.id)
+    if family_id is not None:
+        q = q.where(sketch_spaces.c.family_id == family_id)
+    return [Space(r["id"], r["family_id"], r["dim"], int(r["seed"]), r["metric"], r["tensor_filter"],
+                  np.asarray(r["base_vec"], dtype=np.float64), r["method"])
+            for r in conn.execute(q).mappings()]
+
+
+def space(conn: sa.Connection, space_id: int) -> Space:
+    for s in spaces(conn):
+        if s.id == space_id:
+            return s
+    raise NotFound(f"sketch space {space_id} does not exist; list spaces with `zoo space ls`")
+
+
+def model(conn: sa.Connection, name: str) -> dict[str, Any]:
+    """A model row by name (or by numeric id given as text)."""
+    row = conn.execute(sa.select(models).where(models.c.name == name)).mappings().first()
+    if row is None and str(name).isdigit():
+        row = conn.execute(sa.select(models).where(models.c.id == int(name))).mappings().first()
+    if row is None:
+        hint = similar_names(conn, name)
+        raise NotFound(f"no model named {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint else "; list models with `zoo ls`"))
+    return _model_dict(row)
+
+
+def model_by_id(conn: sa.Connection, model_id: int) -> dict[str, Any]:
+    row = conn.execute(sa.select(models).where(models.c.id == model_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no model with id {model_id}")
+    return _model_dict(row)
+
+
+def similar_names(conn: sa.Connection, name: str, n: int = 3) -> list[str]:
+    rows = conn.execute(sa.text("SELECT name FROM models ORDER BY jaro_winkler_similarity(name, :n) DESC LIMIT :k"),
+                        {"n": name, "k": n}).scalars().all()
+    return list(rows)
+
+
+def _model_dict(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    d["meta"] = _json(d.get("meta")) or {}
+    return d
+
+
+def model_by_hash(conn: sa.Connection, content_hash: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(models).where(models.c.content_hash == content_hash)).mappings().first()
+    return _model_dict(row) if row else None
+
+
+def name_taken(conn: sa.Connection, name: str) -> bool:
+    return conn.execute(sa.select(models.c.id).where(models.c.name == name)).first() is not None
+
+
+def list_models(conn: sa.Connection, family: str | None = None, dataset: str | None = None, task: str | None = None,
+                kind: str | None = None) -> list[dict[str, Any]]:
+    q = (sa.select(models.c.id, models.c.name, families.c.name.label("family"), models.c.kind, models.c.dataset,
+                   models.c.task, models.c.seed, models.c.n_params, models.c.dtype, models.c.uri, models.c.created_at)
+         .join(families, families.c.id == models.c.family_id).order_by(models.c.id))
+    if family:
+        q = q.where(families.c.name == family)
+    if dataset:
+        q = q.where(models.c.dataset == dataset)
+    if task:
+        q = q.where(models.c.task == task)
+    if kind:
+        q = q.where(models.c.kind == kind)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def family_by_id(conn: sa.Connection, family_id: int) -> dict[str, Any]:
+    row = conn.execute(sa.select(families).where(families.c.id == family_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no family with id {family_id}")
+    return dict(row)
+
+
+def family_by_name(conn: sa.Connection, name: str) -> dict[str, Any]:
+    row = conn.execute(sa.select(families).where(families.c.name == name)).mappings().first()
+    if row is None:
+        raise NotFound(f"no family named {name!r}; list families with `zoo ls --json` or `zoo sql 'SELECT * FROM families'`")
+    return dict(row)
+
+
+def parents(conn: sa.Connection, model_id: int) -> list[dict[str, Any]]:
+    q = (sa.select(models.c.id, models.c.name, lineage.c.relation, lineage.c.weight)
+         .join(models, models.c.id == lineage.c.parent_id).where(lineage.c.child_id == model_id).order_by(models.c.id))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def children(conn: sa.Connection, model_id: int) -> list[dict[str, Any]]:
+    q = (sa.select(models.c.id, models.c.name, lineage.c.relation, lineage.c.weight)
+         .join(models, models.c.id == lineage.c.child_id).where(lineage.c.parent_id == model_id).order_by(models.c.id))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def lineage_edges(conn: sa.Connection, model_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(ancestor edges, descendant edges) of a model, each edge with depth, via recursive CTEs."""
+    sql_up = """
+        WITH RECURSIVE up(child_id, parent_id, relation, weight, depth) AS (
+            SELECT child_id, parent_id, relation, weight, 1 FROM lineage WHERE child_id = :id
+            UNION
+            SELECT l.child_id, l.parent_id, l.relation, l.weight, up.depth + 1
+            FROM lineage l JOIN up ON l.child_id = up.parent_id WHERE up.depth < 64)
+        SELECT up.*, c.name AS child, p.name AS parent FROM up
+        JOIN models c ON c.id = up.child_id JOIN models p ON p.id = up.parent_id
+        ORDER BY depth, parent"""
+    sql_down = sql_up.replace("WHERE child_id = :id", "WHERE parent_id = :id").replace(
+        "ON l.child_id = up.parent_id", "ON l.parent_id = up.child_id").replace("ORDER BY depth, parent", "ORDER BY depth, child")
+    up = [dict(r) for r in conn.execute(sa.text(sql_up), {"id": model_id}).mappings()]
+    down = [dict(r) for r in conn.execute(sa.text(sql_down), {"id": model_id}).mappings()]
+    return up, down
+
+
+def evaluations_of(conn: sa.Connection, model_id: int) -> list[dict[str, Any]]:
+    q = sa.select(evaluations).where(evaluations.c.model_id == model_id).order_by(evaluations.c.created_at)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def sketch_vectors(conn: sa.Connection, space_id: int, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(model ids, float32 matrix) of the sketches in a space, ordered by model id."""
+    dbapi = conn.connection.driver_connection
+    params: list[Any] = [space_id]
+    where = "space_id = ?"
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        if not ids:
+            sp = space(conn, space_id)
+            return np.zeros(0, dtype=np.int64), np.zeros((0, sp.dim), dtype=np.float32)
+        where += " AND list_contains(?, model_id)"
+        params.append(ids)
+    cur = dbapi.execute(f"SELECT model_id, vec FROM sketches WHERE {where} ORDER BY model_id", params)
+    got = cur.fetchnumpy()
+    mids = np.asarray(got["model_id"], dtype=np.int64)
+    if len(mids) == 0:
+        sp = space(conn, space_id)
+        return mids, np.zeros((0, sp.dim), dtype=np.float32)
+    vecs = np.stack([np.asarray(v, dtype=np.float32) for v in got["vec"]])
+    return mids, vecs
+
+
+def sketch_fingerprint(conn: sa.Connection, space_id: int) -> dict[str, Any]:
+    """Count, id checksum and norm checksum of a space's sketches: what an index must match."""
+    r = conn.execute(sa.text(
+        "SELECT count(*) AS n, coalesce(sum(hash(model_id) % 1000000007), 0) AS ids, "
+        "coalesce(sum(norm), 0) AS norms FROM sketches WHERE space_id = :s"), {"s": space_id}).mappings().one()
+    return {"count": int(r["n"]), "ids": int(r["ids"]), "norms": round(float(r["norms"]), 6)}
+
+
+def models_meta(conn: sa.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Name, kind, dataset, task and family of each model id."""
+    if not ids:
+        return {}
+    q = sa.select(models.c.id, models.c.name, models.c.kind, models.c.dataset, models.c.task, models.c.family_id,
+                  models.c.uri).where(models.c.id.in_([int(i) for i in ids]))
+    return {r["id"]: dict(r) for r in conn.execute(q).mappings()}
+
+
+def filtered_ids(conn: sa.Connection, family_id: int, dataset: str | None = None, task: str | None = None,
+                 kind: str | None = None, names: Sequence[str] | None = None,
+                 exclude_dataset: str | None = None) -> list[int]:
+    q = sa.select(models.c.id).where(models.c.family_id == family_id)
+    if dataset:
+        q = q.where(models.c.dataset == dataset)
+    if task:
+        q = q.where(models.c.task == task)
+    if kind:
+        q = q.where(models.c.kind == kind)
+    if names:
+        q = q.where(models.c.name.in_(list(names)))
+    if exclude_dataset:
+        q = q.where(sa.or_(models.c.dataset.is_(None), models.c.dataset != exclude_dataset))
+    return [int(i) for i in conn.execute(q.order_by(models.c.id)).scalars()]
+
+
+def models_missing_sketch(conn: sa.Connection, space_id: int, family_id: int) -> list[dict[str, Any]]:
+    q = (sa.select(models).where(models.c.family_id == family_id)
+         .where(~sa.exists().where(sa.and_(sketches.c.model_id == models.c.id, sketches.c.space_id == space_id))))
+    return [_model_dict(r) for r in conn.execute(q.order_by(models.c.id)).mappings()]
+
+
+# ---------------------------------------------------------------- writes
+
+def insert_family(conn: sa.Connection, name: str, signature: str, prefix: str, body: dict[str, Sequence[int]]) -> int:
+    return int(conn.execute(families.insert().values(
+        name=name, arch_signature=signature, prefix=prefix, body={k: list(v) for k, v in body.items()})
+        .returning(families.c.id)).scalar_one())
+
+
+def set_family_base(conn: sa.Connection, family_id: int, model_id: int) -> None:
+    conn.execute(families.update().where(families.c.id == family_id).values(base_model_id=model_id))
+
+
+def unique_family_name(conn: sa.Connection, wanted: str) -> str:
+    taken = set(conn.execute(sa.select(families.c.name)).scalars())
+    name, i = wanted, 2
+    while name in taken:
+        name, i = f"{wanted}-{i}", i + 1
+    return name
+
+
+def insert_space(conn: sa.Connection, family_id: int, dim: int, seed: int, metric: str, tensor_filter: str | None,
+                 base_vec: np.ndarray) -> int:
+    dup = conn.execute(sa.select(sketch_spaces.c.id).where(
+        sketch_spaces.c.family_id == family_id, sketch_spaces.c.dim == dim, sketch_spaces.c.seed == seed,
+        sketch_spaces.c.tensor_filter.is_(None) if tensor_filter is None else sketch_spaces.c.tensor_filter == tensor_filter)).first()
+    if dup:
+        raise Conflict(f"family {family_id} already has a sketch space with dim={dim}, seed={seed} (space {dup[0]}); pick another --dim or --seed")
+    return int(conn.execute(sketch_spaces.insert().values(
+        family_id=family_id, dim=dim, seed=seed, metric=metric, tensor_filter=tensor_filter,
+        base_vec=[float(x) for x in base_vec]).returning(sketch_spaces.c.id)).scalar_one())
+
+
+def insert_model(conn: sa.Connection, **values: Any) -> int:
+    if name_taken(conn, values["name"]):
+        raise Conflict(f"a model named {values['name']!r} already exists; choose another --name")
+    return int(conn.execute(models.insert().values(**values).returning(models.c.id)).scalar_one())
+
+
+def insert_sketch(conn: sa.Connection, model_id: int, space_id: int, vec: np.ndarray) -> None:
+    v = np.asarray(vec, dtype=np.float64)
+    conn.execute(sketches.insert().values(model_id=model_id, space_id=space_id,
+                                          vec=[float(x) for x in v.astype(np.float32)], norm=float(np.linalg.norm(v))))
+
+
+def insert_lineage(conn: sa.Connection, child_id: int, parent_id: int, relation: str, weight: float | None = None) -> None:
+    conn.execute(lineage.insert().values(child_id=child_id, parent_id=parent_id, relation=relation, weight=weight))
+
+
+def insert_evaluation(conn: sa.Connection, **values: Any) -> None:
+    conn.execute(evaluations.insert().values(**values))
+
+
+def insert_run(conn: sa.Connection, **values: Any) -> int:
+    return int(conn.execute(runs.insert().values(**values).returning(runs.c.id)).scalar_one())
+
+
+def update_run(conn: sa.Connection, run_id: int, **values: Any) -> None:
+    conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+
+def delete_model(conn: sa.Connection, model_id: int, force: bool) -> list[str]:
+    """Delete a model with its sketches, edges and evaluations; returns the names of children it had.
+
+    Refuses while other models derive from it unless ``force`` (their edges are dropped,
+    the children stay). A family's base cannot go while the family has other models.
+    """
+    kids = children(conn, model_id)
+    if kids and not force:
+        names = ", ".join(k["name"] for k in kids[:5]) + (" ..." if len(kids) > 5 else "")
+        raise Conflict(f"{len(kids)} model(s) derive from this one ({names}); remove them first or pass --force")
+    fam = conn.execute(sa.select(families).where(families.c.base_model_id == model_id)).mappings().first()
+    if fam is not None:
+        others = conn.execute(sa.select(sa.func.count()).select_from(models).where(
+            models.c.family_id == fam["id"], models.c.id != model_id)).scalar_one()
+        if others:
+            raise Conflict(f"this is the base of family {fam['name']!r}, which has {others} other model(s); "
+                           "every sketch in the family is relative to it, so remove those models first")
+    conn.execute(sketches.delete().where(sketches.c.model_id == model_id))
+    conn.execute(lineage.delete().where(sa.or_(lineage.c.child_id == model_id, lineage.c.parent_id == model_id)))
+    conn.execute(evaluations.delete().where(evaluations.c.model_id == model_id))
+    conn.execute(runs.update().where(runs.c.result_model_id == model_id).values(result_model_id=None))
+    conn.execute(models.delete().where(models.c.id == model_id))
+    if fam is not None:
+        conn.execute(sketch_spaces.delete().where(sketch_spaces.c.family_id == fam["id"]))
+        conn.execute(families.delete().where(families.c.id == fam["id"]))
+    return [k["name"] for k in kids]
+
+
+# ---------------------------------------------------------------- SQL surface
+
+_WRITE = re.compile(r"^\s*(insert|update|delete|create|drop|alter|attach|detach|copy|install|load|pragma|set|"
+                    r"checkpoint|vacuum|import|export|begin|commit|rollback|truncate|call|use|reset)\b", re.I)
+
+
+def run_readonly(conn: sa.Connection, sql: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one statement on a read-only connection; (columns, rows)."""
+    if not sql.strip():
+        raise ZooValueError("empty SQL statement; pass a query such as \"SELECT name FROM models\"")
+    if _WRITE.match(sql):
+        raise ReadOnlySQL(f"`zoo sql` is read-only and refuses {sql.split()[0].upper()!r} statements; "
+                          "change the zoo with zoo commands (add, rm, ...)")
+    dbapi = conn.connection.driver_connection
+    try:
+        cur = dbapi.execute(sql)
+    except Exception as e:
+        text = str(e).splitlines()[0]
+        if "read-only" in text.lower() or "read only" in text.lower():
+            raise ReadOnlySQL(f"`zoo sql` is read-only: {text}") from e
+        raise ZooValueError(f"SQL error: {text}") from e
+    cols = [d[0] for d in (cur.description or [])]
+    rows = cur.fetchmany(limit) if limit else cur.fetchall()
+    return cols, rows

@@ -1,0 +1,323 @@
+"""Reading checkpoints: the one streaming reader for everything that touches weights.
+
+Formats: a Hugging Face model directory (``model.safetensors``, a sharded
+``model.safetensors.index.json``, or ``pytorch_model.bin``), or a single ``.safetensors``
+or ``.bin`` file. ``.bin`` files are read with ``torch.load(weights_only=True)``: a pickle
+that holds code is refused, never executed.
+
+``read_header`` reads names, shapes and dtypes without touching tensor data;
+``stream`` yields tensors one at a time, shard by shard (safetensors tensors are
+memory-mapped, so peak memory is about one tensor).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import xxhash
+
+from zoo.errors import CheckpointError, NotFound, UnsafeCheckpoint
+
+SAFETENSORS = "safetensors"
+SHARDED = "safetensors-sharded"
+TORCH_BIN = "pytorch-bin"
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "float64", "float32", "float16", "bfloat16"}
+# Conventional ``base_model_prefix`` values of transformers classes; a task model stores
+# its body under one of these (``bert.encoder...``), a bare model does not.
+_PREFIXES = ("model", "transformer", "base_model")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as the header describes it."""
+
+    name: str
+    canonical: str
+    shape: tuple[int, ...]
+    dtype: str
+    shard: str
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+@dataclass
+class Header:
+    """What a checkpoint is, read without its tensor data."""
+
+    path: Path
+    format: str
+    tensors: list[TensorInfo]
+    config: dict[str, Any] | None
+    prefix: str
+    shards: list[Path] = field(default_factory=list)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.numel for t in self.tensors if t.is_float)
+
+    @property
+    def dtype(self) -> str:
+        counts: dict[str, int] = {}
+        for t in self.tensors:
+            if t.is_float:
+                counts[t.dtype] = counts.get(t.dtype, 0) + t.numel
+        return max(counts, key=counts.get) if counts else "none"
+
+    def by_canonical(self) -> dict[str, TensorInfo]:
+        return {t.canonical: t for t in self.tensors}
+
+    @property
+    def model_dir(self) -> Path | None:
+        return self.path if self.path.is_dir() else None
+
+
+def _load_config(directory: Path) -> dict[str, Any] | None:
+    cfg = directory / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return json.loads(cfg.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{cfg}: config.json is not valid JSON ({e}); fix or remove it") from e
+
+
+def resolve(path: str | os.PathLike) -> tuple[str, list[Path], dict[str, Any] | None]:
+    """Find the format, the weight files and the config of a checkpoint path."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise NotFound(f"checkpoint path {str(p)!r} does not exist; give a model directory or a .safetensors/.bin file")
+    if p.is_file():
+        if p.suffix == ".safetensors":
+            return SAFETENSORS, [p], _load_config(p.parent) if (p.parent / "config.json").is_file() else None
+        if p.suffix in (".bin", ".pt", ".pth"):
+            return TORCH_BIN, [p], _load_config(p.parent) if (p.parent / "config.json").is_file() else None
+        raise CheckpointError(f"{p}: unknown checkpoint file type {p.suffix!r}; use .safetensors or .bin")
+    config = _load_config(p)
+    if (p / "model.safetensors").is_file():
+        return SAFETENSORS, [p / "model.safetensors"], config
+    index = p / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({e}); re-save the model with save_pretrained") from e
+        shards = [p / s for s in sorted(set(weight_map.values()))]
+        missing = [str(s) for s in shards if not s.is_file()]
+        if missing:
+            raise CheckpointError(f"{p}: shard(s) listed in the index are missing: {', '.join(missing)}")
+        return SHARDED, shards, config
+    if (p / "pytorch_model.bin").is_file():
+        return TORCH_BIN, [p / "pytorch_model.bin"], config
+    raise CheckpointError(f"{p}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin in this directory")
+
+
+def _prefix(names: list[str], config: dict[str, Any] | None) -> str:
+    """The base-model prefix that task models put before body tensors, or ''."""
+    if not names:
+        return ""
+    firsts: dict[str, int] = {}
+    for n in names:
+        if "." in n:
+            f = n.split(".", 1)[0]
+            firsts[f] = firsts.get(f, 0) + 1
+    if not firsts:
+        return ""
+    top, count = max(firsts.items(), key=lambda kv: kv[1])
+    model_type = str((config or {}).get("model_type", "")).replace("-", "_")
+    known = top in _PREFIXES or (model_type and (top == model_type or top in model_type.split("_")))
+    return top if known and count * 2 >= len(names) else ""
+
+
+def _canonical(name: str, prefix: str) -> str:
+    return name[len(prefix) + 1:] if prefix and name.startswith(prefix + ".") else name
+
+
+def _safetensors_header(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    from safetensors import safe_open
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or n + 8 > size:
+                raise CheckpointError(f"{path}: truncated or corrupt safetensors header; re-download or re-save the file")
+            meta = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in meta.items() if k != "__metadata__"), default=0)
+        if 8 + n + end > size:
+            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, header needs {8 + n + end}); re-download or re-save it")
+        out = []
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():
+                sl = f.get_slice(k)
+                out.append((k, tuple(int(s) for s in sl.get_shape()), str(sl.get_dtype())))
+        return out
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises its own error types and OSError
+        raise CheckpointError(f"{path}: cannot read safetensors header ({type(e).__name__}: {e}); the file is corrupt or truncated") from e
+
+
+def _torch_load(path: Path) -> dict[str, Any]:
+    import torch
+
+    import zipfile
+
+    try:
+        # mmap keeps memory at one tensor for the zip format; legacy pickles cannot be mapped.
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpoint(
+            f"{path}: the pickle holds objects other than tensors and was not loaded (weights_only); "
+            "convert the checkpoint to safetensors from a trusted environment") from e
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors; save it with model.save_pretrained or torch.save(model.state_dict())")
+    return obj
+
+
+_DT = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float64": "F64"}
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """Names, shapes, dtypes, format and config of a checkpoint, without reading tensor data."""
+    fmt, files, config = resolve(path)
+    raw: list[tuple[str, tuple[int, ...], str, str]] = []
+    if fmt == TORCH_BIN:
+        for k, v in _torch_load(files[0]).items():
+            raw.append((k, tuple(v.shape), _DT.get(str(v.dtype), str(v.dtype).replace("torch.", "")), files[0].name))
+    else:
+        for shard in files:
+            raw.extend((k, s, d, shard.name) for k, s, d in _safetensors_header(shard))
+    if not raw:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    names = [r[0] for r in raw]
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"{path}: a tensor name appears in more than one shard; the checkpoint is inconsistent")
+    prefix = _prefix(names, config)
+    tensors = [TensorInfo(n, _canonical(n, prefix), s, d, sh) for n, s, d, sh in raw]
+    canon = [t.canonical for t in tensors]
+    if len(set(canon)) != len(canon):  # stripping would merge two tensors: keep full names
+        prefix = ""
+        tensors = [TensorInfo(n, n, s, d, sh) for n, s, d, sh in raw]
+    tensors.sort(key=lambda t: t.name)
+    return Header(Path(path).expanduser().resolve(), fmt, tensors, config, prefix, files)
+
+
+def stream(header: Header, names: set[str] | None = None) -> Iterator[tuple[TensorInfo, "Any"]]:
+    """Yield (info, torch tensor) one tensor at a time, shard by shard.
+
+    ``names`` restricts to those tensor names (original names). Safetensors tensors are
+    memory-mapped views; nothing holds more than the current tensor.
+    """
+    from safetensors import safe_open
+
+    wanted = [t for t in header.tensors if names is None or t.name in names]
+    if header.format == TORCH_BIN:
+        sd = _torch_load(header.shards[0])
+        for t in wanted:
+            yield t, sd[t.name]
+        return
+    by_shard: dict[str, list[TensorInfo]] = {}
+    for t in wanted:
+        by_shard.setdefault(t.shard, []).append(t)
+    for shard in header.shards:
+        infos = by_shard.get(shard.name, [])
+        if not infos:
+            continue
+        try:
+            with safe_open(str(shard), framework="pt") as f:
+                for t in infos:
+                    yield t, f.get_tensor(t.name)
+        except Exception as e:
+            if isinstance(e, (CheckpointError, GeneratorExit)):
+                raise
+            raise CheckpointError(f"{shard}: cannot read tensor data ({type(e).__name__}: {e}); the file is corrupt") from e
+
+
+def tensor_bytes(t: "Any") -> memoryview:
+    """The raw bytes of a CPU tensor, as stored (bf16 and fp16 included)."""
+    import torch
+
+    t = t.detach().contiguous()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.view(torch.int16)
+    elif t.dtype == torch.bool:
+        t = t.view(torch.uint8)
+    return memoryview(t.numpy()).cast("B")
+
+
+class ContentHash:
+    """Hash over tensor names, shapes, dtypes and bytes, independent of order and sharding.
+
+    Each tensor gets its own xxh3-128 digest; the checkpoint's hash combines the digests
+    in name order. xxh3 runs at memory speed; a cryptographic hash would cost more than
+    the sketch itself (see bench/RESULTS.md).
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[str, bytes] = {}
+
+    def update(self, info: TensorInfo, tensor: "Any") -> None:
+        h = xxhash.xxh3_128()
+        h.update(f"{info.name}|{info.shape}|{info.dtype}|".encode())
+        h.update(tensor_bytes(tensor))
+        self._parts[info.name] = h.digest()
+
+    def hexdigest(self) -> str:
+        h = xxhash.xxh3_128()
+        for name in sorted(self._parts):
+            h.update(self._parts[name])
+        return h.hexdigest()
+
+
+def arch_signature(body: list[tuple[str, tuple[int, ...]]]) -> str:
+    """Signature of a family: a digest of the sorted (canonical name, shape) body list."""
+    h = xxhash.xxh3_128()
+    for name, shape in sorted(body):
+        h.update(f"{name}:{','.join(map(str, shape))};".encode())
+    return h.hexdigest()
+
+
+def is_model_dir_like(p: Path) -> bool:
+    """Whether a directory is itself a checkpoint (rather than a folder of checkpoints)."""
+    return any((p / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Expand a list of paths: a folder that is not itself a checkpoint yields its checkpoints."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir() and not is_model_dir_like(p):
+            found = sorted(c for c in p.iterdir() if (c.is_dir() and is_model_dir_like(c)) or c.suffix == ".safetensors")
+            if not found:
+                raise NotFound(f"{p}: no checkpoints in this directory (looked for model folders and .safetensors files)")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def default_name(path: Path) -> str:
+    """A model name from a path: the folder name, or the file stem."""
+    p = path.expanduser().resolve()
+    stem = p.name if p.is_dir() else (p.parent.name if p.stem in ("model", "pytorch_model") else p.stem)
+    return _SAFE_NAME.sub("-", stem).strip("-") or "model"

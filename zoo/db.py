@@ -1,0 +1,115 @@
+"""Engine, locking and Alembic upgrades of the catalog.
+
+The catalog is opened per operation and closed right after: DuckDB allows one writing
+process, and long work (sketching, merging, training) must never hold the file. A second
+process that finds the file locked retries until ``ZOO_LOCK_TIMEOUT`` seconds (default
+30) pass, then gets ``ZooBusy``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from alembic.ddl.impl import DefaultImpl
+from sqlalchemy.pool import NullPool
+
+from zoo.errors import CatalogVersionError, ZooBusy
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DuckDBImpl(DefaultImpl):
+    """Alembic's implementation for the ``duckdb`` dialect (duckdb_engine ships none)."""
+
+    __dialect__ = "duckdb"
+    transactional_ddl = True
+
+
+def _is_lock_error(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "could not set lock" in text or "conflicting lock" in text
+
+
+def lock_timeout() -> float:
+    return float(os.environ.get("ZOO_LOCK_TIMEOUT", "30"))
+
+
+def make_engine(path: Path, read_only: bool) -> sa.Engine:
+    return sa.create_engine(f"duckdb:///{path}", poolclass=NullPool, connect_args={"read_only": read_only})
+
+
+@contextmanager
+def connect(path: Path, write: bool, timeout: float | None = None) -> Iterator[sa.Connection]:
+    """A connection to the catalog: one transaction when ``write``, closed on exit."""
+    timeout = lock_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        engine = make_engine(path, read_only=not write)
+        try:
+            conn = engine.connect()
+            break
+        except Exception as e:
+            engine.dispose()
+            if not _is_lock_error(e):
+                raise
+            if time.monotonic() >= deadline:
+                raise ZooBusy(f"zoo is busy: another process holds {path} for writing (waited {timeout:g}s); "
+                              "retry when it finishes or raise ZOO_LOCK_TIMEOUT") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    try:
+        if write:
+            with conn.begin():
+                yield conn
+        else:
+            yield conn
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+def _alembic_config(conn: sa.Connection | None = None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if conn is not None:
+        cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def ensure_schema(path: Path) -> None:
+    """Create or upgrade the catalog to the code's head; refuse a catalog that is ahead."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    head = script.get_current_head()
+    if path.exists():
+        with connect(path, write=False) as conn:
+            cur = current_revision(conn)
+        if cur == head:
+            return
+        if cur is not None and cur not in {r.revision for r in script.walk_revisions()}:
+            raise CatalogVersionError(
+                f"{path} is at schema revision {cur!r}, newer than this zoo knows (head {head!r}); upgrade zoo to open it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with connect(path, write=True) as conn:
+        command.upgrade(_alembic_config(conn), "head")

@@ -1,0 +1,134 @@
+"""Registration's compute side: one streaming pass per checkpoint, then family decisions.
+
+``scan`` reads each tensor once and feeds it to the content hash, the finiteness check
+and the sketch of every requested space. The catalog is not open meanwhile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from zoo.catalog import Family, Space
+from zoo.checkpoint import ContentHash, Header, stream
+from zoo.errors import AmbiguousBase, BadWeights, FamilyMismatch
+from zoo.sketch import sketch_tensor
+
+DEFAULT_DIM = 1024
+DEFAULT_SEED = 0
+DEFAULT_METRIC = "cosine"
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """What a sketch needs: dimension, seed and which body tensors."""
+
+    dim: int
+    seed: int
+    tensor_filter: str | None = None
+
+    @classmethod
+    def of(cls, s: Space) -> "SpaceSpec":
+        return cls(s.dim, s.seed, s.tensor_filter)
+
+    def includes(self, canonical: str) -> bool:
+        import re
+
+        return self.tensor_filter is None or re.search(self.tensor_filter, canonical) is not None
+
+
+@dataclass
+class Scan:
+    """The result of one pass over a checkpoint."""
+
+    header: Header
+    content_hash: str
+    raw: dict[SpaceSpec, np.ndarray]
+    body: dict[str, tuple[int, ...]]
+    head: list[str]
+
+
+def float_body(header: Header) -> dict[str, tuple[int, ...]]:
+    """Canonical name -> shape of every float tensor: the body when a checkpoint founds a family."""
+    return {t.canonical: t.shape for t in header.tensors if t.is_float}
+
+
+def fits(header: Header, fam: Family) -> bool:
+    """Whether every body tensor of the family is in the checkpoint with the same shape."""
+    have = header.by_canonical()
+    return all(k in have and have[k].shape == shape for k, shape in fam.body.items())
+
+
+def check_fits(header: Header, fam: Family, base_name: str) -> None:
+    """Raise FamilyMismatch naming the first clashing or missing tensors."""
+    have = header.by_canonical()
+    clash = [(k, have[k].shape, s) for k, s in fam.body.items() if k in have and have[k].shape != s]
+    missing = [k for k in fam.body if k not in have]
+    if clash:
+        k, got, want = clash[0]
+        raise FamilyMismatch(
+            f"{header.path}: tensor {k!r} has shape {list(got)} but base {base_name!r} (family {fam.name!r}) has {list(want)}"
+            f" ({len(clash)} clash(es)); this checkpoint is not a fine-tune of {base_name!r}: drop --base or name the right base")
+    if missing:
+        raise FamilyMismatch(
+            f"{header.path}: {len(missing)} body tensor(s) of base {base_name!r} are missing (e.g. {missing[0]!r}); "
+            f"this checkpoint is not a fine-tune of {base_name!r}")
+
+
+def scan(header: Header, specs: Iterable[SpaceSpec], body: dict[str, tuple[int, ...]]) -> Scan:
+    """One pass: content hash of every tensor, sketch of body tensors in every spec, NaN/Inf check."""
+    import torch
+
+    specs = list(dict.fromkeys(specs))
+    raw = {s: np.zeros(s.dim, dtype=np.float64) for s in specs}
+    hasher = ContentHash()
+    head: list[str] = []
+    for info, tensor in stream(header):
+        hasher.update(info, tensor)
+        if not info.is_float:
+            continue
+        used = [s for s in specs if s.includes(info.canonical)] if body.get(info.canonical) == info.shape else []
+        if info.canonical not in body or body[info.canonical] != info.shape:
+            head.append(info.name)
+        for s in used:
+            sketch_tensor(tensor, info.canonical, s.seed, s.dim, raw[s])
+        # A NaN or Inf always reaches a bucket, so a sketch that was finite tells for free;
+        # tensors no sketch covers get an explicit check.
+        finite = np.isfinite(raw[used[0]]).all() if used else bool(torch.isfinite(tensor).all())
+        if not finite:
+            raise BadWeights(f"{header.path}: NaN or Inf in tensor {info.name!r}; zoo refuses such checkpoints: "
+                             "fix the training run or drop the checkpoint")
+    return Scan(header, hasher.hexdigest(), raw, body, head)
+
+
+@dataclass
+class Decision:
+    """Which family a checkpoint joins (or founds), and why."""
+
+    family: Family | None
+    is_base: bool
+    note: str = ""
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+
+
+def choose_base(scan_: Scan, fams: list[Family], base_names: dict[int, str]) -> Decision:
+    """Among families that fit, the one whose base is nearest in weight space.
+
+    By linearity the distance to each base comes from sketches: S(theta) - S(base).
+    The nearest must be at most half as far as the runner-up, else the choice is ambiguous.
+    """
+    scored = []
+    for f in fams:
+        sp = f.spaces[0]
+        delta = scan_.raw[SpaceSpec.of(sp)] - sp.base_vec
+        scored.append((float(np.linalg.norm(delta)), f))
+    scored.sort(key=lambda x: x[0])
+    cands = [(base_names.get(f.id, f.name), d) for d, f in scored]
+    best, runner = scored[0], scored[1]
+    if best[0] <= 0.5 * runner[0]:
+        return Decision(best[1], False, f"base inferred from weights: {cands[0][0]} (distance {cands[0][1]:.4g}, "
+                                        f"next {cands[1][0]} at {cands[1][1]:.4g})", cands)
+    listing = ", ".join(f"{n} ({d:.4g})" for n, d in cands)
+    raise AmbiguousBase(f"{scan_.header.path}: several bases fit this checkpoint and its weights do not single one out: "
+                        f"{listing}; pass --base NAME")

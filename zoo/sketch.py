@@ -1,0 +1,165 @@
+"""The sketch operator: a linear, seeded, hashed CountSketch of weight tensors.
+
+Element ``k`` of a tensor whose canonical name is ``name`` has the 64-bit key
+``name_key(name) ^ seed_key(seed)`` advanced ``k`` steps along the splitmix64 sequence;
+the splitmix64 finaliser of that state gives the bucket (high 32 bits, scaled to ``dim``)
+and the sign (low bit). Values are accumulated in float64.
+
+Because the operator is linear, ``S(theta - theta_base) = S(theta) - S(theta_base)``
+exactly up to float64 rounding. zoo stores each space's base sketch once and sketches a
+new checkpoint's raw weights, so registering a fine-tune never reads the base's tensors.
+
+Two kernels compute the same buckets and signs: a numba kernel on CPU (parallel over
+chunks, one accumulator per chunk) and a torch kernel used when the tensor lives on CUDA.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit, prange, set_num_threads
+
+from zoo.errors import ZooValueError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+C1 = np.uint64(0xBF58476D1CE4E5B9)
+C2 = np.uint64(0x94D049BB133111EB)
+MIN_DIM, MAX_DIM = 8, 1 << 20
+# Below this many elements a tensor is sketched on one thread: thread start-up costs more.
+_PARALLEL_MIN = 1 << 18
+# Chunks of a fixed size (not one per thread) keep float64 summation order, and so the
+# sketch bits, the same on every machine whatever its core count.
+_CHUNK = 1 << 18
+
+
+def _mix(z: int) -> int:
+    z &= (1 << 64) - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return z ^ (z >> 31)
+
+
+def name_key(name: str, seed: int) -> int:
+    """The 64-bit key of a tensor name in the space of ``seed`` (stable across platforms)."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") ^ _mix(int(seed) * 0x9E3779B97F4A7C15 + 1)
+
+
+def check_dim(dim: int) -> int:
+    """Validate a sketch dimension; any integer in [8, 2**20] works (powers of two not required)."""
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not MIN_DIM <= int(dim) <= MAX_DIM:
+        raise ZooValueError(f"sketch dimension {dim!r} is out of range: use an integer between {MIN_DIM} and {MAX_DIM}, e.g. 1024")
+    return int(dim)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _bucket_sign(key, k, dim):
+    z = key + np.uint64(k) * GAMMA
+    z = (z ^ (z >> np.uint64(30))) * C1
+    z = (z ^ (z >> np.uint64(27))) * C2
+    z = z ^ (z >> np.uint64(31))
+    b = ((z >> np.uint64(32)) * np.uint64(dim)) >> np.uint64(32)
+    return np.int64(b), np.int64(z & np.uint64(1))
+
+
+@njit(nogil=True, cache=True)
+def _sketch_serial(x, key, dim, out):
+    signs = np.array([1.0, -1.0])  # a lookup beats arithmetic on the sign bit here
+    for k in range(x.size):
+        b, s = _bucket_sign(key, k, dim)
+        out[b] += signs[s] * np.float64(x[k])
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def _sketch_parallel(x, key, dim, out, nchunks):
+    n = x.size
+    acc = np.zeros((nchunks, dim), dtype=np.float64)
+    step = (n + nchunks - 1) // nchunks
+    signs = np.array([1.0, -1.0])
+    for c in prange(nchunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        row = acc[c]
+        for k in range(lo, hi):
+            b, s = _bucket_sign(key, k, dim)
+            row[b] += signs[s] * np.float64(x[k])
+    for c in range(nchunks):
+        for j in range(dim):
+            out[j] += acc[c, j]
+
+
+def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray) -> None:
+    """Add the sketch of one flat float array ``x`` (canonical tensor ``name``) into ``out``.
+
+    ``out`` is a float64 vector of length ``dim``; the addition is in place so a whole
+    checkpoint is sketched by calling this tensor by tensor.
+    """
+    flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float32)
+    key = np.uint64(name_key(name, seed))
+    if flat.size >= _PARALLEL_MIN:
+        _sketch_parallel(flat, key, dim, out, (flat.size + _CHUNK - 1) // _CHUNK)
+    else:
+        _sketch_serial(flat, key, dim, out)
+
+
+def sketch_tensor(t: "torch.Tensor", name: str, seed: int, dim: int, out: np.ndarray) -> None:
+    """Sketch one torch tensor into ``out``: CUDA tensors use the torch kernel, others numba."""
+    if t.is_cuda:
+        out += sketch_torch(t, name, seed, dim).cpu().numpy()
+        return
+    import torch
+
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    sketch_array(t.contiguous().numpy(), name, seed, dim, out)
+
+
+def _lsr(z: "torch.Tensor", s: int) -> "torch.Tensor":
+    """Logical right shift of int64 bit patterns (torch shifts int64 arithmetically)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _wrap(v: int) -> int:
+    """A uint64 constant as the int64 with the same bits."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def sketch_torch(t: "torch.Tensor", name: str, seed: int, dim: int, chunk: int = 1 << 24) -> "torch.Tensor":
+    """The torch kernel: same buckets and signs as the numba kernel, on the tensor's device.
+
+    int64 multiplication wraps modulo 2**64 like uint64, and shifts are made logical, so
+    the bit patterns equal the numba kernel's.
+    """
+    import torch
+
+    flat = t.reshape(-1)
+    dev = flat.device
+    out = torch.zeros(dim, dtype=torch.float64, device=dev)
+    key = _wrap(name_key(name, seed))
+    gamma, c1, c2 = _wrap(int(GAMMA)), _wrap(int(C1)), _wrap(int(C2))
+    for lo in range(0, flat.numel(), chunk):
+        part = flat[lo:lo + chunk].to(torch.float64)
+        k = torch.arange(lo, lo + part.numel(), dtype=torch.int64, device=dev)
+        z = k * gamma + key
+        z = (z ^ _lsr(z, 30)) * c1
+        z = (z ^ _lsr(z, 27)) * c2
+        z = z ^ _lsr(z, 31)
+        b = (_lsr(z, 32) * dim) >> 32 if dim < (1 << 31) else None
+        if b is None:  # pragma: no cover - MAX_DIM keeps dim far below 2**31
+            raise ZooValueError(f"sketch dimension {dim} too large for the torch kernel")
+        sign = 1.0 - 2.0 * (z & 1).to(torch.float64)
+        out.index_add_(0, b, sign * part)
+    return out
+
+
+def configure_threads(n: int | None = None) -> None:
+    """Use ``n`` numba threads (default: ``$ZOO_THREADS`` or all cores)."""
+    n = n or int(os.environ.get("ZOO_THREADS", "0") or 0) or os.cpu_count() or 1
+    set_num_threads(max(1, min(n, os.cpu_count() or 1)))
