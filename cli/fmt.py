@@ -88,3 +88,27 @@ def show_lineage(d: dict[str, Any]) -> str:
     for e in d["descendants"]:
         lines.append("  " * e["depth"] + f"└ {e['child']}  ({e['relation']} from {e['parent']})")
     return "\n".join(lines)
+
+
+def fmt_distance(d: dict[str, Any]) -> str:
+    s = d["sketch"]
+    lines = [f"{d['a']} <-> {d['b']} (family {d['family']}, space {d['space_id']}, d={d['dim']})",
+             f"  sketch: cosine distance {s['cosine']:.6f}  L2 {s['l2']:.6g}"]
+    if "exact" in d:
+        e = d["exact"]
+        lines.append(f"  exact:  cosine distance {e['cosine']:.6f}  L2 {e['l2']:.6g}  (L2 relative error {d['relative_error_l2']:.2%})")
+    return "\n".join(lines)
+
+
+def fmt_region(r: dict[str, Any]) -> str:
+    st = r["stats"]
+    head = (f"region of {r['n']} model(s) in family {r['family']} ({r['metric']}, space {r['space_id']}): "
+            f"radius {st['radius']:.4g}, mean {st['mean_dist']:.4g}, p95 {st['p95_dist']:.4g}, "
+            f"mean pairwise cosine {st['mean_pairwise_cosine']:.4f}")
+    return head + "\n" + table(r["members"], ["name", "dataset", "task", "distance_to_centroid", "loo_distance"])
+
+
+def fmt_clusters(r: dict[str, Any]) -> str:
+    head = (f"{r['k']} clusters of {r['n']} models (family {r['family']}, {r['metric']}): "
+            f"purity vs dataset {r['purity_dataset']:.3f}, vs task {r['purity_task']:.3f}")
+    return head + "\n" + table(r["assignments"], ["cluster", "name", "dataset", "task"])

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from cli.fmt import emit, kv_pairs, show_model, show_lineage, table
+from cli.fmt import emit, fmt_clusters, fmt_distance, fmt_region, kv_pairs, show_lineage, show_model, table
 from zoo import Zoo
 from zoo.errors import ZooError
 
@@ -114,6 +114,126 @@ def sql(z: Zoo, query, limit, as_json) -> None:
     """Run read-only SQL on the catalog."""
     cols, rows = z.sql(query, limit)
     emit([dict(zip(cols, r)) for r in rows], as_json, lambda recs: table(recs, cols))
+
+
+metric_opt = click.option("--metric", type=click.Choice(["cosine", "l2"]), help="Default: the space's metric.")
+space_opt = click.option("--space", "space", type=int, help="Sketch space id (default: the family's first).")
+family_opt = click.option("--family", help="Family name (needed when the zoo has several).")
+
+
+@main.command()
+@click.argument("target")
+@click.option("-k", "k", type=int, default=5, show_default=True)
+@click.option("--dataset")
+@click.option("--task")
+@click.option("--kind")
+@metric_opt
+@space_opt
+@family_opt
+@json_opt
+@click.pass_obj
+def nearest(z: Zoo, target, k, dataset, task, kind, metric, space, family, as_json) -> None:
+    """The k models nearest to NAME or PATH (a path is sketched, not registered)."""
+    res = z.nearest(target, k=k, dataset=dataset, task=task, kind=kind, metric=metric, space=space, family=family)
+    emit(res, as_json, lambda r: f"nearest to {r['query']} ({r['metric']}, space {r['space_id']}, {r['search']}):\n"
+         + table(r["results"], ["rank", "name", "distance", "kind", "dataset", "task"]))
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--exact", is_flag=True, help="Also compute the exact distance from the weights.")
+@space_opt
+@json_opt
+@click.pass_obj
+def distance(z: Zoo, a, b, exact, space, as_json) -> None:
+    """Distance between two task vectors (sketch estimate; --exact reads the weights)."""
+    emit(z.distance(a, b, exact=exact, space=space), as_json, fmt_distance)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--dataset")
+@click.option("--task")
+@click.option("--all", "all_models", is_flag=True, help="Every model of the family.")
+@click.option("--exclude-dataset")
+@family_opt
+@metric_opt
+@space_opt
+@json_opt
+@click.pass_obj
+def region(z: Zoo, names, dataset, task, all_models, exclude_dataset, family, metric, space, as_json) -> None:
+    """Members, centroid and spread of a region (--dataset, --task, --all or NAMES)."""
+    res = z.region(dataset=dataset, task=task, names=names or None, family=family, metric=metric, space=space,
+                   exclude_dataset=exclude_dataset, all_models=all_models)
+    emit(res, as_json, fmt_region)
+
+
+@main.command()
+@click.option("-k", "k", type=int, required=True, help="Number of clusters.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@family_opt
+@metric_opt
+@space_opt
+@json_opt
+@click.pass_obj
+def clusters(z: Zoo, k, seed, family, metric, space, as_json) -> None:
+    """k-means on sketches of fine-tuned models, with purity against dataset and task labels."""
+    emit(z.clusters(k, family=family, metric=metric, space=space, seed=seed), as_json, fmt_clusters)
+
+
+@main.command()
+@click.argument("target")
+@click.argument("names", nargs=-1)
+@click.option("--dataset")
+@click.option("--task")
+@family_opt
+@metric_opt
+@space_opt
+@json_opt
+@click.pass_obj
+def inside(z: Zoo, target, names, dataset, task, family, metric, space, as_json) -> None:
+    """Is TARGET (name or path) inside a region? Exit 0 either way; see 'inside' in the output."""
+    res = z.inside(target, dataset=dataset, task=task, names=names or None, family=family, metric=metric, space=space)
+    emit(res, as_json, lambda r: f"{r['target']} is {'INSIDE' if r['inside'] else 'OUTSIDE'} the region "
+         f"(score {r['score']:.3f} = distance {r['distance']:.4g} / threshold {r['threshold']:.4g}; "
+         f"{r['percentile']:.0%} of members are as far or farther)")
+
+
+@main.command()
+@json_opt
+@click.pass_obj
+def reindex(z: Zoo, as_json) -> None:
+    """Rebuild every FAISS index from the catalog."""
+    emit(z.reindex(), as_json, lambda rows: table(rows, ["space_id", "count", "index"]))
+
+
+@main.group()
+def space() -> None:
+    """Sketch spaces of a family."""
+
+
+@space.command("ls")
+@json_opt
+@click.pass_obj
+def space_ls(z: Zoo, as_json) -> None:
+    """List sketch spaces."""
+    emit(z.spaces(), as_json, lambda rows: table(rows, ["id", "family", "dim", "seed", "metric", "tensor_filter", "sketches"]))
+
+
+@space.command("add")
+@click.option("--dim", type=int, default=1024, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--filter", "tensor_filter", help="Regex on canonical tensor names to sketch (default: whole body).")
+@family_opt
+@json_opt
+@click.pass_obj
+def space_add(z: Zoo, dim, seed, metric, tensor_filter, family, as_json) -> None:
+    """Add a sketch space and backfill its sketches (reads each model once)."""
+    res = z.space_add(family=family, dim=dim, seed=seed, metric=metric, tensor_filter=tensor_filter)
+    emit(res, as_json, lambda r: f"space {r['id']} (d={r['dim']}, seed={r['seed']}) on {r['family']}: "
+         f"{r['backfilled']} sketches")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,8 @@ def _db_schema(path):
     con = duckdb.connect(str(path), read_only=True)
     try:
         cols = con.execute("SELECT table_name, column_name, data_type, is_nullable FROM duckdb_columns() "
-                           "WHERE table_name != 'alembic_version' AND NOT internal").fetchall()
+                           "WHERE table_name != 'alembic_version' AND NOT internal "
+                           "AND table_name IN (SELECT table_name FROM duckdb_tables())").fetchall()
         cons = con.execute("SELECT table_name, constraint_type, constraint_column_names FROM duckdb_constraints() "
                            "WHERE constraint_type IN ('PRIMARY KEY', 'UNIQUE')").fetchall()
         seqs = {r[0] for r in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}

@@ -13,9 +13,12 @@ import sqlalchemy as sa
 from zoo import catalog, db
 from zoo.catalog import Family, Space
 from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, read_header
-from zoo.errors import Conflict, NotFound, ZooValueError
+from zoo.errors import Conflict, EmptyRegion, FamilyMismatch, NotFound, ZooValueError
+from zoo.geometry import brute_force, check_k, check_metric, distances, inside_score, kmeans, purity, region_stats
+from zoo.index import DEFAULT_BUDGET, FLAT_MAX, SpaceIndex, choose_index
 from zoo.ingest import (DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, Decision, Scan, SpaceSpec, check_fits, choose_base,
-                        fits, float_body, scan)
+                        exact_gram, fits, float_body, gram_distances, scan)
+from zoo.sketch import check_dim
 
 KINDS = ("base", "finetune", "centroid", "interpolation", "external")
 
@@ -62,7 +65,9 @@ class Zoo:
         self.home = Path(home).expanduser() if home else default_home()
         self.progress = progress
         self.default_spec = SpaceSpec(default_dim, default_seed)
-        self.default_metric = default_metric
+        self.default_metric = check_metric(default_metric)
+        check_dim(default_dim)
+        self.memory_budget = int(os.environ.get("ZOO_INDEX_MEMORY", DEFAULT_BUDGET))
         self._ready = False
 
     # ------------------------------------------------------------ plumbing
@@ -240,7 +245,285 @@ class Zoo:
         return results
 
     def _after_write(self) -> None:
-        """Hook for derived state (the FAISS index) after a committed write."""
+        """Bring every space's FAISS index in line with the committed catalog."""
+        with self._read() as conn:
+            for sp in catalog.spaces(conn):
+                self._index(conn, sp)
+            live = {sp.id for sp in catalog.spaces(conn)}
+        for f in self.index_dir.glob("space_*.json") if self.index_dir.exists() else []:
+            sid = f.stem.split("_", 1)[1]
+            if sid.isdigit() and int(sid) not in live:
+                SpaceIndex(self.index_dir, int(sid)).remove()
+
+    # ------------------------------------------------------------ index
+    def _index(self, conn: sa.Connection, sp: Space, force: bool = False) -> SpaceIndex:
+        """The space's index, rebuilt from the catalog when missing, stale or forced."""
+        fp = catalog.sketch_fingerprint(conn, sp.id)
+        spec = choose_index(fp["count"], sp.dim, self.memory_budget, sp.metric)
+        idx = SpaceIndex(self.index_dir, sp.id)
+        if force or not idx.load() or not idx.matches(fp, spec):
+            ids, vecs = catalog.sketch_vectors(conn, sp.id)
+            idx.build(ids, vecs, spec, fp)
+        return idx
+
+    def reindex(self) -> list[dict[str, Any]]:
+        """Rebuild every space's FAISS index from the catalog."""
+        out = []
+        with self._read() as conn:
+            for sp in catalog.spaces(conn):
+                idx = self._index(conn, sp, force=True)
+                out.append({"space_id": sp.id, "count": idx.index.ntotal, "index": idx.meta["spec"]["factory"]})
+        return out
+
+    # ------------------------------------------------------------ spaces
+    def spaces(self) -> list[dict[str, Any]]:
+        """Sketch spaces with their family and model count."""
+        with self._read() as conn:
+            out = []
+            for sp in catalog.spaces(conn):
+                fp = catalog.sketch_fingerprint(conn, sp.id)
+                out.append({"id": sp.id, "family": catalog.family_by_id(conn, sp.family_id)["name"], "dim": sp.dim,
+                            "seed": sp.seed, "metric": sp.metric, "tensor_filter": sp.tensor_filter,
+                            "method": sp.method, "sketches": fp["count"]})
+            return out
+
+    def space_add(self, family: str | None = None, dim: int = DEFAULT_DIM, seed: int = DEFAULT_SEED,
+                  metric: str = DEFAULT_METRIC, tensor_filter: str | None = None) -> dict[str, Any]:
+        """Add a sketch space to a family and backfill the sketches of its models (one read each)."""
+        import re
+
+        check_dim(dim)
+        check_metric(metric)
+        if tensor_filter is not None:
+            try:
+                re.compile(tensor_filter)
+            except re.error as e:
+                raise ZooValueError(f"--filter {tensor_filter!r} is not a valid regular expression ({e})") from e
+        spec = SpaceSpec(dim, seed, tensor_filter)
+        with self._read() as conn:
+            fam = self._family(conn, family)
+            base = catalog.model_by_id(conn, fam.base_model_id)
+            members = catalog.list_models(conn, family=fam.name)
+            rows = [catalog.model(conn, m["name"]) for m in members]
+        raws: dict[int, np.ndarray] = {}
+        for row in self._bar(rows, "backfilling"):
+            sc = scan(read_header(row["uri"]), [spec], fam.body)
+            if sc.content_hash != row["content_hash"]:
+                raise Conflict(f"{row['uri']} changed since {row['name']!r} was registered (content hash differs); "
+                               "re-register it or remove it before adding a space")
+            raws[row["id"]] = sc.raw[spec]
+        base_vec = raws[base["id"]]
+        with self._write() as conn:
+            sid = catalog.insert_space(conn, fam.id, dim, seed, metric, tensor_filter, base_vec)
+            for mid, raw in raws.items():
+                catalog.insert_sketch(conn, mid, sid, np.zeros(dim) if mid == base["id"] else raw - base_vec)
+        self._after_write()
+        return {"id": sid, "family": fam.name, "dim": dim, "seed": seed, "metric": metric, "backfilled": len(raws)}
+
+    def _family(self, conn: sa.Connection, name: str | None) -> Family:
+        fams = catalog.families_snapshot(conn)
+        if name is not None:
+            for f in fams:
+                if f.name == name:
+                    return f
+            raise NotFound(f"no family named {name!r}; families: {', '.join(f.name for f in fams) or '(none)'}")
+        if len(fams) == 1:
+            return fams[0]
+        if not fams:
+            raise NotFound("the zoo has no models yet; register a base with `zoo add PATH`")
+        raise ZooValueError(f"the zoo has several families ({', '.join(f.name for f in fams)}); pass --family")
+
+    def _pick_space(self, fam: Family, space_id: int | None) -> Space:
+        if space_id is None:
+            return fam.spaces[0]
+        for sp in fam.spaces:
+            if sp.id == space_id:
+                return sp
+        raise NotFound(f"family {fam.name!r} has no sketch space {space_id}; its spaces: {[s.id for s in fam.spaces]}")
+
+    # ------------------------------------------------------------ targets
+    def _target(self, conn: sa.Connection, target: str, family: str | None = None) -> tuple[Family, dict[str, np.ndarray], dict | None]:
+        """(family, {space id: delta sketch}, model row or None) of a model name or a checkpoint path."""
+        fams = catalog.families_snapshot(conn)
+        try:
+            row = catalog.model(conn, target)
+        except NotFound:
+            if not Path(target).expanduser().exists():
+                raise
+            row = None
+        if row is not None:
+            fam = next(f for f in fams if f.id == row["family_id"])
+            vecs = {sp.id: catalog.sketch_vectors(conn, sp.id, [row["id"]])[1][0].astype(np.float64) for sp in fam.spaces}
+            return fam, vecs, row
+        header = read_header(target)
+        fitting = [f for f in fams if fits(header, f) and (family is None or f.name == family)]
+        if not fitting:
+            names = ", ".join(f.name for f in fams) or "(none)"
+            raise FamilyMismatch(f"{target} fits none of this zoo's families ({names}): its architecture "
+                                 f"({len(header.tensors)} tensors, e.g. {header.tensors[0].canonical!r} {list(header.tensors[0].shape)}) "
+                                 "differs; register its base first")
+        sc = scan(header, [SpaceSpec.of(sp) for f in fitting for sp in f.spaces], _union_body(fitting))
+        base_names = {f.id: f.name for f in fitting}
+        fam = fitting[0] if len(fitting) == 1 else choose_base(sc, fitting, base_names).family
+        return fam, {sp.id: sc.raw[SpaceSpec.of(sp)] - sp.base_vec for sp in fam.spaces}, None
+
+    # ------------------------------------------------------------ queries
+    def nearest(self, target: str, k: int = 5, dataset: str | None = None, task: str | None = None,
+                kind: str | None = None, metric: str | None = None, space: int | None = None,
+                family: str | None = None) -> dict[str, Any]:
+        """The k models nearest to a model name or a checkpoint path (sketched on the fly, not registered)."""
+        check_k(k)
+        with self._read() as conn:
+            fam, vecs, row = self._target(conn, target, family)
+            sp = self._pick_space(fam, space)
+            metric = check_metric(metric or sp.metric)
+            q = vecs[sp.id]
+            self_id = row["id"] if row else None
+            filtered = dataset or task or kind
+            allowed = catalog.filtered_ids(conn, fam.id, dataset, task, kind) if filtered else None
+            if allowed is not None and self_id is not None:
+                allowed = [i for i in allowed if i != self_id]
+            if metric != sp.metric or (allowed is not None and len(allowed) <= FLAT_MAX):
+                ids, x = catalog.sketch_vectors(conn, sp.id, allowed)
+                keep = ids != (self_id if self_id is not None else -1)
+                got_ids, got_d = brute_force(q, ids[keep], x[keep], k, metric)
+                how = "exact scan"
+            else:
+                idx = self._index(conn, sp)
+                extra = 1 if self_id is not None else 0
+                res_ids, res_d = idx.search(q[None], k + extra, None if allowed is None else np.asarray(allowed))
+                pairs = sorted(((int(i), float(d)) for i, d in zip(res_ids[0], res_d[0]) if i >= 0 and i != self_id),
+                               key=lambda p: (p[1], p[0]))[:k]
+                got_ids = np.array([p[0] for p in pairs], dtype=np.int64)
+                got_d = np.array([p[1] for p in pairs])
+                how = idx.meta["spec"]["factory"]
+            meta = catalog.models_meta(conn, got_ids.tolist())
+        results = [{"rank": r + 1, "name": meta[int(i)]["name"], "id": int(i), "distance": float(d),
+                    "kind": meta[int(i)]["kind"], "dataset": meta[int(i)]["dataset"], "task": meta[int(i)]["task"]}
+                   for r, (i, d) in enumerate(zip(got_ids, got_d))]
+        return {"query": row["name"] if row else str(target), "registered": row is not None, "family": fam.name,
+                "space_id": sp.id, "metric": metric, "search": how, "results": results}
+
+    def distance(self, a: str, b: str, exact: bool = False, space: int | None = None) -> dict[str, Any]:
+        """Cosine and L2 distance between two models' task vectors: sketch estimate, or exact from weights."""
+        with self._read() as conn:
+            fa, va, ra = self._target(conn, a)
+            fb, vb, rb = self._target(conn, b)
+            if fa.id != fb.id:
+                raise FamilyMismatch(f"{a!r} is in family {fa.name!r} and {b!r} in {fb.name!r}; distances are defined within a family")
+            sp = self._pick_space(fa, space)
+            base_uri = catalog.model_by_id(conn, fa.base_model_id)["uri"]
+        x, y = va[sp.id], vb[sp.id]
+        out: dict[str, Any] = {"a": a, "b": b, "family": fa.name, "space_id": sp.id, "dim": sp.dim,
+                               "sketch": {"cosine": float(distances(x, y[None], "cosine")[0]),
+                                          "l2": float(distances(x, y[None], "l2")[0]),
+                                          "norm_a": float(np.linalg.norm(x)), "norm_b": float(np.linalg.norm(y))}}
+        if exact:
+            ha = read_header(ra["uri"] if ra else a)
+            hb = read_header(rb["uri"] if rb else b)
+            g = exact_gram(read_header(base_uri), [ha, hb], fa.body)
+            out["exact"] = {"cosine": float(gram_distances(g, "cosine")[0, 1]), "l2": float(gram_distances(g, "l2")[0, 1]),
+                            "norm_a": float(np.sqrt(g[0, 0])), "norm_b": float(np.sqrt(g[1, 1]))}
+            out["relative_error_l2"] = (abs(out["sketch"]["l2"] - out["exact"]["l2"]) / out["exact"]["l2"]
+                                        if out["exact"]["l2"] > 0 else 0.0)
+        return out
+
+    def _members(self, conn: sa.Connection, dataset: str | None, task: str | None, names: Sequence[str] | None,
+                 family: str | None, exclude_dataset: str | None = None, all_models: bool = False,
+                 kind: str | None = None) -> tuple[Family, list[int]]:
+        if not (dataset or task or names or all_models):
+            raise ZooValueError("say which region: --dataset D, --task T, --all, or model NAMES")
+        fams = catalog.families_snapshot(conn)
+        if names:
+            rows = [catalog.model(conn, n) for n in names]
+            fam_ids = {r["family_id"] for r in rows}
+            if len(fam_ids) > 1:
+                raise FamilyMismatch(f"the models {', '.join(names)} span {len(fam_ids)} families; a region lies within one")
+            fam = next(f for f in fams if f.id == fam_ids.pop())
+            ids = [r["id"] for r in rows]
+            if exclude_dataset:
+                ids = [r["id"] for r in rows if r["dataset"] != exclude_dataset]
+        else:
+            cand = [f for f in fams if family is None or f.name == family]
+            if family is not None and not cand:
+                raise NotFound(f"no family named {family!r}")
+            hits = {f.id: catalog.filtered_ids(conn, f.id, dataset, task, kind or (None if all_models else "finetune"),
+                                               exclude_dataset=exclude_dataset) for f in cand}
+            hits = {k: v for k, v in hits.items() if v}
+            if len(hits) > 1:
+                raise ZooValueError(f"the region spans families {', '.join(f.name for f in fams if f.id in hits)}; pass --family")
+            if not hits:
+                what = ", ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("task", task), ("family", family),
+                                                          ("exclude-dataset", exclude_dataset)) if v) or "all"
+                raise EmptyRegion(f"no fine-tuned models match {what}; check the spelling with `zoo ls` or register models first")
+            fid, ids = next(iter(hits.items()))
+            fam = next(f for f in fams if f.id == fid)
+        if not ids:
+            raise EmptyRegion("the region has no members after exclusions; relax --exclude-dataset")
+        return fam, ids
+
+    def region(self, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
+               family: str | None = None, metric: str | None = None, space: int | None = None,
+               exclude_dataset: str | None = None, all_models: bool = False) -> dict[str, Any]:
+        """Members, centroid (exact by linearity) and spread of a region in sketch space."""
+        with self._read() as conn:
+            fam, ids = self._members(conn, dataset, task, names, family, exclude_dataset, all_models)
+            sp = self._pick_space(fam, space)
+            metric = check_metric(metric or sp.metric)
+            mids, x = catalog.sketch_vectors(conn, sp.id, ids)
+            meta = catalog.models_meta(conn, mids.tolist())
+        st = region_stats(x, metric)
+        members = [{"name": meta[int(i)]["name"], "id": int(i), "dataset": meta[int(i)]["dataset"],
+                    "task": meta[int(i)]["task"], "distance_to_centroid": float(d), "loo_distance": float(l)}
+                   for i, d, l in zip(mids, st.member_dist, st.loo_dist)]
+        return {"family": fam.name, "space_id": sp.id, "metric": metric, "n": len(members), "members": members,
+                "stats": st.summary(), "centroid": st.centroid.tolist()}
+
+    def inside(self, target: str, dataset: str | None = None, task: str | None = None,
+               names: Sequence[str] | None = None, family: str | None = None, metric: str | None = None,
+               space: int | None = None) -> dict[str, Any]:
+        """Whether a model or checkpoint lies inside a region (see geometry.inside_score for the rule)."""
+        with self._read() as conn:
+            fam_t, vecs, row = self._target(conn, target, family)
+            fam, ids = self._members(conn, dataset, task, names, family or fam_t.name)
+            if fam.id != fam_t.id:
+                raise FamilyMismatch(f"{target!r} is in family {fam_t.name!r} but the region is in {fam.name!r}")
+            if row is not None:
+                ids = [i for i in ids if i != row["id"]]
+            if len(ids) < 2:
+                raise EmptyRegion("a region needs at least 2 other members to judge membership; add models or widen it")
+            sp = self._pick_space(fam, space)
+            metric = check_metric(metric or sp.metric)
+            _, x = catalog.sketch_vectors(conn, sp.id, ids)
+        res = inside_score(vecs[sp.id], region_stats(x, metric), metric)
+        res.update(target=target, family=fam.name, metric=metric, n_members=len(ids),
+                   region={k: v for k, v in (("dataset", dataset), ("task", task)) if v} or {"names": list(names or [])})
+        return res
+
+    def clusters(self, k: int, family: str | None = None, metric: str | None = None, space: int | None = None,
+                 seed: int = 0, kind: str | None = "finetune") -> dict[str, Any]:
+        """faiss k-means on sketches, with purity against dataset and task labels."""
+        check_k(k)
+        with self._read() as conn:
+            fam = self._family(conn, family)
+            sp = self._pick_space(fam, space)
+            metric = check_metric(metric or sp.metric)
+            ids = catalog.filtered_ids(conn, fam.id, kind=kind)
+            if not ids:
+                raise EmptyRegion(f"family {fam.name!r} has no {kind or ''} models to cluster")
+            mids, x = catalog.sketch_vectors(conn, sp.id, ids)
+            meta = catalog.models_meta(conn, mids.tolist())
+        assign, _ = kmeans(x, k, metric, seed)
+        ds = [meta[int(i)]["dataset"] for i in mids]
+        ts = [meta[int(i)]["task"] for i in mids]
+        groups: dict[int, list[str]] = {}
+        for i, a in zip(mids, assign):
+            groups.setdefault(int(a), []).append(meta[int(i)]["name"])
+        return {"family": fam.name, "space_id": sp.id, "metric": metric, "k": k, "n": len(mids),
+                "purity_dataset": purity(assign, ds), "purity_task": purity(assign, ts),
+                "assignments": [{"name": meta[int(i)]["name"], "cluster": int(a), "dataset": d, "task": t}
+                                for i, a, d, t in zip(mids, assign, ds, ts)],
+                "clusters": [{"cluster": c, "size": len(v), "members": v} for c, v in sorted(groups.items())]}
 
     # ------------------------------------------------------------ lookup
     def ls(self, family: str | None = None, dataset: str | None = None, task: str | None = None,

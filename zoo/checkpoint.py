@@ -249,6 +249,57 @@ def stream(header: Header, names: set[str] | None = None) -> Iterator[tuple[Tens
             raise CheckpointError(f"{shard}: cannot read tensor data ({type(e).__name__}: {e}); the file is corrupt") from e
 
 
+class Reader:
+    """Random access to a checkpoint's tensors by canonical name, for reading several in lockstep.
+
+    Safetensors shards are opened lazily with ``safe_open`` and tensors are memory-mapped,
+    so reading tensor ``t`` of N checkpoints holds N tensors, not N models.
+    """
+
+    def __init__(self, header: Header):
+        self.header = header
+        self._by_canon = header.by_canonical()
+        self._handles: dict[str, Any] = {}
+        self._sd: dict[str, Any] | None = None
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for h in self._handles.values():
+            h.__exit__(None, None, None)
+        self._handles.clear()
+        self._sd = None
+
+    def info(self, canonical: str) -> TensorInfo:
+        return self._by_canon[canonical]
+
+    def get(self, canonical: str) -> "Any":
+        """The tensor with this canonical name (torch, CPU)."""
+        from safetensors import safe_open
+
+        info = self._by_canon[canonical]
+        if self.header.format == TORCH_BIN:
+            if self._sd is None:
+                self._sd = _torch_load(self.header.shards[0])
+            return self._sd[info.name]
+        h = self._handles.get(info.shard)
+        if h is None:
+            shard = next(s for s in self.header.shards if s.name == info.shard)
+            try:
+                h = safe_open(str(shard), framework="pt").__enter__()
+            except Exception as e:
+                raise CheckpointError(f"{shard}: cannot open ({type(e).__name__}: {e})") from e
+            self._handles[info.shard] = h
+        try:
+            return h.get_tensor(info.name)
+        except Exception as e:
+            raise CheckpointError(f"{info.shard}: cannot read tensor {info.name!r} ({type(e).__name__}: {e})") from e
+
+
 def tensor_bytes(t: "Any") -> memoryview:
     """The raw bytes of a CPU tensor, as stored (bf16 and fp16 included)."""
     import torch

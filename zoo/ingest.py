@@ -132,3 +132,40 @@ def choose_base(scan_: Scan, fams: list[Family], base_names: dict[int, str]) -> 
     listing = ", ".join(f"{n} ({d:.4g})" for n, d in cands)
     raise AmbiguousBase(f"{scan_.header.path}: several bases fit this checkpoint and its weights do not single one out: "
                         f"{listing}; pass --base NAME")
+
+
+def exact_gram(base: Header, headers: list[Header], body: dict[str, tuple[int, ...]], chunk: int = 1 << 20) -> np.ndarray:
+    """Exact Gram matrix G[i, j] = <delta_i, delta_j> of task vectors over the body, in float64.
+
+    Reads all checkpoints in lockstep, one tensor (in chunks) at a time: memory holds
+    N + 1 tensors, never N models.
+    """
+    from zoo.checkpoint import Reader
+
+    n = len(headers)
+    g = np.zeros((n, n), dtype=np.float64)
+    readers = [Reader(h) for h in headers]
+    try:
+        with Reader(base) as rb:
+            for name in sorted(body):
+                b = rb.get(name).reshape(-1)
+                ts = [r.get(name).reshape(-1) for r in readers]
+                for lo in range(0, b.numel(), chunk):
+                    bb = b[lo:lo + chunk].double().numpy()
+                    d = np.stack([t[lo:lo + chunk].double().numpy() - bb for t in ts])
+                    g += d @ d.T
+    finally:
+        for r in readers:
+            r.close()
+    return g
+
+
+def gram_distances(g: np.ndarray, metric: str) -> np.ndarray:
+    """Pairwise distance matrix from a Gram matrix: 1 - cos or Euclidean."""
+    diag = np.diag(g)
+    if metric == "l2":
+        return np.sqrt(np.maximum(diag[:, None] + diag[None, :] - 2 * g, 0.0))
+    norms = np.sqrt(np.maximum(diag, 0.0))
+    denom = norms[:, None] * norms[None, :]
+    cos = np.divide(g, denom, out=np.zeros_like(g), where=denom > 0)
+    return 1.0 - cos

@@ -1,0 +1,184 @@
+"""Index and geometry queries: nearest (FAISS = brute force = SQL), region, clusters, inside, repair."""
+from __future__ import annotations
+
+import json
+
+import duckdb
+import numpy as np
+import pytest
+
+from zoo import Zoo, catalog
+from zoo.errors import EmptyRegion, FamilyMismatch, ZooValueError
+from zoo.geometry import brute_force
+from zoo.index import FLAT_MAX, SpaceIndex, choose_index
+
+
+@pytest.fixture()
+def filled(zoo, ckpts):
+    zoo.add([ckpts["base"]], name="base")
+    for ds in ("a", "b"):
+        zoo.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
+    return zoo
+
+
+def _catalog_vectors(z):
+    with z._read() as conn:
+        return catalog.sketch_vectors(conn, 1)
+
+
+def test_nearest_equals_brute_force(filled):
+    ids, x = _catalog_vectors(filled)
+    names = {m["id"]: m["name"] for m in filled.ls()}
+    for metric in ("cosine", "l2"):
+        for i, name in names.items():
+            if metric == "cosine" and name == "base":
+                continue  # a base's sketch is zero: every cosine distance is 1, a tie
+            res = filled.nearest(name, k=4, metric=metric)
+            keep = ids != i
+            want_ids, want_d = brute_force(x[ids == i][0], ids[keep], x[keep], 4, metric)
+            assert [r["id"] for r in res["results"]] == want_ids.tolist()
+            np.testing.assert_allclose([r["distance"] for r in res["results"]], want_d, rtol=1e-4, atol=1e-5)
+
+
+def test_nearest_finds_same_dataset_and_filters(filled):
+    res = filled.nearest("ft-a0", k=2)
+    assert {r["name"] for r in res["results"]} == {"ft-a1", "ft-a2"} and res["search"] == "Flat"
+    res = filled.nearest("ft-a0", k=5, dataset="b")
+    assert [r["dataset"] for r in res["results"]] == ["b", "b", "b"]
+    res = filled.nearest("ft-a0", k=5, kind="base")
+    assert [r["name"] for r in res["results"]] == ["base"]
+
+
+def test_nearest_of_unregistered_path(filled, ckpts, tmp_path):
+    from conftest import make_finetune
+
+    p = make_finetune(ckpts["base"], tmp_path / "new-a", seed=99, direction_seed=1)
+    res = filled.nearest(str(p), k=3)
+    assert not res["registered"] and {r["dataset"] for r in res["results"]} == {"a"}
+    assert len(filled.ls()) == 7
+
+
+def test_sql_macro_gives_same_neighbours(filled):
+    zres = filled.nearest("ft-b1", k=4)
+    con = duckdb.connect(str(filled.catalog_path), read_only=True)
+    rows = con.execute("SELECT name, distance FROM zoo_nearest('ft-b1', 4)").fetchall()
+    cos = con.execute("SELECT zoo_cosine('ft-a0', 'ft-a1')").fetchone()[0]
+    l2rows = con.execute("SELECT name FROM zoo_nearest_l2('ft-b1', 4)").fetchall()
+    regions = con.execute("SELECT dataset, n_models, len(centroid) FROM zoo_regions WHERE level = 'dataset' ORDER BY dataset").fetchall()
+    con.close()
+    assert [r[0] for r in rows] == [r["name"] for r in zres["results"]]
+    np.testing.assert_allclose([r[1] for r in rows], [r["distance"] for r in zres["results"]], atol=1e-5)
+    assert [r[0] for r in l2rows] == [r["name"] for r in filled.nearest("ft-b1", k=4, metric="l2")["results"]]
+    d = filled.distance("ft-a0", "ft-a1")
+    assert abs((1 - cos) - d["sketch"]["cosine"]) < 1e-5
+    assert regions == [("a", 3, 1024), ("b", 3, 1024)]
+
+
+def test_region_centroid_is_mean_and_inside(filled):
+    r = filled.region(dataset="a")
+    ids, x = _catalog_vectors(filled)
+    member_ids = [m["id"] for m in r["members"]]
+    np.testing.assert_allclose(r["centroid"], x[np.isin(ids, member_ids)].astype(np.float64).mean(axis=0), rtol=1e-6)
+    assert r["n"] == 3 and r["stats"]["radius"] >= r["stats"]["mean_dist"] > 0
+    assert filled.inside("ft-a0", dataset="a")["inside"]
+    out = filled.inside("ft-b0", dataset="a")
+    assert not out["inside"] and out["score"] > 1
+    t = filled.region(task="t")
+    assert t["n"] == 6 and t["stats"]["radius"] > r["stats"]["radius"]
+
+
+def test_clusters_recover_datasets(filled):
+    res = filled.clusters(2)
+    assert res["purity_dataset"] == 1.0 and res["n"] == 6
+    with pytest.raises(ZooValueError, match="more than the 6"):
+        filled.clusters(7)
+
+
+def test_exact_distance_close_to_sketch(filled):
+    d = filled.distance("ft-a0", "ft-b1", exact=True)
+    assert d["relative_error_l2"] < 6 * np.sqrt(1 / 1024)
+    same = filled.distance("ft-a0", "ft-a0", exact=True)
+    assert same["exact"]["l2"] == pytest.approx(0.0, abs=1e-9) and same["sketch"]["l2"] == 0.0
+
+
+def test_bad_query_input(filled, ckpts):
+    with pytest.raises(ZooValueError, match="positive integer"):
+        filled.nearest("ft-a0", k=0)
+    with pytest.raises(ZooValueError, match="positive integer"):
+        filled.clusters(-1)
+    with pytest.raises(EmptyRegion, match="dataset=zzz"):
+        filled.region(dataset="zzz")
+    with pytest.raises(FamilyMismatch, match="fits none.*base"):
+        filled.nearest(str(ckpts["llama-ft"]))
+    with pytest.raises(FamilyMismatch, match="fits none"):
+        filled.inside(str(ckpts["llama-ft"]), dataset="a")
+    with pytest.raises(ZooValueError, match="sketch dimension"):
+        filled.space_add(dim=2)
+
+
+def test_stale_index_is_rebuilt_after_crash(filled, ckpts, tmp_path, monkeypatch):
+    from conftest import make_finetune
+
+    idx = SpaceIndex(filled.index_dir, 1)
+    assert idx.load() and idx.index.ntotal == 7
+    # A process killed between the catalog commit and the index write.
+    monkeypatch.setattr(Zoo, "_after_write", lambda self: None)
+    p = make_finetune(ckpts["base"], tmp_path / "late", seed=77, direction_seed=2)
+    filled.add([p], name="late", dataset="b")
+    monkeypatch.undo()
+    idx = SpaceIndex(filled.index_dir, 1)
+    assert idx.load() and idx.index.ntotal == 7  # stale on disk
+    res = Zoo(filled.home).nearest("ft-b0", k=3)
+    assert "late" in [r["name"] for r in res["results"]]
+    idx = SpaceIndex(filled.index_dir, 1)
+    assert idx.load() and idx.index.ntotal == 8
+
+
+def test_corrupt_index_file_and_reindex(filled):
+    (filled.index_dir / "space_1.faiss").write_bytes(b"garbage")
+    assert filled.nearest("ft-a0", k=1)["results"][0]["dataset"] == "a"
+    out = filled.reindex()
+    assert out == [{"space_id": 1, "count": 7, "index": "Flat"}]
+
+
+def test_rm_removes_from_index(filled):
+    filled.rm("ft-a1")
+    idx = SpaceIndex(filled.index_dir, 1)
+    assert idx.load() and idx.index.ntotal == 6
+    assert "ft-a1" not in [r["name"] for r in filled.nearest("ft-a0", k=6)["results"]]
+
+
+@pytest.mark.parametrize("n", [0, 10, FLAT_MAX, FLAT_MAX + 1, 100_000, 1_000_000, 10_000_000])
+@pytest.mark.parametrize("dim", [256, 1024, 4096])
+@pytest.mark.parametrize("budget", [1 << 30, 16 << 30])
+def test_choose_index_grid(n, dim, budget):
+    spec = choose_index(n, dim, budget)
+    if n <= FLAT_MAX:
+        assert spec.kind == "flat" and spec.factory == "Flat"
+        return
+    assert spec.kind in ("ivf", "ivfpq")
+    assert spec.nlist & (spec.nlist - 1) == 0 and 39 * spec.nlist <= n and spec.nprobe <= spec.nlist
+    if n * dim * 4 <= budget // 2:
+        assert spec.kind == "ivf"
+    else:
+        m = int(spec.factory.split("PQ")[1])
+        assert spec.kind == "ivfpq" and dim % m == 0 and n * m <= budget
+
+
+def test_ivf_recall_on_clustered_data(tmp_path):
+    rng = np.random.default_rng(0)
+    n, d = 30_000, 64
+    centers = rng.normal(size=(200, d))
+    x = (centers[rng.integers(0, 200, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+    ids = np.arange(1, n + 1)
+    spec = choose_index(n, d)
+    assert spec.kind == "ivf"
+    idx = SpaceIndex(tmp_path, 9)
+    idx.build(ids, x, spec, {"count": n})
+    q = x[:50]
+    got, _ = idx.search(q, 10)
+    hits = 0
+    for row, qq in zip(got, q):
+        want, _ = brute_force(qq, ids, x, 10, "cosine")
+        hits += len(set(row.tolist()) & set(want.tolist()))
+    assert hits / (50 * 10) >= 0.95

@@ -1,0 +1,130 @@
+"""The sketch operator: linearity, JL error bound, kernel agreement, invariance to layout and dtype."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import make_finetune
+from zoo.errors import ZooValueError
+from zoo.sketch import check_dim, sketch_array, sketch_torch
+
+
+def _sk(x, dim=1024, seed=0, name="t"):
+    out = np.zeros(dim)
+    sketch_array(x, name, seed, dim, out)
+    return out
+
+
+def test_kernel_linearity_exact():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=300_000).astype(np.float32), rng.normal(size=300_000).astype(np.float32)
+    z = (0.3 * x.astype(np.float64) + 0.7 * y.astype(np.float64))
+    np.testing.assert_allclose(_sk(z), 0.3 * _sk(x) + 0.7 * _sk(y), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1000, 600_000])  # serial and parallel paths
+def test_torch_kernel_matches_numba(n):
+    x = np.random.default_rng(1).normal(size=n).astype(np.float32)
+    for dim, seed in ((1024, 0), (1000, 7), (4096, 123456789)):
+        a = _sk(x, dim, seed, "layer.0.weight")
+        b = sketch_torch(torch.from_numpy(x), "layer.0.weight", seed, dim).numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+
+
+def test_seed_and_name_change_the_sketch():
+    x = np.random.default_rng(2).normal(size=5000).astype(np.float32)
+    assert not np.allclose(_sk(x, seed=0), _sk(x, seed=1))
+    assert not np.allclose(_sk(x, name="a"), _sk(x, name="b"))
+    np.testing.assert_array_equal(_sk(x), _sk(x))
+
+
+@pytest.mark.parametrize("dim", [256, 1024])
+def test_jl_error_bound(dim):
+    """Relative L2 error over fixed random pairs: RMS near sqrt(2/d)·(1/sqrt 2), max within 5 sigma."""
+    rng = np.random.default_rng(3)
+    errs = []
+    for _ in range(40):
+        x = rng.normal(size=50_000).astype(np.float32)
+        y = (x + rng.normal(scale=rng.uniform(0.1, 2.0), size=x.size)).astype(np.float32)
+        exact = np.linalg.norm(x.astype(np.float64) - y)
+        errs.append(abs(np.linalg.norm(_sk(x, dim) - _sk(y, dim)) - exact) / exact)
+    sigma = np.sqrt(1.0 / dim)  # std of the relative error of a norm (half the JL variance 2/d)
+    errs = np.array(errs)
+    assert np.sqrt(np.mean(errs ** 2)) < 2 * sigma
+    assert errs.max() < 5 * sigma
+
+
+def test_dim_validation():
+    assert check_dim(1000) == 1000  # powers of two are not required
+    for bad in (0, 3, -5, 1 << 21, 2.5, True):
+        with pytest.raises(ZooValueError, match="sketch dimension"):
+            check_dim(bad)
+
+
+def _vec(zoo, name, space=1):
+    cols, rows = zoo.sql(f"SELECT s.vec FROM sketches s JOIN models m ON m.id = s.model_id WHERE m.name = '{name}' AND s.space_id = {space}")
+    return np.array(rows[0][0], dtype=np.float64)
+
+
+def test_sketch_of_weighted_average_is_average_of_sketches(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    zoo.add([ckpts["a0"], ckpts["b0"]])
+    a = load_file(str(ckpts["a0"] / "model.safetensors"))
+    b = load_file(str(ckpts["b0"] / "model.safetensors"))
+    avg = tmp_path / "avg"
+    avg.mkdir()
+    save_file({k: (0.3 * a[k].double() + 0.7 * b[k].double()).float() for k in a}, str(avg / "model.safetensors"))
+    shutil.copy(ckpts["a0"] / "config.json", avg / "config.json")
+    zoo.add([avg], name="avg")
+    want = 0.3 * _vec(zoo, "ft-a0") + 0.7 * _vec(zoo, "ft-b0")
+    got = _vec(zoo, "avg")
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-6
+
+
+def test_sharded_and_fp16_give_same_sketch(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    zoo.add([ckpts["a0"]], name="single")
+    sharded = make_finetune(ckpts["base"], tmp_path / "sharded", seed=10, direction_seed=1, max_shard_size="20KB")
+    half_dir = tmp_path / "half"
+    half_dir.mkdir()
+    sd = load_file(str(ckpts["a0"] / "model.safetensors"))
+    save_file({k: v.half() for k, v in sd.items()}, str(half_dir / "model.safetensors"))
+    shutil.copy(ckpts["a0"] / "config.json", half_dir / "config.json")
+    rounded = tmp_path / "rounded"
+    rounded.mkdir()
+    save_file({k: v.half().float() for k, v in sd.items()}, str(rounded / "model.safetensors"))
+    shutil.copy(ckpts["a0"] / "config.json", rounded / "config.json")
+    # ft-a0 was built with seed 10 and direction 1, like `sharded`: the same weights, so the
+    # content hash recognises them; a second zoo registers the sharded copy on its own.
+    [again] = zoo.add([sharded], name="sharded")
+    assert not again.created and again.name == "single"
+    from zoo import Zoo
+
+    other = Zoo(tmp_path / "other")
+    other.add([ckpts["base"]], name="base")
+    other.add([sharded], name="sharded")
+    np.testing.assert_array_equal(_vec(other, "sharded"), _vec(zoo, "single"))
+    zoo.add([half_dir], name="half")
+    zoo.add([rounded], name="rounded")
+    # fp16 file and its fp32 conversion: the kernel sees identical values.
+    np.testing.assert_array_equal(_vec(zoo, "half"), _vec(zoo, "rounded"))
+    s, h = _vec(zoo, "single"), _vec(zoo, "half")
+    assert np.linalg.norm(s - h) / np.linalg.norm(s) < 1e-2  # fp16 rounding of the weights
+
+
+def test_space_add_backfills_same_as_fresh(zoo, ckpts):
+    zoo.add([ckpts["base"], ckpts["a0"]])
+    res = zoo.space_add(dim=1000, seed=5)
+    assert res["backfilled"] == 2 and res["dim"] == 1000
+    zoo.add([ckpts["a1"]])
+    v_backfilled = _vec(zoo, "ft-a0", res["id"])
+    v_fresh = _vec(zoo, "ft-a1", res["id"])
+    assert v_backfilled.shape == v_fresh.shape == (1000,)
+    assert np.count_nonzero(_vec(zoo, "bert-base", res["id"])) == 0
+    with pytest.raises(Exception, match="already has a sketch space"):
+        zoo.space_add(dim=1000, seed=5)

@@ -1,0 +1,124 @@
+"""Geometry on sketches (pure numpy): distances, regions, membership, clustering purity."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from zoo.errors import ZooValueError
+
+METRICS = ("cosine", "l2")
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ZooValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
+    return metric
+
+
+def check_k(k: int, what: str = "-k") -> int:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+        raise ZooValueError(f"{what} must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def distances(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
+    """Distances from one vector ``q`` to every row of ``x``: 1 - cos (0 vectors: 1) or Euclidean."""
+    q = np.asarray(q, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if metric == "l2":
+        return np.linalg.norm(x - q, axis=1)
+    qn = np.linalg.norm(q)
+    xn = np.linalg.norm(x, axis=1)
+    denom = qn * xn
+    cos = np.divide(x @ q, denom, out=np.zeros(len(x)), where=denom > 0)
+    return 1.0 - cos
+
+
+def brute_force(q: np.ndarray, ids: np.ndarray, x: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest (ids, distances), ties broken by id."""
+    d = distances(q, x, metric)
+    order = np.lexsort((ids, d))[:k]
+    return ids[order], d[order]
+
+
+@dataclass
+class RegionStats:
+    """A region's centroid in sketch space and how its members spread around it."""
+
+    centroid: np.ndarray
+    member_dist: np.ndarray  # each member to the centroid of all members
+    loo_dist: np.ndarray  # each member to the centroid of the other members
+    mean_pairwise_cos: float
+
+    def summary(self) -> dict[str, float]:
+        d = self.member_dist
+        return {"radius": float(d.max()), "mean_dist": float(d.mean()), "median_dist": float(np.median(d)),
+                "p95_dist": float(np.percentile(d, 95)), "loo_radius": float(self.loo_dist.max()),
+                "mean_pairwise_cosine": self.mean_pairwise_cos, "centroid_norm": float(np.linalg.norm(self.centroid))}
+
+
+def region_stats(x: np.ndarray, metric: str, weights: Sequence[float] | None = None) -> RegionStats:
+    """Centroid (exact by linearity: the sketch of the weight average) and spread of a region."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    centroid = w @ x
+    member = np.array([distances(x[i], centroid[None], metric)[0] for i in range(n)])
+    if n > 1:
+        total = w @ x
+        loo = np.array([distances(x[i], ((total - w[i] * x[i]) / (1 - w[i]))[None], metric)[0] for i in range(n)])
+        norms = np.linalg.norm(x, axis=1)
+        unit = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
+        g = unit @ unit.T
+        pair = float((g.sum() - np.trace(g)) / (n * (n - 1)))
+    else:
+        loo, pair = np.zeros(1), 1.0
+    return RegionStats(centroid, member, loo, pair)
+
+
+def inside_score(x: np.ndarray, stats: RegionStats, metric: str) -> dict[str, float | bool]:
+    """Is a point inside a region? Its distance to the centroid against the members' own.
+
+    Threshold: the largest leave-one-out distance of a member to the centroid of the
+    others (a member does not pull the centroid it is measured against, as a new point
+    would not). ``score = d / threshold``: inside when score <= 1. ``percentile`` is the
+    share of members at least as far from the centroid as the point.
+    """
+    d = float(distances(x, stats.centroid[None], metric)[0])
+    thr = float(stats.loo_dist.max())
+    score = d / thr if thr > 0 else (0.0 if d == 0 else float("inf"))
+    pct = float(np.mean(stats.loo_dist >= d))
+    return {"distance": d, "threshold": thr, "score": score, "inside": bool(score <= 1.0), "percentile": pct}
+
+
+def purity(assign: Sequence[int], labels: Sequence[str | None]) -> float:
+    """Share of labelled points whose cluster's majority label is their own."""
+    by: dict[int, Counter] = {}
+    n = 0
+    for a, lab in zip(assign, labels):
+        if lab is None:
+            continue
+        by.setdefault(int(a), Counter())[lab] += 1
+        n += 1
+    if n == 0:
+        return float("nan")
+    return sum(c.most_common(1)[0][1] for c in by.values()) / n
+
+
+def kmeans(x: np.ndarray, k: int, metric: str, seed: int = 0, niter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """faiss k-means (spherical for cosine); (assignments, centroids). Best of several restarts."""
+    import faiss
+
+    from zoo.index import prepare
+
+    data = prepare(x, metric)
+    if k > len(data):
+        raise ZooValueError(f"-k {k} is more than the {len(data)} models to cluster; use -k {len(data)} or fewer")
+    km = faiss.Kmeans(data.shape[1], k, niter=niter, nredo=10, seed=seed, spherical=metric == "cosine",
+                      min_points_per_centroid=1, max_points_per_centroid=1 << 20, verbose=False)
+    km.train(data)
+    _, assign = km.index.search(data, 1)
+    return assign[:, 0], km.centroids
