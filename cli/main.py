@@ -236,5 +236,45 @@ def space_add(z: Zoo, dim, seed, metric, tensor_filter, family, as_json) -> None
          f"{r['backfilled']} sketches")
 
 
+def _fmt_materialized(r: dict) -> str:
+    verb = "wrote" if r["created"] else "exists"
+    return (f"{verb} {r['name']} ({r['kind']}) at {r['path']}\n  members: "
+            + ", ".join(f"{m} ({w:.3g})" for m, w in zip(r["members"], r["weights"])) + f"\n  {r['note']}")
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--dataset")
+@click.option("--task")
+@click.option("--all", "all_models", is_flag=True, help="Every fine-tuned model of the family.")
+@click.option("--exclude-dataset")
+@click.option("--weights", help="Comma-separated weights, one per member (normalised to sum 1).")
+@click.option("--dirichlet", type=float, help="Sample a point of the convex hull with this concentration.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", help="Name of the new model (default: derived from the members).")
+@family_opt
+@json_opt
+@click.pass_obj
+def centroid(z: Zoo, names, dataset, task, all_models, exclude_dataset, weights, dirichlet, seed, out, family, as_json):
+    """Write the weighted average of a region's members as a checkpoint and register it."""
+    w = [float(x) for x in weights.split(",")] if weights else None
+    res = z.centroid(dataset=dataset, task=task, names=names or None, all_models=all_models, exclude_dataset=exclude_dataset,
+                     weights=w, dirichlet=dirichlet, seed=seed, out=out, family=family)
+    emit(res, as_json, _fmt_materialized)
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--alpha", type=float, required=True, help="Position on the line: 0 is A, 1 is B.")
+@click.option("--extrapolate", is_flag=True, help="Allow alpha outside [0, 1].")
+@click.option("--out", help="Name of the new model.")
+@json_opt
+@click.pass_obj
+def interpolate(z: Zoo, a, b, alpha, extrapolate, out, as_json) -> None:
+    """Write (1 - alpha) A + alpha B as a checkpoint and register it."""
+    emit(z.interpolate(a, b, alpha, extrapolate=extrapolate, out=out), as_json, _fmt_materialized)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

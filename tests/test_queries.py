@@ -182,3 +182,11 @@ def test_ivf_recall_on_clustered_data(tmp_path):
         want, _ = brute_force(qq, ids, x, 10, "cosine")
         hits += len(set(row.tolist()) & set(want.tolist()))
     assert hits / (50 * 10) >= 0.95
+
+
+def test_bulk_vector_load_matches_row_by_row(filled):
+    ids, x = _catalog_vectors(filled)
+    assert ids.tolist() == sorted(ids.tolist()) and x.shape == (7, 1024)
+    for i, row in zip(ids, x):
+        _, rows = filled.sql(f"SELECT vec FROM sketches WHERE model_id = {int(i)} AND space_id = 1")
+        np.testing.assert_array_equal(row, np.array(rows[0][0], dtype=np.float32))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +14,12 @@ import sqlalchemy as sa
 from zoo import catalog, db
 from zoo.catalog import Family, Space
 from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, read_header
-from zoo.errors import Conflict, EmptyRegion, FamilyMismatch, NotFound, ZooValueError
+from zoo.errors import Conflict, EmptyRegion, FamilyMismatch, NotFound, ZooError, ZooValueError
 from zoo.geometry import brute_force, check_k, check_metric, distances, inside_score, kmeans, purity, region_stats
 from zoo.index import DEFAULT_BUDGET, FLAT_MAX, SpaceIndex, choose_index
 from zoo.ingest import (DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, Decision, Scan, SpaceSpec, check_fits, choose_base,
                         exact_gram, fits, float_body, gram_distances, scan)
+from zoo.merge import dirichlet_weights, interpolation_weights, plan_merge, weighted_merge
 from zoo.sketch import check_dim
 
 KINDS = ("base", "finetune", "centroid", "interpolation", "external")
@@ -120,7 +122,8 @@ class Zoo:
     def add(self, paths: Sequence[str | os.PathLike], name: str | None = None, base: str | None = None,
             dataset: str | None = None, task: str | None = None, seed: int | None = None,
             meta: dict[str, Any] | None = None, kind: str | None = None,
-            lineage: Sequence[tuple[str, str, float | None]] = ()) -> list[AddResult]:
+            lineage: Sequence[tuple[str, str, float | None]] = (),
+            expected: dict[int, np.ndarray] | None = None) -> list[AddResult]:
         """Register checkpoints: one streaming pass each, then one transaction for all.
 
         A checkpoint that fits no family, or is given ``kind="base"`` (a second pretrained
@@ -162,6 +165,11 @@ class Zoo:
                 base_names[fam.id] = unique
             p.fields = dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}))
             pending.append(p)
+        if expected is not None:
+            for p in pending:
+                for sp in p.decision.family.spaces if p.decision.family else []:
+                    if sp.id in expected:
+                        _check_linearity(p, sp, expected[sp.id])
         results = self._commit(pending, new_fams, lineage)
         self._after_write()
         return results
@@ -235,7 +243,7 @@ class Zoo:
                     delta = np.zeros(sp.dim) if p.decision.is_base else p.scan.raw[SpaceSpec.of(sp)] - sp.base_vec
                     catalog.insert_sketch(conn, mid, sp.id, delta)
                 parent = p.parent_id
-                if parent is not None and not any(rel == "finetuned_from" for _, rel, _ in extra_lineage):
+                if parent is not None and not extra_lineage:
                     catalog.insert_lineage(conn, mid, parent, "finetuned_from")
                 for parent_name, rel, w in extra_lineage:
                     catalog.insert_lineage(conn, mid, catalog.model(conn, parent_name)["id"], rel, w)
@@ -525,6 +533,84 @@ class Zoo:
                                 for i, a, d, t in zip(mids, assign, ds, ts)],
                 "clusters": [{"cluster": c, "size": len(v), "members": v} for c, v in sorted(groups.items())]}
 
+    # ------------------------------------------------------------ materialize
+    def centroid(self, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
+                 all_models: bool = False, exclude_dataset: str | None = None, weights: Sequence[float] | None = None,
+                 dirichlet: float | None = None, seed: int = 0, out: str | None = None,
+                 family: str | None = None) -> dict[str, Any]:
+        """Materialize the (weighted) average of a region's members as a checkpoint and register it.
+
+        Weights default to uniform; ``dirichlet`` samples a random point of the convex hull.
+        The same member set and weights materialized before are returned from the catalog.
+        """
+        with self._read() as conn:
+            fam, ids = self._members(conn, dataset, task, names, family, exclude_dataset, all_models)
+            rows = [catalog.model_by_id(conn, i) for i in ids]
+        if weights is not None:
+            if len(weights) != len(rows):
+                raise ZooValueError(f"{len(weights)} weights for {len(rows)} members ({', '.join(r['name'] for r in rows)}); "
+                                    "give one weight per member")
+            w = np.asarray(weights, dtype=np.float64)
+            if not np.all(np.isfinite(w)) or w.sum() == 0:
+                raise ZooValueError(f"weights {list(weights)} must be finite and not sum to zero")
+            w = (w / w.sum()).tolist()
+        elif dirichlet is not None:
+            w = dirichlet_weights(len(rows), dirichlet, seed)
+        else:
+            w = [1.0 / len(rows)] * len(rows)
+        spec = {k: v for k, v in (("dataset", dataset), ("task", task), ("exclude_dataset", exclude_dataset)) if v}
+        if all_models:
+            spec["all"] = True
+        if names:
+            spec["names"] = list(names)
+        kind = "interpolation" if dirichlet is not None else "centroid"
+        return self._materialize(fam, rows, w, out, kind, "averaged_from", spec)
+
+    def interpolate(self, a: str, b: str, alpha: float, extrapolate: bool = False, out: str | None = None) -> dict[str, Any]:
+        """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
+        w = interpolation_weights(alpha, extrapolate)
+        with self._read() as conn:
+            rows = [catalog.model(conn, a), catalog.model(conn, b)]
+            if rows[0]["family_id"] != rows[1]["family_id"]:
+                raise FamilyMismatch(f"{a!r} and {b!r} are in different families; interpolation needs one family")
+            fam = next(f for f in catalog.families_snapshot(conn) if f.id == rows[0]["family_id"])
+        return self._materialize(fam, rows, w, out, "interpolation", "interpolated_from", {"a": a, "b": b, "alpha": alpha})
+
+    def _materialize(self, fam: Family, rows: list[dict[str, Any]], w: list[float], out: str | None, kind: str,
+                     relation: str, spec: dict[str, Any]) -> dict[str, Any]:
+        import xxhash
+
+        key = xxhash.xxh3_64("|".join(f"{r['id']}:{wi:.12g}" for r, wi in sorted(zip(rows, w), key=lambda x: x[0]["id"]))
+                             .encode()).hexdigest()
+        with self._read() as conn:
+            cached = catalog.model_by_meta(conn, "members_key", key)
+            if cached is None and out and catalog.name_taken(conn, out):
+                raise Conflict(f"a model named {out!r} already exists; choose another --out")
+            base_row = catalog.model_by_id(conn, fam.base_model_id)
+            expected = {}
+            for sp in fam.spaces:
+                ids, x = catalog.sketch_vectors(conn, sp.id, [r["id"] for r in rows])
+                order = [int(np.where(ids == r["id"])[0][0]) for r in rows]
+                expected[sp.id] = np.asarray(w) @ x[order].astype(np.float64)
+        if cached is not None:
+            return {"name": cached["name"], "id": cached["id"], "created": False, "kind": cached["kind"],
+                    "path": cached["uri"], "members": [r["name"] for r in rows], "weights": w,
+                    "note": f"same members and weights already materialized as {cached['name']!r}"}
+        name = out or f"{kind}-{key[:10]}"
+        headers = [read_header(r["uri"]) for r in rows]
+        base_h = read_header(base_row["uri"])
+        plan = plan_merge(headers, fam.body, base_h, [r["meta"].get("id2label") for r in rows])
+        path = weighted_merge(headers, w, plan, base_h, self.checkpoints_dir / name, progress=self.progress)
+        try:
+            [res] = self.add([path], name=name, kind=kind, base=base_row["name"],
+                             meta={"members_key": key, "merge": plan.note, "spec": spec},
+                             lineage=[(r["name"], relation, wi) for r, wi in zip(rows, w)], expected=expected)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return {"name": res.name, "id": res.id, "created": res.created, "kind": kind, "path": str(path),
+                "members": [r["name"] for r in rows], "weights": w, "note": plan.note}
+
     # ------------------------------------------------------------ lookup
     def ls(self, family: str | None = None, dataset: str | None = None, task: str | None = None,
            kind: str | None = None) -> list[dict[str, Any]]:
@@ -569,6 +655,16 @@ class Zoo:
         """Run read-only SQL on the catalog; (columns, rows)."""
         with self._read() as conn:
             return catalog.run_readonly(conn, query, limit)
+
+
+def _check_linearity(p: "_Pending", sp: Space, want: np.ndarray) -> None:
+    got = p.scan.raw[SpaceSpec.of(sp)] - sp.base_vec
+    scale = max(float(np.linalg.norm(want)), float(np.linalg.norm(got)), 1e-12)
+    err = float(np.linalg.norm(got - want)) / scale
+    if err > 1e-4:
+        raise ZooError(f"internal error: the sketch of {p.scan.header.path} differs from the weighted average of its "
+                       f"members' sketches by {err:.2e} (relative, space {sp.id}); the merge is wrong, nothing was "
+                       "registered; please report this")
 
 
 def _union_body(fams: list[Family]) -> dict[str, tuple[int, ...]]:

@@ -39,7 +39,10 @@ def lock_timeout() -> float:
 
 
 def make_engine(path: Path, read_only: bool) -> sa.Engine:
-    return sa.create_engine(f"duckdb:///{path}", poolclass=NullPool, connect_args={"read_only": read_only})
+    engine = sa.create_engine(f"duckdb:///{path}", poolclass=NullPool, connect_args={"read_only": read_only})
+    # DuckDB draws a progress bar on long scans; zoo has its own output.
+    sa.event.listen(engine, "connect", lambda dbapi_conn, _rec: dbapi_conn.execute("SET enable_progress_bar = false"))
+    return engine
 
 
 @contextmanager

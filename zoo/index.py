@@ -138,7 +138,8 @@ class SpaceIndex:
         else:
             index = faiss.index_factory(d, spec.factory, mt)
             rng = np.random.default_rng(0)
-            train = x if len(x) <= 256 * spec.nlist else x[rng.choice(len(x), 256 * spec.nlist, replace=False)]
+            # 64 points a list train k-means well (faiss warns below 39) at a fraction of the cost.
+            train = x if len(x) <= 64 * spec.nlist else x[rng.choice(len(x), 64 * spec.nlist, replace=False)]
             index.train(train)
             faiss.extract_index_ivf(index).nprobe = spec.nprobe
         if len(x):

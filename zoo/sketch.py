@@ -31,10 +31,10 @@ C1 = np.uint64(0xBF58476D1CE4E5B9)
 C2 = np.uint64(0x94D049BB133111EB)
 MIN_DIM, MAX_DIM = 8, 1 << 20
 # Below this many elements a tensor is sketched on one thread: thread start-up costs more.
-_PARALLEL_MIN = 1 << 18
+_PARALLEL_MIN = 1 << 17
 # Chunks of a fixed size (not one per thread) keep float64 summation order, and so the
 # sketch bits, the same on every machine whatever its core count.
-_CHUNK = 1 << 18
+_CHUNK = 1 << 17
 
 
 def _mix(z: int) -> int:
@@ -68,11 +68,31 @@ def _bucket_sign(key, k, dim):
 
 
 @njit(nogil=True, cache=True)
-def _sketch_serial(x, key, dim, out):
-    signs = np.array([1.0, -1.0])  # a lookup beats arithmetic on the sign bit here
-    for k in range(x.size):
+def _accumulate(x, key, dim, lo, hi, out):
+    """Add elements [lo, hi) of x into out. Four partial sums break the store-to-load
+    chains of consecutive updates to one bucket (about 1.2x faster than one)."""
+    signs = np.array([1.0, -1.0])
+    acc = np.zeros((4, dim), dtype=np.float64)
+    m = lo + (hi - lo) // 4 * 4
+    for k in range(lo, m, 4):
+        b0, s0 = _bucket_sign(key, k, dim)
+        b1, s1 = _bucket_sign(key, k + 1, dim)
+        b2, s2 = _bucket_sign(key, k + 2, dim)
+        b3, s3 = _bucket_sign(key, k + 3, dim)
+        acc[0, b0] += signs[s0] * np.float64(x[k])
+        acc[1, b1] += signs[s1] * np.float64(x[k + 1])
+        acc[2, b2] += signs[s2] * np.float64(x[k + 2])
+        acc[3, b3] += signs[s3] * np.float64(x[k + 3])
+    for k in range(m, hi):
         b, s = _bucket_sign(key, k, dim)
-        out[b] += signs[s] * np.float64(x[k])
+        acc[0, b] += signs[s] * np.float64(x[k])
+    for j in range(dim):
+        out[j] += (acc[0, j] + acc[1, j]) + (acc[2, j] + acc[3, j])
+
+
+@njit(nogil=True, cache=True)
+def _sketch_serial(x, key, dim, out):
+    _accumulate(x, key, dim, 0, x.size, out)
 
 
 @njit(nogil=True, cache=True, parallel=True)
@@ -80,14 +100,8 @@ def _sketch_parallel(x, key, dim, out, nchunks):
     n = x.size
     acc = np.zeros((nchunks, dim), dtype=np.float64)
     step = (n + nchunks - 1) // nchunks
-    signs = np.array([1.0, -1.0])
     for c in prange(nchunks):
-        lo = c * step
-        hi = min(n, lo + step)
-        row = acc[c]
-        for k in range(lo, hi):
-            b, s = _bucket_sign(key, k, dim)
-            row[b] += signs[s] * np.float64(x[k])
+        _accumulate(x, key, dim, c * step, min(n, c * step + step), acc[c])
     for c in range(nchunks):
         for j in range(dim):
             out[j] += acc[c, j]

@@ -1,0 +1,134 @@
+"""Nearest-10 query latency at N synthetic sketches (d=1024): zoo's FAISS index, the DuckDB
+SQL macro ``zoo_nearest`` on the catalog, and numpy brute force, with recall@10 of the index.
+
+Sketches are clustered like a zoo (many datasets, models scattered around each), written
+straight into a real catalog (schema by Alembic) so the SQL macro runs on the same rows.
+
+    python bench/bench_query.py [--sizes 10000 100000 1000000] [--queries 50]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write  # noqa: E402
+
+from zoo import Zoo, catalog  # noqa: E402
+from zoo.geometry import brute_force  # noqa: E402
+from zoo.index import SpaceIndex, choose_index, prepare  # noqa: E402
+
+
+def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    k = max(10, n // 100)
+    centers = rng.standard_normal((k, d), dtype=np.float32)
+    x = np.empty((n, d), dtype=np.float32)
+    step = 100_000
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        x[lo:hi] = centers[rng.integers(0, k, hi - lo)] + 0.6 * rng.standard_normal((hi - lo, d), dtype=np.float32)
+    return x
+
+
+def fill_catalog(z: Zoo, x: np.ndarray) -> None:
+    """Insert N models and their sketches into a fresh catalog in bulk (Arrow), one space."""
+    import pyarrow as pa
+
+    z.init()
+    n, d = x.shape
+    with z._write() as conn:
+        dbapi = conn.connection.driver_connection
+        dbapi.execute("INSERT INTO families (id, name, arch_signature, base_model_id, prefix, body) "
+                      "VALUES (1, 'synthetic', 'x', 1, '', '{}')")
+        dbapi.execute("INSERT INTO sketch_spaces (id, family_id, dim, seed, metric, base_vec) "
+                      "VALUES (1, 1, ?, 0, 'cosine', ?)", [d, [0.0] * d])
+        ids = pa.array(np.arange(1, n + 1, dtype=np.int32))
+        models_t = pa.table({"id": ids, "name": pa.array([f"m{i}" for i in range(1, n + 1)]),
+                             "hash": pa.array([f"h{i}" for i in range(1, n + 1)])})
+        dbapi.register("models_t", models_t)
+        dbapi.execute("INSERT INTO models (id, name, family_id, kind, uri, format, content_hash, n_params, dtype, meta) "
+                      "SELECT id, name, 1, 'finetune', '-', 'synthetic', hash, 0, 'F32', '{}' FROM models_t")
+        step = 100_000
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            vec = pa.FixedSizeListArray.from_arrays(pa.array(x[lo:hi].reshape(-1)), d)
+            t = pa.table({"model_id": ids[lo:hi], "vec": vec,
+                          "norm": pa.array(np.linalg.norm(x[lo:hi], axis=1).astype(np.float64))})
+            dbapi.register("sk_t", t)
+            dbapi.execute("INSERT INTO sketches SELECT model_id, 1, vec::FLOAT[], norm FROM sk_t")
+            dbapi.unregister("sk_t")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--sql-queries", type=int, default=5)
+    ap.add_argument("--dim", type=int, default=1024)
+    args = ap.parse_args()
+    rows = []
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as t:
+            x = clustered(n, args.dim)
+            z = Zoo(Path(t) / "zoo")
+            t0 = time.perf_counter()
+            fill_catalog(z, x)
+            fill_s = time.perf_counter() - t0
+            rng = np.random.default_rng(1)
+            qi = rng.choice(n, args.queries, replace=False)
+            qs = x[qi] + 0.05 * rng.standard_normal((args.queries, args.dim), dtype=np.float32)
+            ids = np.arange(1, n + 1)
+            # numpy brute force on normalised vectors (what a user would write).
+            xn = prepare(x, "cosine")
+            del x  # keep peak memory down at 1M (4 GB a copy)
+            lat_np, truth = [], []
+            for q in qs:
+                t0 = time.perf_counter()
+                qn = q / np.linalg.norm(q)
+                sims = xn @ qn
+                top = np.argpartition(-sims, 10)[:10]
+                top = top[np.argsort(-sims[top])]
+                lat_np.append(time.perf_counter() - t0)
+                truth.append(set((top + 1).tolist()))
+            del xn
+            t0 = time.perf_counter()
+            with z._read() as conn:
+                idx = z._index(conn, catalog.space(conn, 1))
+            build_s = time.perf_counter() - t0
+            spec = idx.meta["spec"]
+            lat_faiss, hits = [], 0
+            for q, tr in zip(qs, truth):
+                t0 = time.perf_counter()
+                got, _ = idx.search(q[None], 10)
+                lat_faiss.append(time.perf_counter() - t0)
+                hits += len(set(got[0].tolist()) & tr)
+            # The SQL macro answers for a model by name: query with existing models' vectors.
+            lat_sql = []
+            with z._read() as conn:
+                dbapi = conn.connection.driver_connection
+                for i in qi[: args.sql_queries]:
+                    t0 = time.perf_counter()
+                    dbapi.execute("SELECT name FROM zoo_nearest(?, 10)", [f"m{i + 1}"]).fetchall()
+                    lat_sql.append(time.perf_counter() - t0)
+            row = {"n": n, "dim": args.dim, "index": spec["factory"], "nprobe": spec["nprobe"],
+                   "fill_catalog_s": fill_s, "index_build_s": build_s,
+                   "faiss_p50_ms": 1e3 * float(np.median(lat_faiss)), "faiss_p95_ms": 1e3 * float(np.percentile(lat_faiss, 95)),
+                   "numpy_p50_ms": 1e3 * float(np.median(lat_np)), "sql_p50_ms": 1e3 * float(np.median(lat_sql)),
+                   "recall_at_10": hits / (10 * len(qs))}
+            row["speedup_vs_numpy"] = row["numpy_p50_ms"] / row["faiss_p50_ms"]
+            row["speedup_vs_sql"] = row["sql_p50_ms"] / row["faiss_p50_ms"]
+            rows.append(row)
+            print(f"N={n:>8}: {spec['factory']:>14} build {build_s:6.1f}s | p50 faiss {row['faiss_p50_ms']:7.2f} ms, "
+                  f"numpy {row['numpy_p50_ms']:8.2f} ms, SQL macro {row['sql_p50_ms']:9.1f} ms | "
+                  f"recall@10 {row['recall_at_10']:.3f}", flush=True)
+    write("query", {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()

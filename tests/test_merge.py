@@ -1,0 +1,108 @@
+"""Centroids and interpolations: exact averages, lineage, heads, loadability, linearity check."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from zoo.errors import Conflict, EmptyRegion, ZooValueError
+
+
+@pytest.fixture()
+def filled(zoo, ckpts):
+    zoo.add([ckpts["base"]], name="base")
+    for ds in ("a", "b"):
+        zoo.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
+    return zoo
+
+
+def _sd(path):
+    return {k: v.double().numpy() for k, v in load_file(str(path / "model.safetensors")).items()}
+
+
+def test_centroid_equals_numpy_average(filled, ckpts):
+    res = filled.centroid(dataset="a", out="cen-a")
+    assert res["created"] and res["kind"] == "centroid" and res["weights"] == pytest.approx([1 / 3] * 3)
+    out = _sd(filled.checkpoints_dir / "cen-a")
+    members = [_sd(ckpts[f"a{i}"]) for i in range(3)]
+    assert set(out) == set(members[0])  # same label space: heads averaged too
+    for k, v in out.items():
+        want = np.mean([m[k] for m in members], axis=0)
+        # float64 accumulation stored as float32: within one float32 rounding of the exact mean.
+        np.testing.assert_allclose(v, want, rtol=1.2e-7, atol=1e-12, err_msg=k)
+    shown = filled.show("cen-a")
+    assert sorted((p["name"], p["relation"]) for p in shown["parents"]) == [
+        ("ft-a0", "averaged_from"), ("ft-a1", "averaged_from"), ("ft-a2", "averaged_from")]
+    assert all(p["weight"] == pytest.approx(1 / 3) for p in shown["parents"])
+    # In sketch space the centroid sits on the region's centroid (exact by linearity).
+    reg = filled.region(dataset="a")
+    v = np.array(filled.sql("SELECT vec FROM sketches WHERE model_id = %d AND space_id = 1" % res["id"])[1][0][0])
+    np.testing.assert_allclose(v, reg["centroid"], rtol=1e-4, atol=1e-7)
+
+
+def test_centroid_loads_with_transformers(filled):
+    from transformers import AutoModelForSequenceClassification
+
+    filled.centroid(task="t", out="cen-t")
+    m = AutoModelForSequenceClassification.from_pretrained(filled.checkpoints_dir / "cen-t", num_labels=2)
+    assert m.config.num_labels == 2
+
+
+def test_weighted_and_cached(filled, ckpts):
+    res = filled.centroid(names=["ft-a0", "ft-b0"], weights=[1, 3], out="w13")
+    assert res["weights"] == pytest.approx([0.25, 0.75])
+    out = _sd(filled.checkpoints_dir / "w13")
+    a, b = _sd(ckpts["a0"]), _sd(ckpts["b0"])
+    k = "bert.encoder.layer.0.output.dense.weight"
+    np.testing.assert_allclose(out[k], 0.25 * a[k] + 0.75 * b[k], rtol=1e-6, atol=1e-7)
+    again = filled.centroid(names=["ft-a0", "ft-b0"], weights=[1, 3])
+    assert not again["created"] and again["name"] == "w13"
+    with pytest.raises(ZooValueError, match="2 weights for 3 members"):
+        filled.centroid(dataset="a", weights=[1, 2])
+
+
+def test_heads_differ_gives_body_only(filled, ckpts, tmp_path):
+    from conftest import make_finetune
+
+    three = make_finetune(ckpts["base"], tmp_path / "three-labels", seed=5, direction_seed=1, num_labels=3)
+    filled.add([three], name="three", dataset="c", task="t")
+    res = filled.centroid(names=["ft-a0", "three"], out="mixed")
+    assert "no head" in res["note"]
+    out = _sd(filled.checkpoints_dir / "mixed")
+    assert not any(k.startswith("classifier") for k in out)
+    from transformers import AutoModelForSequenceClassification
+
+    m = AutoModelForSequenceClassification.from_pretrained(filled.checkpoints_dir / "mixed", num_labels=5)
+    assert m.config.num_labels == 5
+
+
+def test_interpolate_and_extrapolate(filled, ckpts):
+    r = filled.interpolate("ft-a0", "ft-b0", alpha=0.3, out="i03")
+    out, a, b = _sd(filled.checkpoints_dir / "i03"), _sd(ckpts["a0"]), _sd(ckpts["b0"])
+    k = "bert.embeddings.word_embeddings.weight"
+    np.testing.assert_allclose(out[k], 0.7 * a[k] + 0.3 * b[k], rtol=1e-6, atol=1e-7)
+    assert r["kind"] == "interpolation"
+    assert {p["relation"] for p in filled.show("i03")["parents"]} == {"interpolated_from"}
+    with pytest.raises(ZooValueError, match="--extrapolate"):
+        filled.interpolate("ft-a0", "ft-b0", alpha=1.5)
+    e = filled.interpolate("ft-a0", "ft-b0", alpha=1.5, extrapolate=True, out="e15")
+    out = _sd(filled.checkpoints_dir / "e15")
+    np.testing.assert_allclose(out[k], -0.5 * a[k] + 1.5 * b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_dirichlet_sample_inside_hull(filled):
+    r = filled.centroid(dataset="a", dirichlet=1.0, seed=3, out="dir")
+    assert r["kind"] == "interpolation" and sum(r["weights"]) == pytest.approx(1.0) and min(r["weights"]) > 0
+    assert filled.inside("dir", dataset="a")["inside"]
+
+
+def test_bad_materialize_input(filled):
+    with pytest.raises(EmptyRegion):
+        filled.centroid(dataset="nope")
+    filled.centroid(dataset="a", out="taken")
+    with pytest.raises(Conflict, match="already exists"):
+        filled.centroid(dataset="b", out="taken")
+    with pytest.raises(ZooValueError, match="say which region"):
+        filled.centroid()

@@ -1,0 +1,178 @@
+"""Materializing points of weight space: weighted averages (centroids) and interpolations.
+
+Tensors stream across members one name at a time into a streaming safetensors writer, so
+peak memory is one float64 accumulator plus one input tensor, not N models. The output
+is a Hugging Face model folder (safetensors, config, tokenizer files of the base),
+written under a temporary name and renamed when whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from zoo.checkpoint import Header, Reader
+from zoo.errors import ZooValueError
+
+_ST_DTYPE = {"F32": (np.float32, "F32"), "F16": (np.float16, "F16"), "F64": (np.float64, "F64"), "BF16": (None, "BF16")}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                    "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "added_tokens.json")
+
+
+class SafetensorsWriter:
+    """Writes a safetensors file tensor by tensor: the header is known up front from shapes."""
+
+    def __init__(self, path: Path, layout: list[tuple[str, tuple[int, ...], str]]):
+        self.path = Path(path)
+        self.layout = layout
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        self._sizes = {}
+        for name, shape, dtype in layout:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * (2 if dtype in ("F16", "BF16") else 8 if dtype == "F64" else 4)
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            self._sizes[name] = nbytes
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * ((8 - len(raw) % 8) % 8)
+        self._fh = open(self.path, "wb")
+        self._fh.write(struct.pack("<Q", len(raw)))
+        self._fh.write(raw)
+        self._next = 0
+
+    def write(self, name: str, data: "Any") -> None:
+        """Write the next tensor (in layout order) from a torch tensor."""
+        import torch
+
+        want, shape, dtype = self.layout[self._next]
+        if name != want:
+            raise RuntimeError(f"writer expected tensor {want!r}, got {name!r}")
+        t = data.detach().contiguous().cpu()
+        t = t.to({"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}[dtype])
+        b = t.view(torch.int16).numpy().tobytes() if dtype in ("F16", "BF16") else t.numpy().tobytes()
+        if len(b) != self._sizes[name]:
+            raise RuntimeError(f"tensor {name!r}: {len(b)} bytes, header says {self._sizes[name]}")
+        self._fh.write(b)
+        self._next += 1
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._next != len(self.layout):
+            raise RuntimeError(f"{self.path}: wrote {self._next} of {len(self.layout)} tensors")
+
+
+@dataclass
+class MergePlan:
+    """What a merge writes: canonical names with their output names, and whether heads come along."""
+
+    names: list[tuple[str, str]]  # (canonical, output name)
+    with_head: bool
+    note: str
+    config_from: Path | None
+
+
+def plan_merge(members: Sequence[Header], body: dict[str, tuple[int, ...]], base: Header,
+               id2labels: Sequence[dict | None]) -> MergePlan:
+    """Average the body; average heads only when every member has the same head and label space."""
+    first = members[0]
+    heads = [{t.canonical: t.shape for t in h.tensors if t.is_float and body.get(t.canonical) != t.shape} for h in members]
+    same_head = bool(heads[0]) and all(h == heads[0] for h in heads) and all(
+        (lab or None) == (id2labels[0] or None) for lab in id2labels)
+    prefix = first.prefix
+
+    def out_name(c: str) -> str:
+        return f"{prefix}.{c}" if prefix and c in body else c
+
+    names = [(c, out_name(c)) for c in sorted(body)]
+    if same_head:
+        names += [(c, c) for c in sorted(heads[0])]
+        note = f"body and head averaged ({len(heads[0])} head tensors, same label space)"
+        cfg = first.model_dir
+    else:
+        differ = "no head" if not any(heads) else "heads differ in shape or labels"
+        note = f"body averaged; {differ}: output has the base's config and no head"
+        cfg = base.model_dir
+    return MergePlan(names, same_head, note, cfg)
+
+
+def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: MergePlan, base: Header,
+                   out_dir: Path, progress: bool = False) -> Path:
+    """Write sum_i w_i theta_i (float64 accumulation, stored in the base's dtype) as a model folder."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if len(members) != len(weights) or not members:
+        raise ZooValueError(f"{len(members)} members but {len(weights)} weights")
+    w = [float(x) for x in weights]
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ZooValueError(f"output folder {out_dir} already exists; choose another --out name or remove it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    readers = [Reader(h) for h in members]
+    try:
+        first = members[0].by_canonical()
+        layout = []
+        for c, name in plan.names:
+            dt = first[c].dtype if first[c].dtype in _ST_DTYPE else "F32"
+            layout.append((name, first[c].shape, dt))
+        writer = SafetensorsWriter(tmp / "model.safetensors", layout)
+        for c, name in tqdm(plan.names, desc="merging", unit="tensor", disable=not progress, leave=False):
+            acc = None
+            for r, wi in zip(readers, w):
+                t = r.get(c).to(torch.float64)
+                if acc is None:
+                    acc = t.mul(wi)
+                else:
+                    acc.add_(t, alpha=wi)
+                del t
+            writer.write(name, acc)
+            del acc
+        writer.close()
+        _copy_support_files(plan, base, tmp)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for r in readers:
+            r.close()
+    return out_dir
+
+
+def _copy_support_files(plan: MergePlan, base: Header, dest: Path) -> None:
+    cfg_dir = plan.config_from or base.model_dir
+    if cfg_dir is not None and (cfg_dir / "config.json").is_file():
+        cfg = json.loads((cfg_dir / "config.json").read_text())
+        if not plan.with_head:
+            for k in ("id2label", "label2id", "num_labels", "problem_type"):
+                cfg.pop(k, None)
+        (dest / "config.json").write_text(json.dumps(cfg, indent=2))
+    src = base.model_dir
+    if src is not None:
+        for name in _TOKENIZER_FILES:
+            if (src / name).is_file():
+                shutil.copy2(src / name, dest / name)
+
+
+def dirichlet_weights(n: int, concentration: float, seed: int) -> list[float]:
+    """Weights of a random point in the members' convex hull."""
+    if concentration <= 0:
+        raise ZooValueError(f"--dirichlet {concentration} must be positive (1.0 samples the hull uniformly)")
+    return np.random.default_rng(seed).dirichlet([concentration] * n).tolist()
+
+
+def interpolation_weights(alpha: float, extrapolate: bool) -> list[float]:
+    """(1 - alpha, alpha) for A, B; alpha outside [0, 1] only with extrapolation allowed."""
+    if not np.isfinite(alpha):
+        raise ZooValueError(f"--alpha {alpha} is not a finite number")
+    if not 0.0 <= alpha <= 1.0 and not extrapolate:
+        raise ZooValueError(f"--alpha {alpha} lies outside [0, 1]; pass --extrapolate to go past the endpoints")
+    return [1.0 - alpha, alpha]
