@@ -276,5 +276,56 @@ def interpolate(z: Zoo, a, b, alpha, extrapolate, out, as_json) -> None:
     emit(z.interpolate(a, b, alpha, extrapolate=extrapolate, out=out), as_json, _fmt_materialized)
 
 
+def train_options(f):
+    for opt in reversed([
+        click.option("--method", type=click.Choice(["full", "bitfit"]), default="full", show_default=True),
+        click.option("--epochs", type=float, default=3.0, show_default=True),
+        click.option("--lr", type=float, help="Learning rate (default 5e-5 full, 1e-3 bitfit)."),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option("--max-length", type=int, default=128, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)]):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@click.option("--from", "start", required=True,
+              help="Model name, 'base', or a region such as centroid:task=T,exclude_dataset=D.")
+@click.option("--train", "train_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--eval", "eval_file", type=click.Path(dir_okay=False))
+@click.option("--dataset", help="Dataset name (default: the train file's stem).")
+@click.option("--task")
+@click.option("--out", help="Name of the fine-tuned model.")
+@family_opt
+@train_options
+@json_opt
+@click.pass_obj
+def finetune(z: Zoo, start, train_file, eval_file, dataset, task, out, family, as_json, **params) -> None:
+    """Fine-tune from START, evaluate, and register the result (GPU when present)."""
+    res = z.finetune(start, train_file, eval_file, dataset=dataset, task=task, out=out, family=family, **params)
+    emit(res, as_json, lambda r: f"{r['name']}: fine-tuned from {r['start']} ({r['start_kind']}) on {r['dataset']}, "
+         f"{r['steps']} steps in {r['train_seconds']:.1f}s on {r['device']}"
+         + (f"; eval accuracy {r['eval_accuracy']:.4f} (loss {r['eval_loss']:.4f})" if "eval_accuracy" in r else ""))
+
+
+@main.command("eval")
+@click.argument("name")
+@click.option("--data", required=True, type=click.Path(dir_okay=False))
+@click.option("--train", "train_file", type=click.Path(dir_okay=False), help="Probe training data (default: half of --data).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--dataset", help="Dataset name (default: the data file's stem).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--max-length", type=int, default=128, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@json_opt
+@click.pass_obj
+def eval_(z: Zoo, name, data, train_file, split, dataset, as_json, **params) -> None:
+    """Accuracy of NAME on a data file (a linear probe when its head does not fit the labels)."""
+    res = z.evaluate(name, data, train=train_file, split=split, dataset=dataset, **params)
+    emit(res, as_json, lambda r: f"{r['name']} on {r['dataset']} ({r['split']}): {r['metric']} {r['value']:.4f} "
+         f"over {r['n_examples']} examples ({r['how']})")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -20,11 +20,42 @@ def bert_config(**kw):
     return BertConfig(**cfg)
 
 
+WORDS = ["good", "great", "fine", "happy", "love", "bad", "awful", "sad", "hate", "poor", "cat", "dog", "car",
+         "tree", "sun", "rain", "ball", "game", "team", "goal", "code", "data", "chip", "disk", "the", "a", "is", "very"]
+
+
+def make_tokenizer(path: Path) -> None:
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+
+
 def make_bert_base(path: Path, seed: int = 0, **kw) -> Path:
     from transformers import BertModel
 
     torch.manual_seed(seed)
     BertModel(bert_config(**kw)).save_pretrained(path)
+    make_tokenizer(path)
+    return path
+
+
+def write_sentiment(path: Path, n: int, seed: int = 0) -> Path:
+    """A tiny separable dataset: positive words vs negative words, jsonl."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    pos, neg, filler = WORDS[:5], WORDS[5:10], WORDS[10:]
+    lines = []
+    for i in range(n):
+        lab = i % 2
+        words = [rng.choice(pos if lab else neg) for _ in range(2)] + [rng.choice(filler) for _ in range(3)]
+        rng.shuffle(words)
+        lines.append(json.dumps({"text": " ".join(words), "label": "pos" if lab else "neg"}))
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

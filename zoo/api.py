@@ -6,7 +6,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import sqlalchemy as sa
@@ -123,7 +123,8 @@ class Zoo:
             dataset: str | None = None, task: str | None = None, seed: int | None = None,
             meta: dict[str, Any] | None = None, kind: str | None = None,
             lineage: Sequence[tuple[str, str, float | None]] = (),
-            expected: dict[int, np.ndarray] | None = None) -> list[AddResult]:
+            expected: dict[int, np.ndarray] | None = None,
+            on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None) -> list[AddResult]:
         """Register checkpoints: one streaming pass each, then one transaction for all.
 
         A checkpoint that fits no family, or is given ``kind="base"`` (a second pretrained
@@ -170,7 +171,7 @@ class Zoo:
                 for sp in p.decision.family.spaces if p.decision.family else []:
                     if sp.id in expected:
                         _check_linearity(p, sp, expected[sp.id])
-        results = self._commit(pending, new_fams, lineage)
+        results = self._commit(pending, new_fams, lineage, on_commit)
         self._after_write()
         return results
 
@@ -200,7 +201,8 @@ class Zoo:
         return _Pending(sc, decision, "", kind or "finetune", fam.base_model_id, fam.id)
 
     def _commit(self, pending: list[_Pending], new_fams: list[Family],
-                extra_lineage: Sequence[tuple[str, str, float | None]]) -> list[AddResult]:
+                extra_lineage: Sequence[tuple[str, str, float | None]],
+                on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None) -> list[AddResult]:
         results: list[AddResult] = []
         with self._write() as conn:
             fam_ids: dict[int, int] = {}
@@ -250,6 +252,8 @@ class Zoo:
                 res = AddResult(p.name, mid, True, p.kind, fam_names[p.family_key], p.decision.note)
                 seen[h] = res
                 results.append(res)
+            if on_commit is not None:
+                on_commit(conn, results)
         return results
 
     def _after_write(self) -> None:
@@ -611,6 +615,101 @@ class Zoo:
         return {"name": res.name, "id": res.id, "created": res.created, "kind": kind, "path": str(path),
                 "members": [r["name"] for r in rows], "weights": w, "note": plan.note}
 
+    # ------------------------------------------------------------ fine-tuning
+    def resolve_start(self, start: str, family: str | None = None) -> dict[str, Any]:
+        """A model row for START: a model name, ``base`` (the family base), or a region spec
+        ``centroid:task=T[,dataset=D][,exclude_dataset=D]`` / ``centroid:all[,exclude_dataset=D]``,
+        materialized first (cached by member set)."""
+        if start.startswith("centroid:"):
+            spec = parse_region_spec(start)
+            res = self.centroid(family=family, **spec)
+            with self._read() as conn:
+                return catalog.model(conn, res["name"])
+        with self._read() as conn:
+            if start == "base" and not catalog.name_taken(conn, "base"):
+                fam = self._family(conn, family)
+                return catalog.model_by_id(conn, fam.base_model_id)
+            return catalog.model(conn, start)
+
+    def finetune(self, start: str, train: str | os.PathLike, eval: str | os.PathLike | None = None,
+                 dataset: str | None = None, task: str | None = None, out: str | None = None,
+                 family: str | None = None, step_hook: Callable[[int], None] | None = None,
+                 **params: Any) -> dict[str, Any]:
+        """Fine-tune from START, evaluate, and register the result with a run row and evaluations.
+
+        The catalog is open only to record the run's start and its end; a failure marks the
+        run failed with its error and registers nothing.
+        """
+        from zoo.data import read_examples
+        from zoo.finetune import TrainParams, resolve_device, train as run_training
+
+        tp = TrainParams(**params)
+        device = resolve_device(tp.device)
+        train_ex = read_examples(train)
+        eval_ex = read_examples(eval) if eval is not None else None
+        dataset = dataset or Path(train).stem
+        start_row = self.resolve_start(start, family)
+        with self._read() as conn:
+            fam = next(f for f in catalog.families_snapshot(conn) if f.id == start_row["family_id"])
+            base_row = catalog.model_by_id(conn, fam.base_model_id)
+            name = out or _unique(conn, f"{dataset}-from-{start_row['name']}-s{tp.seed}")
+            if catalog.name_taken(conn, name):
+                raise Conflict(f"a model named {name!r} already exists; choose another --out")
+        out_dir = self.checkpoints_dir / name
+        if out_dir.exists():
+            raise Conflict(f"{out_dir} already exists; choose another --out or remove the folder")
+        start_kind = start_row["kind"]
+        run_params = dict(tp.as_dict(), start=start, start_kind=start_kind, start_name=start_row["name"],
+                          task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
+        with self._write() as conn:
+            run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
+                                        params=run_params, device=device, status="running", started_at=_now())
+        try:
+            metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], train_ex, eval_ex, tp, out_dir,
+                                   progress=self.progress, step_hook=step_hook)
+
+            def record(conn: sa.Connection, results: list[AddResult]) -> None:
+                mid = results[0].id
+                catalog.update_run(conn, run_id, result_model_id=mid, status="finished", finished_at=_now(),
+                                   metrics=metrics)
+                if "eval_accuracy" in metrics:
+                    for metric in ("accuracy", "loss"):
+                        catalog.insert_evaluation(conn, model_id=mid, dataset=dataset, split="eval", metric=metric,
+                                                  value=float(metrics[f"eval_{metric}"]), n_examples=metrics["n_eval"],
+                                                  run_id=run_id)
+
+            [res] = self.add([out_dir], name=name, base=start_row["name"], dataset=dataset, task=task, seed=tp.seed,
+                             kind="finetune", meta={"run_id": run_id, "start_kind": start_kind}, on_commit=record)
+        except BaseException as e:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            with self._write() as conn:
+                catalog.update_run(conn, run_id, status="failed", finished_at=_now(), error=err[:2000])
+            raise
+        return {"run_id": run_id, "name": res.name, "id": res.id, "start": start_row["name"], "start_kind": start_kind,
+                "dataset": dataset, "task": task, "device": device, "path": str(out_dir), **metrics}
+
+    def evaluate(self, name: str, data: str | os.PathLike, train: str | os.PathLike | None = None,
+                 split: str = "test", dataset: str | None = None, **params: Any) -> dict[str, Any]:
+        """Accuracy of a model on a data file, recorded in ``evaluations``: through its head
+        when it has the data's label space, else a linear probe on its frozen body."""
+        from zoo.data import read_examples
+        from zoo.finetune import TrainParams, evaluate as run_eval
+
+        tp = TrainParams(**params)
+        ex = read_examples(data)
+        probe = read_examples(train) if train is not None else None
+        with self._read() as conn:
+            row = catalog.model(conn, name)
+            fam = next(f for f in catalog.families_snapshot(conn) if f.id == row["family_id"])
+            base_uri = catalog.model_by_id(conn, fam.base_model_id)["uri"]
+        res = run_eval(Path(row["uri"]), [Path(base_uri)], ex, probe, tp)
+        dataset = dataset or Path(data).stem
+        with self._write() as conn:
+            catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
+                                      value=float(res["value"]), n_examples=res["n_examples"])
+        return {"name": row["name"], "dataset": dataset, "split": split, **res}
+
     # ------------------------------------------------------------ lookup
     def ls(self, family: str | None = None, dataset: str | None = None, task: str | None = None,
            kind: str | None = None) -> list[dict[str, Any]]:
@@ -655,6 +754,38 @@ class Zoo:
         """Run read-only SQL on the catalog; (columns, rows)."""
         with self._read() as conn:
             return catalog.run_readonly(conn, query, limit)
+
+
+def _now():
+    import datetime as _dt
+
+    return _dt.datetime.now()
+
+
+def _unique(conn: sa.Connection, wanted: str) -> str:
+    name, i = wanted, 2
+    while catalog.name_taken(conn, name):
+        name, i = f"{wanted}-{i}", i + 1
+    return name
+
+
+def parse_region_spec(spec: str) -> dict[str, Any]:
+    """``centroid:task=T,exclude_dataset=D`` -> keyword arguments of ``Zoo.centroid``."""
+    body = spec.split(":", 1)[1]
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        if part == "all":
+            out["all_models"] = True
+            continue
+        k, _, v = part.partition("=")
+        k = k.strip().replace("-", "_")
+        if k not in ("task", "dataset", "exclude_dataset") or not v:
+            raise ZooValueError(f"bad start spec {spec!r}: use centroid:task=T, centroid:dataset=D or centroid:all, "
+                                "optionally with ,exclude_dataset=D")
+        out[k] = v.strip()
+    if not out or set(out) == {"exclude_dataset"}:
+        raise ZooValueError(f"start spec {spec!r} names no region; e.g. centroid:task=sentiment,exclude_dataset=sst2")
+    return out
 
 
 def _check_linearity(p: "_Pending", sp: Space, want: np.ndarray) -> None:

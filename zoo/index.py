@@ -21,7 +21,17 @@ import numpy as np
 from zoo.errors import IndexError_
 
 FLAT_MAX = 20_000
-DEFAULT_BUDGET = 4 << 30
+
+
+def _half_of_ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # platforms without sysconf
+        return 4 << 30
+
+
+# Memory the index may take by default: half the machine (ZOO_INDEX_MEMORY overrides).
+DEFAULT_BUDGET = _half_of_ram()
 
 
 @dataclass(frozen=True)

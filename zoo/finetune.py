@@ -1,0 +1,305 @@
+"""Fine-tuning and evaluation with transformers (CUDA when present), on a lean training loop.
+
+Why not ``transformers.Trainer``: it needs ``accelerate`` and brings logging, checkpointing
+and distributed machinery that zoo's short sequence-classification runs do not use; a
+40-line loop gives exact control of seeding, device and what is saved, and fails in
+ways zoo can record. Nothing here touches the catalog: the caller records results.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from zoo.data import Examples
+from zoo.errors import ZooValueError
+
+METHODS = ("full", "bitfit")
+
+
+@dataclass
+class TrainParams:
+    """Hyperparameters of a run (recorded in ``runs.params``)."""
+
+    method: str = "full"
+    epochs: float = 3.0
+    lr: float | None = None
+    batch_size: int = 16
+    max_length: int = 128
+    seed: int = 0
+    device: str = "auto"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ZooValueError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.lr is None:
+            self.lr = 5e-5 if self.method == "full" else 1e-3
+        for name in ("epochs", "lr", "batch_size", "max_length"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ZooValueError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ZooValueError(f"--device {self.device!r} is not auto, cpu or cuda")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ZooValueError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def load_tokenizer(dirs: Sequence[Path]) -> Any:
+    """The first tokenizer found among ``dirs`` (the start model's, then its family base's)."""
+    from transformers import AutoTokenizer
+
+    for d in dirs:
+        if d is not None and any((Path(d) / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                                                                     "tokenizer.model", "vocab.json")):
+            return AutoTokenizer.from_pretrained(str(d))
+    raise ZooValueError(f"no tokenizer files in {', '.join(str(d) for d in dirs if d)}; save the tokenizer next to the base model")
+
+
+def load_classifier(model_dir: Path, labels: list[str]) -> Any:
+    """A sequence classifier with ``len(labels)`` outputs; a head of another size is re-initialised."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    cfg = AutoConfig.from_pretrained(str(model_dir), num_labels=len(labels),
+                                     id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(model_dir), config=cfg, ignore_mismatched_sizes=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _batches(tok: Any, ex: Examples, order: Sequence[int], bs: int, max_length: int, label_ids: dict[str, int] | None):
+    import torch
+
+    for lo in range(0, len(order), bs):
+        idx = order[lo:lo + bs]
+        texts = [ex.text[i] for i in idx]
+        pairs = [ex.text_pair[i] for i in idx] if ex.text_pair is not None else None
+        enc = tok(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        if label_ids is not None:
+            enc["labels"] = torch.tensor([label_ids[ex.labels[i]] for i in idx])
+        yield enc
+
+
+def evaluate_classifier(model: Any, tok: Any, ex: Examples, labels: list[str], params: TrainParams,
+                        device: str) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of a classifier whose outputs are ``labels``."""
+    import torch
+
+    unknown = sorted(set(ex.labels) - set(labels))
+    if unknown:
+        raise ZooValueError(f"{ex.path}: labels {unknown[:5]} are not in the model's label space {labels[:10]}")
+    lid = {l: i for i, l in enumerate(labels)}
+    model.eval().to(device)
+    correct, loss_sum = 0, 0.0
+    with torch.no_grad():
+        for enc in _batches(tok, ex, list(range(len(ex))), params.batch_size * 2, params.max_length, lid):
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model(**enc)
+            loss_sum += float(out.loss) * len(enc["labels"])
+            correct += int((out.logits.argmax(-1) == enc["labels"]).sum())
+    return {"accuracy": correct / len(ex), "loss": loss_sum / len(ex), "n_examples": len(ex)}
+
+
+def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, eval_ex: Examples | None,
+          params: TrainParams, out_dir: Path, progress: bool = False,
+          step_hook: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Fine-tune ``start_dir`` on ``train_ex`` and save the result to ``out_dir`` (appears whole).
+
+    ``step_hook(step)`` runs after every optimiser step (progress reporting, interruption).
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    device = resolve_device(params.device)
+    seed_everything(params.seed)
+    labels = train_ex.label_space()
+    if len(labels) < 2:
+        raise ZooValueError(f"{train_ex.path}: one label only ({labels}); classification needs at least two")
+    if eval_ex is not None:
+        unknown = sorted(set(eval_ex.labels) - set(labels))
+        if unknown:
+            raise ZooValueError(f"{eval_ex.path}: labels {unknown[:5]} never occur in the training data {train_ex.path}")
+    tok = load_tokenizer([start_dir, *tokenizer_dirs])
+    model = load_classifier(start_dir, labels)
+    if params.method == "bitfit":
+        for name, p in model.named_parameters():
+            p.requires_grad = name.endswith("bias") or not name.startswith(model.base_model_prefix + ".")
+    model.to(device).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    steps_per_epoch = math.ceil(len(train_ex) / params.batch_size)
+    total = max(1, int(round(params.epochs * steps_per_epoch)))
+    sched = get_linear_schedule_with_warmup(opt, int(params.warmup_ratio * total), total)
+    lid = {l: i for i, l in enumerate(labels)}
+    gen = torch.Generator().manual_seed(params.seed)
+    t0 = time.perf_counter()
+    step, losses = 0, []
+    bar = tqdm(total=total, desc="fine-tuning", unit="step", disable=not progress, leave=False)
+    while step < total:
+        order = torch.randperm(len(train_ex), generator=gen).tolist()
+        for enc in _batches(tok, train_ex, order, params.batch_size, params.max_length, lid):
+            enc = {k: v.to(device) for k, v in enc.items()}
+            loss = model(**enc).loss
+            if not torch.isfinite(loss):
+                raise ZooValueError(f"training loss became {float(loss)} at step {step}; lower --lr")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if step_hook is not None:
+                step_hook(step)
+            if step >= total:
+                break
+    bar.close()
+    train_s = time.perf_counter() - t0
+    metrics: dict[str, Any] = {"train_loss": float(np.mean(losses[-max(1, steps_per_epoch):])), "steps": step,
+                               "train_seconds": train_s, "device": device, "labels": labels,
+                               "n_train": len(train_ex)}
+    if eval_ex is not None:
+        ev = evaluate_classifier(model, tok, eval_ex, labels, params, device)
+        metrics.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"], n_eval=ev["n_examples"])
+    save_model(model.cpu(), tok, out_dir)
+    return metrics
+
+
+def save_model(model: Any, tok: Any, out_dir: Path) -> None:
+    """save_pretrained into a temporary folder, then rename: the folder appears whole."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ZooValueError(f"output folder {out_dir} already exists; choose another --out name")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def head_fits(model_dir: Path, labels: list[str]) -> bool:
+    """Whether the checkpoint's classification head has exactly these labels."""
+    import json
+
+    cfg_path = Path(model_dir) / "config.json"
+    if not cfg_path.is_file():
+        return False
+    cfg = json.loads(cfg_path.read_text())
+    id2label = cfg.get("id2label") or {}
+    from zoo.checkpoint import read_header
+
+    has_head = any(t.canonical.startswith(("classifier", "score")) for t in read_header(model_dir).tensors)
+    return has_head and [id2label.get(str(i)) for i in range(len(id2label))] == labels
+
+
+def evaluate(model_dir: Path, tokenizer_dirs: Sequence[Path], data: Examples, probe_train: Examples | None,
+             params: TrainParams) -> dict[str, Any]:
+    """Accuracy of a checkpoint on ``data``: through its head when it has this label space,
+    else a linear probe on the frozen body (the paper's "generalized" evaluation)."""
+    device = resolve_device(params.device)
+    seed_everything(params.seed)
+    tok = load_tokenizer([model_dir, *tokenizer_dirs])
+    labels = data.label_space()
+    if head_fits(model_dir, labels):
+        model = load_classifier(model_dir, labels)
+        ev = evaluate_classifier(model, tok, data, labels, params, device)
+        return {"metric": "accuracy", "value": ev["accuracy"], "loss": ev["loss"], "n_examples": ev["n_examples"],
+                "how": "head"}
+    if probe_train is None:
+        # A deterministic half of the data trains the probe; the other half scores it.
+        order = np.random.default_rng(params.seed).permutation(len(data))
+        half = len(data) // 2
+        if half < 2:
+            raise ZooValueError(f"{data.path}: too few examples ({len(data)}) for a linear probe; pass --train FILE")
+        probe_train, data = data.subset(order[:half].tolist()), data.subset(order[half:].tolist())
+    acc = linear_probe(model_dir, tok, probe_train, data, params, device)
+    return {"metric": "probe_accuracy", "value": acc, "n_examples": len(data), "how": "linear probe on frozen body",
+            "n_probe_train": len(probe_train)}
+
+
+def _features(model: Any, tok: Any, ex: Examples, params: TrainParams, device: str) -> "Any":
+    import torch
+
+    feats = []
+    model.eval().to(device)
+    with torch.no_grad():
+        for enc in _batches(tok, ex, list(range(len(ex))), params.batch_size * 2, params.max_length, None):
+            enc = {k: v.to(device) for k, v in enc.items()}
+            h = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+            feats.append(((h * mask).sum(1) / mask.sum(1)).float().cpu())
+    return torch.cat(feats)
+
+
+def linear_probe(model_dir: Path, tok: Any, train_ex: Examples, test_ex: Examples, params: TrainParams,
+                 device: str) -> float:
+    """Mean-pooled features of the frozen body, a multinomial logistic regression on top."""
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    labels = sorted(set(train_ex.labels) | set(test_ex.labels))
+    lid = {l: i for i, l in enumerate(labels)}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        body = AutoModel.from_pretrained(str(model_dir))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    xtr, xte = _features(body, tok, train_ex, params, device), _features(body, tok, test_ex, params, device)
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    ytr = torch.tensor([lid[l] for l in train_ex.labels])
+    yte = torch.tensor([lid[l] for l in test_ex.labels])
+    torch.manual_seed(params.seed)
+    clf = torch.nn.Linear(xtr.shape[1], len(labels))
+    opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(clf(xtr), ytr) + 1e-3 * clf.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float((clf(xte).argmax(-1) == yte).float().mean())
