@@ -39,11 +39,11 @@ def _cell(v: Any, width: int = 48) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
+def table(rows: Sequence[dict[str, Any]], cols: Sequence[str], width: int = 48) -> str:
     """A left-aligned text table; '(no rows)' when empty."""
     if not rows:
         return "(no rows)"
-    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    cells = [[_cell(r.get(c), width) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
@@ -112,3 +112,23 @@ def fmt_clusters(r: dict[str, Any]) -> str:
     head = (f"{r['k']} clusters of {r['n']} models (family {r['family']}, {r['metric']}): "
             f"purity vs dataset {r['purity_dataset']:.3f}, vs task {r['purity_task']:.3f}")
     return head + "\n" + table(r["assignments"], ["cluster", "name", "dataset", "task"])
+
+
+def fmt_select(r: dict[str, Any]) -> str:
+    rows = []
+    for c in r["candidates"]:
+        ev = c["evidence"]
+        bits = []
+        if "members" in ev:
+            bits.append(f"{ev['members']} models of {len(ev['datasets'])} dataset(s), radius {ev['radius']:.3g}")
+        if ev.get("distance"):
+            bits.append(f"{ev['distance']:.3g} from {ev['distance_to']}")
+        if c["category"] == "base":
+            bits.append(f"{ev.get('model', '')}: the reference" + (f" ({c['n_runs']} past run(s) from it)" if c["n_runs"] else ""))
+        elif c["observed_gain"] is not None:
+            bits.append(f"observed gain {c['observed_gain'] * 100:+.2f} pts over {c['n_runs']} run(s)")
+        rows.append({"rank": c["rank"], "start": c["start"], "score": f"{c['score'] * 100:+.2f}",
+                     "prior": f"{c['prior_gain'] * 100:+.2f}", "evidence": "; ".join(bits)})
+    head = (f"starting points for task {r['task']}" + (f", dataset {r['dataset']}" if r["dataset"] else "")
+            + f" (ranked by {r['basis']}; score = expected accuracy gain over the base, points)")
+    return head + "\n" + table(rows, ["rank", "start", "score", "prior", "evidence"], width=110)

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from cli.fmt import emit, fmt_clusters, fmt_distance, fmt_region, kv_pairs, show_lineage, show_model, table
+from cli.fmt import emit, fmt_select, fmt_clusters, fmt_distance, fmt_region, kv_pairs, show_lineage, show_model, table
 from zoo import Zoo
 from zoo.errors import ZooError
 
@@ -325,6 +325,19 @@ def eval_(z: Zoo, name, data, train_file, split, dataset, as_json, **params) -> 
     res = z.evaluate(name, data, train=train_file, split=split, dataset=dataset, **params)
     emit(res, as_json, lambda r: f"{r['name']} on {r['dataset']} ({r['split']}): {r['metric']} {r['value']:.4f} "
          f"over {r['n_examples']} examples ({r['how']})")
+
+
+@main.command("select-start")
+@click.option("--task", required=True)
+@click.option("--dataset", help="The target dataset (left out of the regions).")
+@click.option("--neighbours", type=int, default=3, show_default=True, help="Nearest dataset regions to list.")
+@family_opt
+@json_opt
+@click.pass_obj
+def select_start(z: Zoo, task, dataset, neighbours, family, as_json) -> None:
+    """Rank starting points for fine-tuning on DATASET of TASK, with evidence."""
+    res = z.select_start(task, dataset=dataset, family=family, neighbours=neighbours)
+    emit(res, as_json, fmt_select)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -710,6 +710,65 @@ class Zoo:
                                       value=float(res["value"]), n_examples=res["n_examples"])
         return {"name": row["name"], "dataset": dataset, "split": split, **res}
 
+    def select_start(self, task: str, dataset: str | None = None, family: str | None = None,
+                     neighbours: int = 3) -> dict[str, Any]:
+        """Rank starting points for fine-tuning on ``dataset`` of ``task`` (see zoo.select)."""
+        from zoo import select as sel
+
+        check_k(neighbours, "--neighbours")
+        with self._read() as conn:
+            fam = self._family(conn, family)
+            sp = fam.spaces[0]
+            base = catalog.model_by_id(conn, fam.base_model_id)
+            fts = [m for m in catalog.list_models(conn, family=fam.name, kind="finetune")]
+            outcomes = [sel.Outcome(r["dataset"], (r["params"] or {}).get("task"),
+                                    sel.category((r["params"] or {}).get("start", ""), (r["params"] or {}).get("start_kind")),
+                                    r["accuracy"]) for r in catalog.finished_runs(conn, fam.id)]
+            ids, x = catalog.sketch_vectors(conn, sp.id, [m["id"] for m in fts])
+        by_id = {m["id"]: m for m in fts}
+        vec = {int(i): v.astype(np.float64) for i, v in zip(ids, x)}
+
+        def members(pred) -> list[int]:
+            return [m["id"] for m in fts if pred(m) and m["id"] in vec]
+
+        def stats(mids: list[int]) -> dict[str, Any]:
+            st = region_stats(np.stack([vec[i] for i in mids]), sp.metric)
+            return {"members": len(mids), "datasets": sorted({by_id[i]["dataset"] for i in mids if by_id[i]["dataset"]}),
+                    "radius": st.summary()["radius"], "centroid": st.centroid}
+
+        excl = f",exclude_dataset={dataset}" if dataset else ""
+        cands: list[sel.Candidate] = [sel.Candidate("base", "base", evidence={"model": base["name"]})]
+        task_ids = members(lambda m: m["task"] == task and m["dataset"] != dataset)
+        ref = None
+        if task_ids:
+            st = stats(task_ids)
+            ref = st.pop("centroid")
+            cands.append(sel.Candidate(f"centroid:task={task}{excl}", "task-centroid", evidence=st))
+        all_ids = members(lambda m: m["dataset"] != dataset)
+        if all_ids:
+            st = stats(all_ids)
+            st.pop("centroid")
+            cands.append(sel.Candidate(f"centroid:all{excl}" if excl else "centroid:all", "family-centroid", evidence=st))
+        own = members(lambda m: dataset is not None and m["dataset"] == dataset)
+        if own:
+            ref = stats(own)["centroid"]
+        datasets = sorted({by_id[i]["dataset"] for i in task_ids if by_id[i]["dataset"]})
+        regions = []
+        for d in datasets:
+            st = stats(members(lambda m, d=d: m["dataset"] == d))
+            c = st.pop("centroid")
+            st["distance"] = float(distances(c, ref[None], sp.metric)[0]) if ref is not None else 0.0
+            st["distance_to"] = f"dataset {dataset} region" if own else f"task {task} centroid"
+            regions.append(sel.Candidate(f"centroid:dataset={d}", "dataset-centroid", evidence=st))
+        regions.sort(key=lambda c: c.evidence["distance"])
+        cands += regions[:neighbours]
+        gains = sel.observed_gains(outcomes, task)
+        ranked = sel.rank(cands, gains)
+        basis = "observed runs and the paper's prior" if any(gains.get(c.category) for c in ranked if c.category != "base") \
+            else "the paper's prior (no comparable runs in the store yet)"
+        return {"task": task, "dataset": dataset, "family": fam.name, "basis": basis, "runs_seen": len(outcomes),
+                "candidates": [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ranked)]}
+
     # ------------------------------------------------------------ lookup
     def ls(self, family: str | None = None, dataset: str | None = None, task: str | None = None,
            kind: str | None = None) -> list[dict[str, Any]]:

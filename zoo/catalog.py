@@ -258,6 +258,16 @@ def models_missing_sketch(conn: sa.Connection, space_id: int, family_id: int) ->
     return [_model_dict(r) for r in conn.execute(q.order_by(models.c.id)).mappings()]
 
 
+def finished_runs(conn: sa.Connection, family_id: int) -> list[dict[str, Any]]:
+    """Finished runs of a family with their eval accuracy: the store's outcome history."""
+    q = sa.text("""
+        SELECT r.id, r.dataset, r.params, e.value AS accuracy
+        FROM runs r JOIN models m ON m.id = r.result_model_id
+        JOIN evaluations e ON e.run_id = r.id AND e.metric = 'accuracy'
+        WHERE r.status = 'finished' AND m.family_id = :f ORDER BY r.id""")
+    return [dict(r, params=_json(r["params"])) for r in conn.execute(q, {"f": family_id}).mappings()]
+
+
 # ---------------------------------------------------------------- writes
 
 def insert_family(conn: sa.Connection, name: str, signature: str, prefix: str, body: dict[str, Sequence[int]]) -> int:

@@ -84,6 +84,13 @@ def load_tokenizer(dirs: Sequence[Path]) -> Any:
     raise ZooValueError(f"no tokenizer files in {', '.join(str(d) for d in dirs if d)}; save the tokenizer next to the base model")
 
 
+def quiet_transformers() -> None:
+    """transformers' per-load progress bars and reports would drown zoo's own output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_classifier(model_dir: Path, labels: list[str]) -> Any:
     """A sequence classifier with ``len(labels)`` outputs; a head of another size is re-initialised."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -145,6 +152,7 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
 
     device = resolve_device(params.device)
     seed_everything(params.seed)
+    quiet_transformers()
     labels = train_ex.label_space()
     if len(labels) < 2:
         raise ZooValueError(f"{train_ex.path}: one label only ({labels}); classification needs at least two")
@@ -180,7 +188,7 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
@@ -237,6 +245,7 @@ def evaluate(model_dir: Path, tokenizer_dirs: Sequence[Path], data: Examples, pr
     else a linear probe on the frozen body (the paper's "generalized" evaluation)."""
     device = resolve_device(params.device)
     seed_everything(params.seed)
+    quiet_transformers()
     tok = load_tokenizer([model_dir, *tokenizer_dirs])
     labels = data.label_space()
     if head_fits(model_dir, labels):
