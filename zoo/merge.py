@@ -12,11 +12,13 @@ import os
 import shutil
 import struct
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from numba import njit, prange
 
 from zoo.checkpoint import Header, Reader
 from zoo.errors import ZooValueError
@@ -47,20 +49,21 @@ class SafetensorsWriter:
         self._fh.write(raw)
         self._next = 0
 
-    def write(self, name: str, data: "Any") -> None:
-        """Write the next tensor (in layout order) from a torch tensor."""
+    def write(self, name: str, data: "Any") -> "Any":
+        """Write the next tensor (in layout order) from a torch tensor; returns it as stored."""
         import torch
 
         want, shape, dtype = self.layout[self._next]
         if name != want:
             raise RuntimeError(f"writer expected tensor {want!r}, got {name!r}")
-        t = data.detach().contiguous().cpu()
-        t = t.to({"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}[dtype])
-        b = t.view(torch.int16).numpy().tobytes() if dtype in ("F16", "BF16") else t.numpy().tobytes()
-        if len(b) != self._sizes[name]:
-            raise RuntimeError(f"tensor {name!r}: {len(b)} bytes, header says {self._sizes[name]}")
+        t = data.detach().cpu()
+        t = t.to({"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}[dtype]).contiguous()
+        b = memoryview((t.view(torch.int16) if dtype in ("F16", "BF16") else t).numpy()).cast("B")
+        if b.nbytes != self._sizes[name]:
+            raise RuntimeError(f"tensor {name!r}: {b.nbytes} bytes, header says {self._sizes[name]}")
         self._fh.write(b)
         self._next += 1
+        return t
 
     def close(self) -> None:
         self._fh.close()
@@ -117,6 +120,7 @@ def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: Me
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     readers = [Reader(h) for h in members]
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
         first = members[0].by_canonical()
         layout = []
@@ -124,17 +128,27 @@ def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: Me
             dt = first[c].dtype if first[c].dtype in _ST_DTYPE else "F32"
             layout.append((name, first[c].shape, dt))
         writer = SafetensorsWriter(tmp / "model.safetensors", layout)
-        for c, name in tqdm(plan.names, desc="merging", unit="tensor", disable=not progress, leave=False):
-            acc = None
-            for r, wi in zip(readers, w):
-                t = r.get(c).to(torch.float64)
-                if acc is None:
-                    acc = t.mul(wi)
-                else:
-                    acc.add_(t, alpha=wi)
-                del t
-            writer.write(name, acc)
-            del acc
+        # Reads run one step ahead on a second thread (file reads and the numba kernel both
+        # release the GIL), so disk and arithmetic overlap.
+        jobs = [(c, i) for c, _ in plan.names for i in range(len(readers))]
+        ahead = pool.submit(readers[0].get, jobs[0][0]) if jobs else None
+        names = dict(plan.names)
+        bar = tqdm(total=len(plan.names), desc="merging", unit="tensor", disable=not progress, leave=False)
+        acc = None
+        for j, (c, i) in enumerate(jobs):
+            t = ahead.result()
+            if j + 1 < len(jobs):
+                nc, ni = jobs[j + 1]
+                ahead = pool.submit(readers[ni].get, nc)
+            if i == 0:
+                acc = np.zeros(t.numel(), dtype=np.float64)
+            axpy(acc, _as_float_array(t), w[i])
+            del t
+            if i == len(readers) - 1:
+                writer.write(names[c], torch.from_numpy(acc).reshape(first[c].shape))
+                acc = None
+                bar.update(1)
+        bar.close()
         writer.close()
         _copy_support_files(plan, base, tmp)
         os.replace(tmp, out_dir)
@@ -142,9 +156,32 @@ def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: Me
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        pool.shutdown(wait=True)
         for r in readers:
             r.close()
     return out_dir
+
+
+def _as_float_array(t: "Any") -> np.ndarray:
+    """A flat float32/float64 numpy view of a tensor (half types widened to float32)."""
+    import torch
+
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t.reshape(-1).numpy()
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def _axpy(acc, x, w):
+    for i in prange(acc.size):
+        acc[i] += w * np.float64(x[i])
+
+
+def axpy(acc: np.ndarray, x: np.ndarray, w: float) -> None:
+    """acc += w * x with float64 accumulation (x float32 or float64), on all cores."""
+    if acc.size != x.size:
+        raise ValueError(f"size mismatch: {acc.size} vs {x.size}")
+    _axpy(acc, x, float(w))
 
 
 def _copy_support_files(plan: MergePlan, base: Header, dest: Path) -> None:
