@@ -120,3 +120,12 @@ def zoo(home):
     from zoo import Zoo
 
     return Zoo(home)
+
+
+@pytest.fixture()
+def filled(zoo, ckpts):
+    """A zoo with the BERT base and three fine-tunes in each of datasets a and b (task t)."""
+    zoo.add([ckpts["base"]], name="base")
+    for ds in ("a", "b"):
+        zoo.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
+    return zoo

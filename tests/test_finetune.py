@@ -14,14 +14,6 @@ from zoo.errors import NotFound, ZooValueError
 
 
 @pytest.fixture()
-def filled(zoo, ckpts):
-    zoo.add([ckpts["base"]], name="base")
-    for ds in ("a", "b"):
-        zoo.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
-    return zoo
-
-
-@pytest.fixture()
 def data(tmp_path):
     return write_sentiment(tmp_path / "senti-train.jsonl", 48, seed=0), write_sentiment(tmp_path / "senti-dev.jsonl", 24, seed=1)
 

@@ -10,14 +10,6 @@ from safetensors.torch import load_file
 from zoo.errors import Conflict, EmptyRegion, ZooValueError
 
 
-@pytest.fixture()
-def filled(zoo, ckpts):
-    zoo.add([ckpts["base"]], name="base")
-    for ds in ("a", "b"):
-        zoo.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
-    return zoo
-
-
 def _sd(path):
     return {k: v.double().numpy() for k, v in load_file(str(path / "model.safetensors")).items()}
 
@@ -106,3 +98,13 @@ def test_bad_materialize_input(filled):
         filled.centroid(dataset="b", out="taken")
     with pytest.raises(ZooValueError, match="say which region"):
         filled.centroid()
+
+
+def test_rm_deletes_only_files_the_zoo_wrote(filled, ckpts):
+    filled.centroid(dataset="a", out="gone")
+    path = filled.checkpoints_dir / "gone"
+    assert path.is_dir()
+    assert filled.rm("gone")["deleted_files"] == str(path)
+    assert not path.exists()
+    filled.rm("ft-b0")
+    assert (ckpts["b0"] / "model.safetensors").is_file()  # registered from outside: left alone

@@ -13,14 +13,6 @@ from zoo.geometry import brute_force
 from zoo.index import FLAT_MAX, SpaceIndex, choose_index
 
 
-@pytest.fixture()
-def filled(zoo, ckpts):
-    zoo.add([ckpts["base"]], name="base")
-    for ds in ("a", "b"):
-        zoo.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
-    return zoo
-
-
 def _catalog_vectors(z):
     with z._read() as conn:
         return catalog.sketch_vectors(conn, 1)

@@ -7,14 +7,6 @@ from zoo import catalog
 from zoo.select import Outcome, category, observed_gains, score, PRIORS, PRIOR_WEIGHT
 
 
-@pytest.fixture()
-def filled(zoo, ckpts):
-    zoo.add([ckpts["base"]], name="base")
-    zoo.add([ckpts[f"a{i}"] for i in range(3)], dataset="a", task="t")
-    zoo.add([ckpts[f"b{i}"] for i in range(3)], dataset="b", task="t")
-    return zoo
-
-
 def test_category_of_start_specs():
     assert category("base", None) == "base"
     assert category("centroid:task=t,exclude_dataset=a", "centroid") == "task-centroid"

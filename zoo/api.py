@@ -802,12 +802,17 @@ class Zoo:
             return {"name": m["name"], "ancestors": up, "descendants": down}
 
     def rm(self, name: str, force: bool = False) -> dict[str, Any]:
-        """Remove a model from the catalog (files stay where they are)."""
+        """Remove a model from the catalog. Files the zoo wrote itself (under ``checkpoints/``)
+        are deleted too; registered checkpoints elsewhere stay where they are."""
         with self._write() as conn:
             m = catalog.model(conn, name)
             orphans = catalog.delete_model(conn, m["id"], force)
+        path = Path(m["uri"])
+        owned = self.checkpoints_dir.resolve() in path.resolve().parents
+        if owned:
+            shutil.rmtree(path, ignore_errors=True)
         self._after_write()
-        return {"removed": m["name"], "id": m["id"], "detached_children": orphans}
+        return {"removed": m["name"], "id": m["id"], "detached_children": orphans, "deleted_files": str(path) if owned else None}
 
     def sql(self, query: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
         """Run read-only SQL on the catalog; (columns, rows)."""

@@ -94,11 +94,15 @@ def model(conn: sa.Connection, name: str) -> dict[str, Any]:
     return _model_dict(row)
 
 
-def model_by_id(conn: sa.Connection, model_id: int) -> dict[str, Any]:
-    row = conn.execute(sa.select(models).where(models.c.id == model_id)).mappings().first()
+def _one(conn: sa.Connection, query: sa.Select, missing: str) -> Any:
+    row = conn.execute(query).mappings().first()
     if row is None:
-        raise NotFound(f"no model with id {model_id}")
-    return _model_dict(row)
+        raise NotFound(missing)
+    return row
+
+
+def model_by_id(conn: sa.Connection, model_id: int) -> dict[str, Any]:
+    return _model_dict(_one(conn, sa.select(models).where(models.c.id == model_id), f"no model with id {model_id}"))
 
 
 def similar_names(conn: sa.Connection, name: str, n: int = 3) -> list[str]:
@@ -146,17 +150,12 @@ def list_models(conn: sa.Connection, family: str | None = None, dataset: str | N
 
 
 def family_by_id(conn: sa.Connection, family_id: int) -> dict[str, Any]:
-    row = conn.execute(sa.select(families).where(families.c.id == family_id)).mappings().first()
-    if row is None:
-        raise NotFound(f"no family with id {family_id}")
-    return dict(row)
+    return dict(_one(conn, sa.select(families).where(families.c.id == family_id), f"no family with id {family_id}"))
 
 
 def family_by_name(conn: sa.Connection, name: str) -> dict[str, Any]:
-    row = conn.execute(sa.select(families).where(families.c.name == name)).mappings().first()
-    if row is None:
-        raise NotFound(f"no family named {name!r}; list families with `zoo ls --json` or `zoo sql 'SELECT * FROM families'`")
-    return dict(row)
+    return dict(_one(conn, sa.select(families).where(families.c.name == name),
+                     f"no family named {name!r}; list families with `zoo sql 'SELECT name FROM families'`"))
 
 
 def parents(conn: sa.Connection, model_id: int) -> list[dict[str, Any]]:

@@ -160,7 +160,7 @@ def _safetensors_header(path: Path) -> list[tuple[str, tuple[int, ...], str, int
         if 8 + n + end > size:
             raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, header needs {8 + n + end}); re-download or re-save it")
         out = []
-        with safe_open(str(path), framework="pt") as f:  # validates the header as safetensors does
+        with safe_open(str(path), framework="numpy") as f:  # validates the header; torch is not needed
             for k in f.keys():
                 sl = f.get_slice(k)
                 lo, hi = (int(x) for x in meta[k]["data_offsets"])
@@ -193,7 +193,9 @@ def _torch_load(path: Path) -> dict[str, Any]:
     return obj
 
 
-_DT = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float64": "F64"}
+_DT = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float64": "F64",
+       "torch.int64": "I64", "torch.int32": "I32", "torch.int16": "I16", "torch.int8": "I8", "torch.uint8": "U8",
+       "torch.bool": "BOOL"}
 
 
 def read_header(path: str | os.PathLike) -> Header:
@@ -221,49 +223,42 @@ def read_header(path: str | os.PathLike) -> Header:
     return Header(Path(path).expanduser().resolve(), fmt, tensors, config, prefix, files)
 
 
-def stream(header: Header, names: set[str] | None = None) -> Iterator[tuple[TensorInfo, "Any"]]:
-    """Yield (info, torch tensor) one tensor at a time, shard by shard.
+def stream(header: Header, names: set[str] | None = None) -> Iterator[tuple[TensorInfo, np.ndarray]]:
+    """Yield (info, array in stored dtype) one tensor at a time, shard by shard.
 
-    ``names`` restricts to those tensor names (original names). Safetensors tensors are
-    memory-mapped views; nothing holds more than the current tensor.
+    ``names`` restricts to those tensor names (original names). Each array owns its
+    memory and nothing else is held: peak memory is about one tensor.
     """
-    from safetensors import safe_open
-
     wanted = [t for t in header.tensors if names is None or t.name in names]
-    if header.format == TORCH_BIN:
-        sd = _torch_load(header.shards[0])
+    wanted.sort(key=lambda t: (t.shard, t.offset, t.name))  # file order: sequential reads
+    with Reader(header) as r:
         for t in wanted:
-            yield t, sd[t.name]
-        return
-    by_shard: dict[str, list[TensorInfo]] = {}
-    for t in wanted:
-        by_shard.setdefault(t.shard, []).append(t)
-    for shard in header.shards:
-        infos = by_shard.get(shard.name, [])
-        if not infos:
-            continue
-        try:
-            with safe_open(str(shard), framework="pt") as f:
-                for t in infos:
-                    yield t, f.get_tensor(t.name)
-        except Exception as e:
-            if isinstance(e, (CheckpointError, GeneratorExit)):
-                raise
-            raise CheckpointError(f"{shard}: cannot read tensor data ({type(e).__name__}: {e}); the file is corrupt") from e
+            yield t, r.read(t)
 
 
-_TORCH_DT = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
-             "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+_NP_DT = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64, "I32": np.int32,
+          "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def as_float(info: TensorInfo, arr: np.ndarray) -> np.ndarray:
+    """A float32/float64 view or copy of a tensor read by ``Reader`` (bf16 and fp16 widened)."""
+    if info.dtype == "BF16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    if arr.dtype in (np.float32, np.float64):
+        return arr
+    return arr.astype(np.float32)
 
 
 class Reader:
     """Random access to a checkpoint's tensors by canonical name, for reading several in lockstep.
 
-    Safetensors data is read with positional reads into a fresh buffer per tensor (the
-    header, parsed and validated by ``safe_open``, gives the offsets). Unlike a memory map,
-    whose touched pages stay in the process's resident set until the file is closed, this
-    keeps memory at the tensors in hand: reading tensor ``t`` of N checkpoints holds N
-    tensors, not N models (bench/bench_merge.py measures it).
+    Safetensors data is read with positional reads into a fresh numpy buffer per tensor
+    (the header, parsed and validated by ``safe_open``, gives the offsets). Unlike a memory
+    map, whose touched pages stay in the process's resident set until the file is closed,
+    this keeps memory at the tensors in hand: reading tensor ``t`` of N checkpoints holds N
+    tensors, not N models (bench/bench_merge.py measures it). Arrays come back in their
+    stored dtype; bf16 comes back as its uint16 bit pattern (numpy has no bf16): use
+    ``as_float`` for arithmetic. torch is imported only for ``.bin`` checkpoints.
     """
 
     def __init__(self, header: Header):
@@ -287,18 +282,17 @@ class Reader:
     def info(self, canonical: str) -> TensorInfo:
         return self._by_canon[canonical]
 
-    def get(self, canonical: str) -> "Any":
-        """The tensor with this canonical name (torch, CPU)."""
-        return self.read(self._by_canon[canonical])
+    def get(self, canonical: str) -> np.ndarray:
+        """The tensor with this canonical name as a float32/float64 array."""
+        info = self._by_canon[canonical]
+        return as_float(info, self.read(info))
 
-    def read(self, info: TensorInfo) -> "Any":
-        """The tensor described by ``info`` (torch, CPU, owning its memory)."""
-        import torch
-
+    def read(self, info: TensorInfo) -> np.ndarray:
+        """The tensor described by ``info``, in its stored dtype (bf16 as uint16 bits)."""
         if self.header.format == TORCH_BIN:
             if self._sd is None:
                 self._sd = _torch_load(self.header.shards[0])
-            return self._sd[info.name]
+            return _torch_to_numpy(self._sd[info.name])
         fh = self._files.get(info.shard)
         if fh is None:
             shard = next(s for s in self.header.shards if s.name == info.shard)
@@ -307,6 +301,9 @@ class Reader:
             except OSError as e:
                 raise CheckpointError(f"{shard}: cannot open ({e})") from e
             self._files[info.shard] = fh
+        dt = _NP_DT.get(info.dtype)
+        if dt is None:
+            raise CheckpointError(f"{info.shard}: tensor {info.name!r} has unsupported dtype {info.dtype}")
         buf = np.empty(info.nbytes, dtype=np.uint8)
         view, got = memoryview(buf), 0
         fh.seek(info.offset)
@@ -315,22 +312,21 @@ class Reader:
             if not n:
                 raise CheckpointError(f"{info.shard}: file ended inside tensor {info.name!r}; it is truncated")
             got += n
-        dt = _TORCH_DT.get(info.dtype)
-        if dt is None:
-            raise CheckpointError(f"{info.shard}: tensor {info.name!r} has unsupported dtype {info.dtype}")
-        return torch.from_numpy(buf).view(getattr(torch, dt)).reshape(info.shape)
+        return buf.view(dt).reshape(info.shape)
 
 
-def tensor_bytes(t: "Any") -> memoryview:
-    """The raw bytes of a CPU tensor, as stored (bf16 and fp16 included)."""
+def _torch_to_numpy(t: "Any") -> np.ndarray:
     import torch
 
     t = t.detach().contiguous()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        t = t.view(torch.int16)
-    elif t.dtype == torch.bool:
-        t = t.view(torch.uint8)
-    return memoryview(t.numpy()).cast("B")
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+def tensor_bytes(arr: np.ndarray) -> memoryview:
+    """The raw bytes of an array as stored."""
+    return memoryview(np.ascontiguousarray(arr)).cast("B")
 
 
 class ContentHash:
@@ -344,7 +340,7 @@ class ContentHash:
     def __init__(self) -> None:
         self._parts: dict[str, bytes] = {}
 
-    def update(self, info: TensorInfo, tensor: "Any") -> None:
+    def update(self, info: TensorInfo, tensor: np.ndarray) -> None:
         h = xxhash.xxh3_128()
         h.update(f"{info.name}|{info.shape}|{info.dtype}|".encode())
         h.update(tensor_bytes(tensor))

@@ -11,9 +11,9 @@ from typing import Iterable
 import numpy as np
 
 from zoo.catalog import Family, Space
-from zoo.checkpoint import ContentHash, Header, stream
+from zoo.checkpoint import ContentHash, Header, as_float, stream
 from zoo.errors import AmbiguousBase, BadWeights, FamilyMismatch
-from zoo.sketch import sketch_tensor
+from zoo.sketch import sketch_array
 
 DEFAULT_DIM = 1024
 DEFAULT_SEED = 0
@@ -78,8 +78,6 @@ def check_fits(header: Header, fam: Family, base_name: str) -> None:
 
 def scan(header: Header, specs: Iterable[SpaceSpec], body: dict[str, tuple[int, ...]]) -> Scan:
     """One pass: content hash of every tensor, sketch of body tensors in every spec, NaN/Inf check."""
-    import torch
-
     specs = list(dict.fromkeys(specs))
     raw = {s: np.zeros(s.dim, dtype=np.float64) for s in specs}
     hasher = ContentHash()
@@ -91,11 +89,12 @@ def scan(header: Header, specs: Iterable[SpaceSpec], body: dict[str, tuple[int, 
         used = [s for s in specs if s.includes(info.canonical)] if body.get(info.canonical) == info.shape else []
         if info.canonical not in body or body[info.canonical] != info.shape:
             head.append(info.name)
+        values = as_float(info, tensor)
         for s in used:
-            sketch_tensor(tensor, info.canonical, s.seed, s.dim, raw[s])
+            sketch_array(values, info.canonical, s.seed, s.dim, raw[s])
         # A NaN or Inf always reaches a bucket, so a sketch that was finite tells for free;
         # tensors no sketch covers get an explicit check.
-        finite = np.isfinite(raw[used[0]]).all() if used else bool(torch.isfinite(tensor).all())
+        finite = np.isfinite(raw[used[0]]).all() if used else bool(np.isfinite(values).all())
         if not finite:
             raise BadWeights(f"{header.path}: NaN or Inf in tensor {info.name!r}; zoo refuses such checkpoints: "
                              "fix the training run or drop the checkpoint")
@@ -150,9 +149,9 @@ def exact_gram(base: Header, headers: list[Header], body: dict[str, tuple[int, .
             for name in sorted(body):
                 b = rb.get(name).reshape(-1)
                 ts = [r.get(name).reshape(-1) for r in readers]
-                for lo in range(0, b.numel(), chunk):
-                    bb = b[lo:lo + chunk].double().numpy()
-                    d = np.stack([t[lo:lo + chunk].double().numpy() - bb for t in ts])
+                for lo in range(0, b.size, chunk):
+                    bb = b[lo:lo + chunk].astype(np.float64)
+                    d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
                     g += d @ d.T
     finally:
         for r in readers:

@@ -108,14 +108,20 @@ def _sketch_parallel(x, key, dim, out, nchunks):
 
 
 def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray) -> None:
-    """Add the sketch of one flat float array ``x`` (canonical tensor ``name``) into ``out``.
+    """Add the sketch of one float array ``x`` (canonical tensor ``name``) into ``out``.
 
     ``out`` is a float64 vector of length ``dim``; the addition is in place so a whole
-    checkpoint is sketched by calling this tensor by tensor.
+    checkpoint is sketched by calling this tensor by tensor. Large tensors go to the
+    torch kernel on CUDA when a GPU is present, else to the numba kernel.
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     if flat.dtype not in (np.float32, np.float64):
         flat = flat.astype(np.float32)
+    if flat.size >= _PARALLEL_MIN and cuda_available():
+        import torch
+
+        out += sketch_torch(torch.from_numpy(flat).to("cuda", non_blocking=False), name, seed, dim).cpu().numpy()
+        return
     key = np.uint64(name_key(name, seed))
     if flat.size >= _PARALLEL_MIN:
         _sketch_parallel(flat, key, dim, out, (flat.size + _CHUNK - 1) // _CHUNK)
@@ -123,16 +129,29 @@ def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray)
         _sketch_serial(flat, key, dim, out)
 
 
-def sketch_tensor(t: "torch.Tensor", name: str, seed: int, dim: int, out: np.ndarray) -> None:
-    """Sketch one torch tensor into ``out``: CUDA tensors use the torch kernel, others numba."""
-    if t.is_cuda:
-        out += sketch_torch(t, name, seed, dim).cpu().numpy()
-        return
-    import torch
+_CUDA: bool | None = None
 
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.to(torch.float32)
-    sketch_array(t.contiguous().numpy(), name, seed, dim, out)
+
+def cuda_available() -> bool:
+    """Whether to sketch on CUDA: ``ZOO_SKETCH_DEVICE`` (auto|cpu|cuda), auto = a visible NVIDIA GPU.
+
+    torch is imported only when the machine shows an NVIDIA device, so CPU-only runs do
+    not pay for the import.
+    """
+    global _CUDA
+    if _CUDA is None:
+        want = os.environ.get("ZOO_SKETCH_DEVICE", "auto")
+        if want == "cpu":
+            _CUDA = False
+        elif want == "cuda" or os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"):
+            import torch
+
+            _CUDA = bool(torch.cuda.is_available())
+            if want == "cuda" and not _CUDA:
+                raise ZooValueError("ZOO_SKETCH_DEVICE=cuda but torch sees no CUDA device; unset it or use cpu")
+        else:
+            _CUDA = False
+    return _CUDA
 
 
 def _lsr(z: "torch.Tensor", s: int) -> "torch.Tensor":
