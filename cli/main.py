@@ -340,5 +340,22 @@ def select_start(z: Zoo, task, dataset, neighbours, family, as_json) -> None:
     emit(res, as_json, fmt_select)
 
 
+@main.command("map")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Image file (.png, .svg, .pdf).")
+@click.option("--color-by", type=click.Choice(["dataset", "task", "kind"]), default="dataset", show_default=True)
+@click.option("--method", type=click.Choice(["pca", "tsne"]), default="pca", show_default=True)
+@click.option("--kind", help="Only models of this kind (e.g. finetune).")
+@click.option("--no-labels", is_flag=True, help="Do not print model names next to points.")
+@family_opt
+@space_opt
+@json_opt
+@click.pass_obj
+def map_(z: Zoo, out, color_by, method, kind, no_labels, family, space, as_json) -> None:
+    """Draw the zoo: a 2-D projection of sketches, coloured by dataset, task or kind."""
+    res = z.map(out, color_by=color_by, family=family, method=method, space=space, kind=kind, annotate=not no_labels)
+    emit(res, as_json, lambda r: f"wrote {r['path']}: {len(r['points'])} models of family {r['family']} "
+         f"({r['method']}, coloured by {r['color_by']})")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -182,3 +182,23 @@ def test_bulk_vector_load_matches_row_by_row(filled):
     for i, row in zip(ids, x):
         _, rows = filled.sql(f"SELECT vec FROM sketches WHERE model_id = {int(i)} AND space_id = 1")
         np.testing.assert_array_equal(row, np.array(rows[0][0], dtype=np.float32))
+
+
+def test_map_projects_and_draws(filled, tmp_path):
+    from zoo.plot import project
+
+    out = tmp_path / "map.png"
+    res = filled.map(out, color_by="dataset", kind="finetune")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(res["points"]) == 6
+    assert {p["dataset"] for p in res["points"]} == {"a", "b"}
+    # PCA is exact: 2-D distances never exceed full-space distances, and the first axis
+    # carries the largest share of variance.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 50)) + np.repeat(rng.normal(scale=5, size=(2, 50)), 10, axis=0)
+    coords, explained = project(x)
+    full = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    flat = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    assert np.all(flat <= full + 1e-9) and explained[0] >= explained[1] > 0
+    assert coords[:10, 0].mean() * coords[10:, 0].mean() < 0  # the two groups split on PC1
+    with pytest.raises(ZooValueError, match="color-by"):
+        filled.map(out, color_by="colour")

@@ -769,6 +769,34 @@ class Zoo:
         return {"task": task, "dataset": dataset, "family": fam.name, "basis": basis, "runs_seen": len(outcomes),
                 "candidates": [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ranked)]}
 
+    # ------------------------------------------------------------ map
+    def map(self, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None, method: str = "pca",
+            space: int | None = None, kind: str | None = None, annotate: bool = True, seed: int = 0) -> dict[str, Any]:
+        """Draw a 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed)."""
+        from zoo.plot import draw, project
+
+        if color_by not in ("dataset", "task", "kind"):
+            raise ZooValueError(f"--color-by {color_by!r} is not dataset, task or kind")
+        with self._read() as conn:
+            fam = self._family(conn, family)
+            sp = self._pick_space(fam, space)
+            ids = catalog.filtered_ids(conn, fam.id, kind=kind)
+            mids, x = catalog.sketch_vectors(conn, sp.id, ids)
+            meta = catalog.models_meta(conn, mids.tolist())
+        if sp.metric == "cosine":  # cosine geometry: project directions, not lengths
+            x = np.asarray(x, dtype=np.float64)
+            n = np.linalg.norm(x, axis=1, keepdims=True)
+            x = np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+        coords, explained = project(x, method, seed)
+        names = [meta[int(i)]["name"] for i in mids]
+        groups = [meta[int(i)][color_by] for i in mids]
+        axes = f" (PC1 {explained[0]:.0%}, PC2 {explained[1]:.0%} of variance)" if explained else ""
+        title = f"zoo map of family {fam.name}: {len(names)} models, {method.upper()} of d={sp.dim} sketches{axes}"
+        path = draw(coords, names, groups, color_by, title, Path(out), annotate)
+        return {"path": str(path), "family": fam.name, "method": method, "explained": explained, "color_by": color_by,
+                "points": [{"name": n, color_by: g, "x": float(c[0]), "y": float(c[1])}
+                           for n, g, c in zip(names, groups, coords)]}
+
     # ------------------------------------------------------------ lookup
     def ls(self, family: str | None = None, dataset: str | None = None, task: str | None = None,
            kind: str | None = None) -> list[dict[str, Any]]:

@@ -153,6 +153,9 @@ def exact_gram(base: Header, headers: list[Header], body: dict[str, tuple[int, .
                     bb = b[lo:lo + chunk].astype(np.float64)
                     d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
                     g += d @ d.T
+                del b, ts
+                for r in (rb, *readers):
+                    r.release(r.info(name))
     finally:
         for r in readers:
             r.close()
