@@ -150,3 +150,29 @@ def test_base_sketch_is_zero_and_finetune_not(zoo, ckpts):
     zoo.add([ckpts["base"], ckpts["a0"]])
     norms = dict(zoo.sql("SELECT m.name, s.norm FROM sketches s JOIN models m ON m.id = s.model_id")[1])
     assert norms["bert-base"] == 0.0 and norms["ft-a0"] > 0
+
+
+def test_finetune_without_pooler_joins_family(zoo, ckpts, tmp_path):
+    """A token-classification fine-tune has no pooler: the missing base tensors count as unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    zoo.add([ckpts["base"]], name="base")
+    sd = load_file(str(ckpts["a0"] / "model.safetensors"))
+    nopool = tmp_path / "nopool"
+    nopool.mkdir()
+    save_file({k: v for k, v in sd.items() if "pooler" not in k}, str(nopool / "model.safetensors"))
+    shutil.copy(ckpts["a0"] / "config.json", nopool / "config.json")
+    [r] = zoo.add([nopool], name="nopool", dataset="a")
+    assert r.kind == "finetune" and r.family == "base" and "counted as unchanged" in r.note
+    [full] = zoo.add([ckpts["a0"]], name="full")
+    # The pooler of a0 differs from the base's, so the sketches differ only by that tensor's delta.
+    d = zoo.distance("nopool", "full", exact=True)
+    assert d["exact"]["l2"] > 0 and abs(d["sketch"]["l2"] - d["exact"]["l2"]) / d["exact"]["l2"] < 0.3
+    # Centroids fill the missing tensor from the base too, and load.
+    res = zoo.centroid(names=["nopool", "full"], out="mix")
+    out = load_file(str(zoo.checkpoints_dir / "mix" / "model.safetensors"))
+    base_sd = load_file(str(ckpts["base"] / "model.safetensors"))
+    k = "bert.pooler.dense.weight"
+    np.testing.assert_allclose(out[k].numpy(), (base_sd["pooler.dense.weight"].double() / 2 + sd[k].double() / 2).numpy(),
+                               rtol=1e-6, atol=1e-7)
+    assert "head averaged" in res["note"]  # both carry the same classifier head

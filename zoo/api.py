@@ -18,7 +18,7 @@ from zoo.errors import Conflict, EmptyRegion, FamilyMismatch, NotFound, ZooError
 from zoo.geometry import brute_force, check_k, check_metric, distances, inside_score, kmeans, purity, region_stats
 from zoo.index import DEFAULT_BUDGET, FLAT_MAX, SpaceIndex, choose_index
 from zoo.ingest import (DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, Decision, Scan, SpaceSpec, check_fits, choose_base,
-                        exact_gram, fits, float_body, gram_distances, scan)
+                        exact_gram, fill_missing, fits, float_body, gram_distances, scan)
 from zoo.merge import dirichlet_weights, interpolation_weights, plan_merge, weighted_merge
 from zoo.sketch import check_dim
 
@@ -160,7 +160,7 @@ class Zoo:
             if p.decision.is_base:
                 fam = Family(-(len(new_fams) + 1), unique, "", None, header.prefix, p.scan.body,
                              [Space(0, 0, self.default_spec.dim, self.default_spec.seed, self.default_metric, None,
-                                    p.scan.raw[self.default_spec])])
+                                    p.scan.raw[self.default_spec])], base_uri=str(header.path))
                 new_fams.append(fam)
                 p.family_key = fam.id
                 base_names[fam.id] = unique
@@ -182,9 +182,10 @@ class Zoo:
         if base_row is not None:
             fam = next(f for f in fams if f.id == base_row["family_id"])
             check_fits(header, fam, base_row["name"])
-            sc = scan(header, [SpaceSpec.of(s) for s in fam.spaces], fam.body)
-            return _Pending(sc, Decision(fam, False, f"base given: {base_row['name']}"), "", kind or "finetune",
-                            base_row["id"], fam.id)
+            specs = [SpaceSpec.of(s) for s in fam.spaces]
+            sc = scan(header, specs, fam.body)
+            note = f"base given: {base_row['name']}" + _filled_note(fill_missing(sc, fam, specs))
+            return _Pending(sc, Decision(fam, False, note), "", kind or "finetune", base_row["id"], fam.id)
         fitting = [f for f in fams if fits(header, f)]
         if not fitting or kind == "base":
             body = float_body(header)
@@ -198,6 +199,7 @@ class Zoo:
         fam = decision.family
         sc.body = fam.body
         sc.head = [t.name for t in header.tensors if t.is_float and fam.body.get(t.canonical) != t.shape]
+        decision.note += _filled_note(fill_missing(sc, fam, [SpaceSpec.of(s) for s in fam.spaces]))
         return _Pending(sc, decision, "", kind or "finetune", fam.base_model_id, fam.id)
 
     def _commit(self, pending: list[_Pending], new_fams: list[Family],
@@ -377,6 +379,7 @@ class Zoo:
         sc = scan(header, [SpaceSpec.of(sp) for f in fitting for sp in f.spaces], _union_body(fitting))
         base_names = {f.id: f.name for f in fitting}
         fam = fitting[0] if len(fitting) == 1 else choose_base(sc, fitting, base_names).family
+        fill_missing(sc, fam, [SpaceSpec.of(sp) for sp in fam.spaces])
         return fam, {sp.id: sc.raw[SpaceSpec.of(sp)] - sp.base_vec for sp in fam.spaces}, None
 
     # ------------------------------------------------------------ queries
@@ -846,6 +849,12 @@ class Zoo:
         """Run read-only SQL on the catalog; (columns, rows)."""
         with self._read() as conn:
             return catalog.run_readonly(conn, query, limit)
+
+
+def _filled_note(names: list[str]) -> str:
+    if not names:
+        return ""
+    return f"; {len(names)} base tensor(s) absent, counted as unchanged (e.g. {names[0]})"
 
 
 def _now():

@@ -51,6 +51,7 @@ class Family:
     prefix: str
     body: dict[str, tuple[int, ...]]
     spaces: list[Space] = field(default_factory=list)
+    base_uri: str | None = None
 
 
 # ---------------------------------------------------------------- reads
@@ -64,6 +65,9 @@ def families_snapshot(conn: sa.Connection) -> list[Family]:
     for s in spaces(conn):
         if s.family_id in fams:
             fams[s.family_id].spaces.append(s)
+    for f in fams.values():
+        if f.base_model_id is not None:
+            f.base_uri = conn.execute(sa.select(models.c.uri).where(models.c.id == f.base_model_id)).scalar()
     return list(fams.values())
 
 

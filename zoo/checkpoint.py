@@ -264,11 +264,13 @@ class Reader:
     imported only for ``.bin`` checkpoints.
     """
 
-    def __init__(self, header: Header):
+    def __init__(self, header: Header, fallback: "Reader | None" = None):
         self.header = header
         self._by_canon = header.by_canonical()
         self._maps: dict[str, tuple[Any, Any]] = {}
         self._sd: dict[str, Any] | None = None
+        # Tensors this checkpoint lacks come from ``fallback`` (its base): delta zero.
+        self.fallback = fallback
 
     def __enter__(self) -> "Reader":
         return self
@@ -286,13 +288,28 @@ class Reader:
         self._maps.clear()
         self._sd = None
 
+    def _owner(self, canonical: str) -> "Reader":
+        if canonical in self._by_canon or self.fallback is None:
+            return self
+        return self.fallback._owner(canonical)
+
     def info(self, canonical: str) -> TensorInfo:
-        return self._by_canon[canonical]
+        owner = self._owner(canonical)
+        try:
+            return owner._by_canon[canonical]
+        except KeyError:
+            raise CheckpointError(f"{self.header.path}: no tensor {canonical!r}") from None
 
     def get(self, canonical: str) -> np.ndarray:
         """The tensor with this canonical name as a float32/float64 array."""
-        info = self._by_canon[canonical]
-        return as_float(info, self.read(info))
+        info = self.info(canonical)
+        return as_float(info, self._owner(canonical).read(info))
+
+    def release_name(self, canonical: str) -> None:
+        """``release`` by canonical name, in whichever checkpoint holds it."""
+        owner = self._owner(canonical)
+        if canonical in owner._by_canon:
+            owner.release(owner._by_canon[canonical])
 
     def _map(self, info: TensorInfo) -> Any:
         import mmap

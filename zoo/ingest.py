@@ -54,17 +54,36 @@ def float_body(header: Header) -> dict[str, tuple[int, ...]]:
     return {t.canonical: t.shape for t in header.tensors if t.is_float}
 
 
-def fits(header: Header, fam: Family) -> bool:
-    """Whether every body tensor of the family is in the checkpoint with the same shape."""
+# A fine-tune may lack a few base tensors (a token-classification model has no pooler):
+# up to this share of the body's parameters, missing tensors count as unchanged (delta 0).
+MISSING_MAX = 0.05
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+def missing_body(header: Header, fam: Family) -> list[str]:
+    """Body tensors of the family that the checkpoint does not hold."""
     have = header.by_canonical()
-    return all(k in have and have[k].shape == shape for k, shape in fam.body.items())
+    return [k for k in fam.body if k not in have]
+
+
+def fits(header: Header, fam: Family) -> bool:
+    """Whether the checkpoint holds the family's body with equal shapes (a few small tensors may be absent)."""
+    have = header.by_canonical()
+    if any(k in have and have[k].shape != s for k, s in fam.body.items()):
+        return False
+    total = sum(_numel(s) for s in fam.body.values()) or 1
+    gone = sum(_numel(fam.body[k]) for k in missing_body(header, fam))
+    return gone <= MISSING_MAX * total and gone < total
 
 
 def check_fits(header: Header, fam: Family, base_name: str) -> None:
     """Raise FamilyMismatch naming the first clashing or missing tensors."""
     have = header.by_canonical()
     clash = [(k, have[k].shape, s) for k, s in fam.body.items() if k in have and have[k].shape != s]
-    missing = [k for k in fam.body if k not in have]
+    missing = [] if fits(header, fam) else missing_body(header, fam)
     if clash:
         k, got, want = clash[0]
         raise FamilyMismatch(
@@ -72,8 +91,8 @@ def check_fits(header: Header, fam: Family, base_name: str) -> None:
             f" ({len(clash)} clash(es)); this checkpoint is not a fine-tune of {base_name!r}: drop --base or name the right base")
     if missing:
         raise FamilyMismatch(
-            f"{header.path}: {len(missing)} body tensor(s) of base {base_name!r} are missing (e.g. {missing[0]!r}); "
-            f"this checkpoint is not a fine-tune of {base_name!r}")
+            f"{header.path}: {len(missing)} body tensor(s) of base {base_name!r} are missing (e.g. {missing[0]!r}), "
+            f"more than {MISSING_MAX:.0%} of its parameters; this checkpoint is not a fine-tune of {base_name!r}")
 
 
 def scan(header: Header, specs: Iterable[SpaceSpec], body: dict[str, tuple[int, ...]]) -> Scan:
@@ -99,6 +118,29 @@ def scan(header: Header, specs: Iterable[SpaceSpec], body: dict[str, tuple[int, 
             raise BadWeights(f"{header.path}: NaN or Inf in tensor {info.name!r}; zoo refuses such checkpoints: "
                              "fix the training run or drop the checkpoint")
     return Scan(header, hasher.hexdigest(), raw, body, head)
+
+
+def fill_missing(sc: Scan, fam: Family, specs: Iterable[SpaceSpec]) -> list[str]:
+    """Add the base's sketch of body tensors the checkpoint lacks: they count as unchanged.
+
+    By linearity this makes S(theta) - S(base) ignore them, as a delta of zero would.
+    Returns the names filled in.
+    """
+    from zoo.checkpoint import Reader, read_header
+
+    gone = missing_body(sc.header, fam)
+    if not gone:
+        return []
+    base = read_header(fam.base_uri)
+    with Reader(base) as r:
+        by = base.by_canonical()
+        for name in gone:
+            values = as_float(by[name], r.read(by[name]))
+            for s in specs:
+                if s.includes(name) and s in sc.raw:
+                    sketch_array(values, name, s.seed, s.dim, sc.raw[s])
+            r.release(by[name])
+    return gone
 
 
 @dataclass
@@ -143,21 +185,21 @@ def exact_gram(base: Header, headers: list[Header], body: dict[str, tuple[int, .
 
     n = len(headers)
     g = np.zeros((n, n), dtype=np.float64)
-    readers = [Reader(h) for h in headers]
+    rb = Reader(base)
+    readers = [Reader(h, fallback=rb) for h in headers]
     try:
-        with Reader(base) as rb:
-            for name in sorted(body):
-                b = rb.get(name).reshape(-1)
-                ts = [r.get(name).reshape(-1) for r in readers]
-                for lo in range(0, b.size, chunk):
-                    bb = b[lo:lo + chunk].astype(np.float64)
-                    d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
-                    g += d @ d.T
-                del b, ts
-                for r in (rb, *readers):
-                    r.release(r.info(name))
+        for name in sorted(body):
+            b = rb.get(name).reshape(-1)
+            ts = [r.get(name).reshape(-1) for r in readers]
+            for lo in range(0, b.size, chunk):
+                bb = b[lo:lo + chunk].astype(np.float64)
+                d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
+                g += d @ d.T
+            del b, ts
+            for r in (rb, *readers):
+                r.release_name(name)
     finally:
-        for r in readers:
+        for r in (*readers, rb):
             r.close()
     return g
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit
 
-from zoo.checkpoint import Header, Reader, as_float
+from zoo.checkpoint import Header, Reader
 from zoo.errors import ZooValueError
 
 _ST_DTYPE = {"F32": (np.float32, "F32"), "F16": (np.float16, "F16"), "F64": (np.float64, "F64"), "BF16": (None, "BF16")}
@@ -118,21 +118,21 @@ def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: Me
         raise ZooValueError(f"output folder {out_dir} already exists; choose another --out name or remove it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    readers = [Reader(h) for h in members]
+    base_reader = Reader(base)
+    readers = [Reader(h, fallback=base_reader) for h in members]
     try:
-        first = members[0].by_canonical()
+        shapes = {c: readers[0].info(c).shape for c, _ in plan.names}
         layout = []
         for c, name in plan.names:
-            dt = first[c].dtype if first[c].dtype in _ST_DTYPE else "F32"
-            layout.append((name, first[c].shape, dt))
+            dt = readers[0].info(c).dtype
+            layout.append((name, shapes[c], dt if dt in _ST_DTYPE else "F32"))
         writer = SafetensorsWriter(tmp / "model.safetensors", layout)
         for c, name in tqdm(plan.names, desc="merging", unit="tensor", disable=not progress, leave=False):
-            acc = np.zeros(int(np.prod(first[c].shape, dtype=np.int64)), dtype=np.float64)
+            acc = np.zeros(int(np.prod(shapes[c], dtype=np.int64)), dtype=np.float64)
             for r, wi in zip(readers, w):
-                info = r.info(c)
-                axpy(acc, as_float(info, r.read(info)).reshape(-1), wi)
-                r.release(info)
-            writer.write(name, acc.reshape(first[c].shape))
+                axpy(acc, r.get(c).reshape(-1), wi)
+                r.release_name(c)
+            writer.write(name, acc.reshape(shapes[c]))
             del acc
         writer.close()
         _copy_support_files(plan, base, tmp)
@@ -141,7 +141,7 @@ def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: Me
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        for r in readers:
+        for r in (*readers, base_reader):
             r.close()
     return out_dir
 
