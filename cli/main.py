@@ -309,6 +309,17 @@ def finetune(z: Zoo, start, train_file, eval_file, dataset, task, out, family, a
          + (f"; eval accuracy {r['eval_accuracy']:.4f} (loss {r['eval_loss']:.4f})" if "eval_accuracy" in r else ""))
 
 
+@main.command()
+@click.option("--status", type=click.Choice(["running", "finished", "failed"]))
+@click.option("--limit", type=int)
+@json_opt
+@click.pass_obj
+def runs(z: Zoo, status, limit, as_json) -> None:
+    """List fine-tuning runs, newest first."""
+    emit(z.runs(status=status, limit=limit), as_json, lambda rows: table(
+        rows, ["id", "status", "start", "result", "dataset", "method", "device", "eval_accuracy", "started_at", "error"]))
+
+
 @main.command("eval")
 @click.argument("name")
 @click.option("--data", required=True, type=click.Path(dir_okay=False))

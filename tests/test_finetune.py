@@ -133,3 +133,32 @@ def test_ls_works_while_training_runs(home, ckpts, data, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert ok_while_running >= 1
+
+
+def test_runs_listing_and_sigterm_recorded(home, ckpts, data, tmp_path):
+    import os
+    import signal
+
+    train, dev = data
+    z = Zoo(home)
+    z.add([ckpts["base"]], name="base")
+    big = write_sentiment(tmp_path / "big.jsonl", 400, seed=3)
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--home", str(home), "finetune", "--from", "base",
+                             "--train", str(big), "--dataset", "big", "--epochs", "20", "--batch-size", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not [r for r in z.runs() if r["status"] == "running"]:
+            time.sleep(0.3)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [run] = z.runs()
+    assert run["status"] == "failed" and "terminated by signal" in run["error"] and run["result"] is None
+    assert [m["name"] for m in z.ls()] == ["base"]
+    ckdir = home / "checkpoints"
+    leftovers = sorted(p.name for p in ckdir.iterdir()) if ckdir.exists() else []
+    assert leftovers == []  # neither the output nor its temporary folder remains

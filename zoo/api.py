@@ -666,8 +666,10 @@ class Zoo:
                           task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
         with self._write() as conn:
             run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
-                                        params=run_params, device=device, status="running", started_at=_now())
+                                        params=dict(run_params, pid=os.getpid()), device=device, status="running",
+                                        started_at=_now())
         try:
+            _sigterm_as_exit()
             metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], train_ex, eval_ex, tp, out_dir,
                                    progress=self.progress, step_hook=step_hook)
 
@@ -691,6 +693,11 @@ class Zoo:
             raise
         return {"run_id": run_id, "name": res.name, "id": res.id, "start": start_row["name"], "start_kind": start_kind,
                 "dataset": dataset, "task": task, "device": device, "path": str(out_dir), **metrics}
+
+    def runs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Fine-tuning runs, newest first, with start and result names and the eval accuracy."""
+        with self._read() as conn:
+            return catalog.list_runs(conn, status, limit)
 
     def evaluate(self, name: str, data: str | os.PathLike, train: str | os.PathLike | None = None,
                  split: str = "test", dataset: str | None = None, **params: Any) -> dict[str, Any]:
@@ -849,6 +856,18 @@ class Zoo:
         """Run read-only SQL on the catalog; (columns, rows)."""
         with self._read() as conn:
             return catalog.run_readonly(conn, query, limit)
+
+
+def _sigterm_as_exit() -> None:
+    """Turn SIGTERM into SystemExit in the main thread, so a killed run is recorded as failed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def _handler(signum: int, frame: Any) -> None:
+            raise SystemExit(f"terminated by signal {signum}")
+
+        signal.signal(signal.SIGTERM, _handler)
 
 
 def _filled_note(names: list[str]) -> str:

@@ -271,6 +271,20 @@ def finished_runs(conn: sa.Connection, family_id: int) -> list[dict[str, Any]]:
     return [dict(r, params=_json(r["params"])) for r in conn.execute(q, {"f": family_id}).mappings()]
 
 
+def list_runs(conn: sa.Connection, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    q = """
+        SELECT r.id, r.status, s.name AS start, m.name AS result, r.dataset, r.method, r.device,
+               r.started_at, r.finished_at, r.metrics->>'eval_accuracy' AS eval_accuracy, r.error
+        FROM runs r LEFT JOIN models s ON s.id = r.start_model_id LEFT JOIN models m ON m.id = r.result_model_id
+        WHERE (:status IS NULL OR r.status = :status) ORDER BY r.id DESC"""
+    if limit:
+        q += f" LIMIT {int(limit)}"
+    rows = [dict(r) for r in conn.execute(sa.text(q), {"status": status}).mappings()]
+    for r in rows:
+        r["eval_accuracy"] = float(r["eval_accuracy"]) if r["eval_accuracy"] is not None else None
+    return rows
+
+
 # ---------------------------------------------------------------- writes
 
 def insert_family(conn: sa.Connection, name: str, signature: str, prefix: str, body: dict[str, Sequence[int]]) -> int:

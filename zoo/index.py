@@ -174,10 +174,13 @@ class SpaceIndex:
             p.unlink(missing_ok=True)
 
     def _searcher(self) -> Any:
-        """The GPU copy of a flat index when a GPU exists, else the CPU index."""
+        """The GPU copy of the index when faiss sees a GPU, else the CPU index.
+
+        Filtered searches stay on the CPU index: GPU indexes take no ID selectors.
+        """
         if self._gpu is None:
             self._gpu = self.index
-            if gpu_count() > 0 and self.meta.get("spec", {}).get("kind") == "flat":
+            if gpu_count() > 0:
                 import faiss
 
                 try:
