@@ -128,3 +128,23 @@ def test_space_add_backfills_same_as_fresh(zoo, ckpts):
     assert np.count_nonzero(_vec(zoo, "bert-base", res["id"])) == 0
     with pytest.raises(Exception, match="already has a sketch space"):
         zoo.space_add(dim=1000, seed=5)
+
+
+def test_bf16_checkpoint_reads_and_sketches(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    zoo.add([ckpts["a0"]], name="fp32")
+    sd = load_file(str(ckpts["a0"] / "model.safetensors"))
+    d = tmp_path / "bf16"
+    d.mkdir()
+    save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(d / "model.safetensors"))
+    shutil.copy(ckpts["a0"] / "config.json", d / "config.json")
+    [r] = zoo.add([d], name="bf16")
+    assert r.family == "base" and zoo.show("bf16")["dtype"] == "BF16"
+    s, b = _vec(zoo, "fp32"), _vec(zoo, "bf16")
+    assert np.linalg.norm(s - b) / np.linalg.norm(s) < 0.05  # bf16 keeps 8 bits of mantissa
+    from zoo.checkpoint import Reader, read_header
+
+    h = read_header(d)
+    with Reader(h) as rd:
+        k = "encoder.layer.0.output.dense.weight"  # canonical name; stored as bert.<k>
+        np.testing.assert_array_equal(rd.get(k), sd["bert." + k].to(torch.bfloat16).float().numpy())
