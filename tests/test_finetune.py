@@ -101,15 +101,20 @@ def test_bad_finetune_input(filled, data, tmp_path):
     assert filled.sql("SELECT count(*) FROM runs")[1][0][0] == 0
 
 
-def test_ls_works_while_training_runs(home, ckpts, data, tmp_path):
-    """A fine-tune in another process never holds the catalog: `zoo ls` answers meanwhile."""
-    train, dev = data
+def _background_finetune(home, ckpts, tmp_path, epochs: int) -> tuple[Zoo, subprocess.Popen]:
+    """A zoo with a base, and a `zoo finetune` from it running in another process."""
     z = Zoo(home)
     z.add([ckpts["base"]], name="base")
     big = write_sentiment(tmp_path / "big.jsonl", 400, seed=3)
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--home", str(home), "finetune", "--from", "base",
-                             "--train", str(big), "--dataset", "big", "--epochs", "6", "--batch-size", "4"],
+                             "--train", str(big), "--dataset", "big", "--epochs", str(epochs), "--batch-size", "4"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return z, proc
+
+
+def test_ls_works_while_training_runs(home, ckpts, tmp_path):
+    """A fine-tune in another process never holds the catalog: `zoo ls` answers meanwhile."""
+    z, proc = _background_finetune(home, ckpts, tmp_path, epochs=6)
     ok_while_running = 0
     env = {**__import__("os").environ, "ZOO_LOCK_TIMEOUT": "2"}
 
@@ -135,17 +140,10 @@ def test_ls_works_while_training_runs(home, ckpts, data, tmp_path):
     assert ok_while_running >= 1
 
 
-def test_runs_listing_and_sigterm_recorded(home, ckpts, data, tmp_path):
-    import os
+def test_runs_listing_and_sigterm_recorded(home, ckpts, tmp_path):
     import signal
 
-    train, dev = data
-    z = Zoo(home)
-    z.add([ckpts["base"]], name="base")
-    big = write_sentiment(tmp_path / "big.jsonl", 400, seed=3)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--home", str(home), "finetune", "--from", "base",
-                             "--train", str(big), "--dataset", "big", "--epochs", "20", "--batch-size", "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    z, proc = _background_finetune(home, ckpts, tmp_path, epochs=20)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not [r for r in z.runs() if r["status"] == "running"]:
