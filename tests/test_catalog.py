@@ -54,6 +54,10 @@ def test_upgrade_empty_database_matches_models(tmp_path):
     assert {f"{t}_id_seq" for t in ("families", "models", "sketch_spaces", "runs")} <= seqs
 
 
+def test_schema_head_constant_matches_alembic():
+    assert db.SCHEMA_HEAD == db.head_revision()
+
+
 def test_catalog_is_plain_duckdb_and_versioned(tmp_path):
     path = tmp_path / "catalog.duckdb"
     db.ensure_schema(path)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from alembic import context
 
-import zoo.db  # noqa: F401  registers the DuckDB Alembic impl
+import zoo.db
 from zoo.schema import metadata
+
+zoo.db.register_alembic_impl()
 
 config = context.config
 conn = config.attributes.get("connection")
