@@ -55,6 +55,7 @@ m.save_pretrained(out)
 
 
 def measured(cmd: list[str]) -> dict:
+    os.sync()  # flush writeback of files just written, so neither tool competes with it
     r = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True)
     res = json.loads(r.stdout)
     if res["rc"] != 0:
