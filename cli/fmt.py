@@ -81,12 +81,19 @@ def show_model(m: dict[str, Any]) -> str:
 
 
 def show_lineage(d: dict[str, Any]) -> str:
-    lines = []
-    for e in reversed(d["ancestors"]):
-        lines.append("  " * 0 + f"{'^' * e['depth']} {e['parent']}  ({e['relation']} -> {e['child']})")
-    lines.append(f"* {d['name']}")
-    for e in d["descendants"]:
-        lines.append("  " * e["depth"] + f"└ {e['child']}  ({e['relation']} from {e['parent']})")
+    def edge(e: dict[str, Any], arrow: str) -> str:
+        w = f", w={e['weight']:.3g}" if e.get("weight") is not None else ""
+        return f"{'  ' * e['depth']}{e['child']} {arrow} {e['parent']}  ({e['relation']}{w})"
+
+    lines = [f"* {d['name']}"]
+    if d["ancestors"]:
+        lines.append("ancestors (child <- parent):")
+        lines += [edge(e, "<-") for e in d["ancestors"]]
+    if d["descendants"]:
+        lines.append("descendants (child <- parent):")
+        lines += [edge(e, "<-") for e in d["descendants"]]
+    if len(lines) == 1:
+        lines.append("(no lineage)")
     return "\n".join(lines)
 
 
