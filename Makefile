@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean install
+.PHONY: demo test bench clean install datasets
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	bash examples/demo.sh
+
+# Real datasets from Debian packages (fortunes, WordNet) into data/real; see the script's docstring.
+datasets: $(STAMP)
+	$(BIN)/python scripts/build_datasets.py --out data/real
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_register.py

@@ -1,0 +1,112 @@
+"""The Debian dataset builder, on synthetic unpacked packages (no download in tests)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SPEC = importlib.util.spec_from_file_location("build_datasets", Path(__file__).parent.parent / "scripts" / "build_datasets.py")
+bd = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(bd)
+
+
+def _pkg(cache: Path, name: str, files: dict[str, str]) -> None:
+    root = cache / "pkgs" / name
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    (root / ".complete").write_text(f"{name}_1.0-1_all.deb")
+    doc = root / "usr" / "share" / "doc" / name
+    doc.mkdir(parents=True, exist_ok=True)
+    (doc / "copyright").write_text("License: GPL-2+\n")
+
+
+def _fortunes(prefix: str, n: int, repeat: int = 1) -> str:
+    pad = " and then some more words to make it long enough" * repeat
+    return "\n%\n".join(f"{prefix} saying number {i}{pad}" for i in range(n)) + "\n%\n"
+
+
+WN_NOUN = """  1 This software and database is being provided to you, the LICENSEE
+00000001 05 n 02 dog 0 domestic_dog 0 003 @ 00000002 n 0000 %p 00000003 n 0000 ;c 00000004 n 0000 | a member of the genus Canis; "the dog barked"
+00000002 05 n 01 canine 0 001 ~ 00000001 n 0000 | a carnivore of the family Canidae
+00000003 08 n 01 tail 0 000 | the posterior part of an animal
+00000004 09 n 01 zoology 0 000 | the study of animals
+00000005 06 n 02 car 0 auto 0 002 ! 00000006 n 0101 ;c 00000007 n 0000 | a motor vehicle with four wheels
+00000006 06 n 01 bicycle 0 000 | a two-wheeled vehicle
+00000007 09 n 01 transport 0 000 | the study of moving things
+"""
+WN_VERB = """00000010 29 v 02 run 0 sprint 0 002 @ 00000011 v 0000 * 00000012 v 0000 | move fast
+00000011 29 v 01 move 0 001 ! 00000013 v 0101 | change position
+00000012 29 v 01 breathe 0 000 | draw air
+00000013 29 v 01 stay 0 000 | remain in place
+"""
+WN_ADJ = """00000020 00 a 02 good 0 fine 0 002 ! 00000021 a 0101 & 00000022 s 0000 | having desirable qualities
+00000021 00 a 01 bad 0 000 | having undesirable qualities
+00000022 00 s 01 nice 0 000 | pleasant
+"""
+
+
+@pytest.fixture()
+def cache(tmp_path):
+    c = tmp_path / "cache"
+    _pkg(c, "fortunes", {f"usr/share/games/fortunes/{t}": _fortunes(t, 30) for t in ("computers", "food", "law")}
+         | {"usr/share/games/fortunes/off/law": _fortunes("rude", 5)})
+    for lang, pkg in bd.LANG_PACKAGES.items():
+        _pkg(c, pkg, {f"usr/share/games/fortunes/{lang}/misc": _fortunes(f"{lang} s", 20) + _fortunes(f"{lang} m", 10, 3) + _fortunes(f"{lang} l", 10, 6),
+                      f"usr/share/games/fortunes/{lang}/misc.dat": "binary index"})
+    _pkg(c, "wordnet-base", {"usr/share/wordnet/data.noun": WN_NOUN, "usr/share/wordnet/data.verb": WN_VERB,
+                             "usr/share/wordnet/data.adj": WN_ADJ})
+    return c
+
+
+def test_parsers():
+    assert bd.parse_fortunes("one\n  line\n%\n\n%\ntwo\n%\n") == ["one line", "two"]
+    syn = bd.parse_wordnet_data(WN_NOUN)
+    dog = syn["00000001"]
+    assert dog.words == ["dog", "domestic dog"] and dog.lexfile == 5 and dog.gloss == "a member of the genus Canis"
+    assert ("@", "00000002", "n", 0, 0) in dog.pointers and ("!", "00000006", "n", 1, 1) in syn["00000005"].pointers
+
+
+def test_build_writes_every_dataset_with_provenance(cache, tmp_path):
+    out = tmp_path / "out"
+    summary = bd.build(out, cache, max_train=50)
+    assert set(summary) == set(bd.TASKS)
+    tasks = {}
+    for name, task in bd.TASKS.items():
+        tasks.setdefault(task, []).append(name)
+        rows = [json.loads(l) for l in (out / name / "train.jsonl").read_text().splitlines()]
+        assert rows and all("text" in r and "label" in r for r in rows)
+    assert all(len(v) >= 3 for v in tasks.values())
+    rel = [json.loads(l) for split in ("train", "dev", "test") for l in (out / "wn-noun-relations" / f"{split}.jsonl").read_text().splitlines()]
+    assert {"text": "car", "text_pair": "bicycle", "label": "antonym"} in rel
+    assert {"text": "dog", "text_pair": "domestic dog", "label": "synonym"} in rel
+    topics = {json.loads(l)["label"] for s in ("train", "dev", "test") for l in (out / "fortune-topics" / f"{s}.jsonl").read_text().splitlines()}
+    assert topics == {"computers", "food", "law"}
+    assert "rude" not in (out / "fortune-topics" / "train.jsonl").read_text()  # off/ (offensive) sets excluded
+    prov = (out / "PROVENANCE.md").read_text()
+    assert "wordnet-base 1.0-1 (GPL-2+)" in prov and "| langid-short | langid |" in prov
+    # Deterministic: a second build gives the same files.
+    out2 = tmp_path / "out2"
+    bd.build(out2, cache, max_train=50)
+    assert (out / "langid-long" / "test.jsonl").read_text() == (out2 / "langid-long" / "test.jsonl").read_text()
+
+
+def test_failure_writes_nothing(cache, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+
+    def boom(*a, **k):
+        raise bd.BuildError("parser exploded")
+
+    monkeypatch.setattr(bd, "wordnet_sets", boom)
+    with pytest.raises(bd.BuildError):
+        bd.build(out, cache, max_train=50)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_missing_package_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))  # no apt-get on PATH: the download cannot run
+    with pytest.raises(bd.BuildError, match="'fortunes-xx'.*apt-get download fortunes-xx"):
+        bd.fetch(["fortunes-xx"], tmp_path / "cache")
