@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean install datasets
+.PHONY: demo test bench clean install datasets real-zoo
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 # Real datasets from Debian packages (fortunes, WordNet) into data/real; see the script's docstring.
 datasets: $(STAMP)
 	$(BIN)/python scripts/build_datasets.py --out data/real
+
+# Fine-tune the base on every dataset with 3 seeds through the zoo CLI (resumable).
+real-zoo: $(STAMP)
+	@test -f data/real/datasets.json || $(MAKE) datasets
+	$(BIN)/python scripts/real_zoo.py --data data/real --home $${ZOO_HOME:-.zoo-real} --seeds 3 --epochs 2
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_register.py

@@ -110,3 +110,37 @@ def test_missing_package_names_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nobin"))  # no apt-get on PATH: the download cannot run
     with pytest.raises(bd.BuildError, match="'fortunes-xx'.*apt-get download fortunes-xx"):
         bd.fetch(["fortunes-xx"], tmp_path / "cache")
+
+
+def test_real_zoo_script_is_resumable(tmp_path, ckpts):
+    """scripts/real_zoo.py fine-tunes every dataset x seed through the CLI and skips what exists."""
+    import subprocess
+    import sys
+
+    from conftest import write_sentiment
+    from zoo import Zoo
+
+    data = tmp_path / "data"
+    for name in ("senti-a", "senti-b"):
+        (data / name).mkdir(parents=True)
+        write_sentiment(data / name / "train.jsonl", 16, seed=1)
+        write_sentiment(data / name / "dev.jsonl", 8, seed=2)
+    (data / "datasets.json").write_text(json.dumps({n: {"task": "sentiment", "train": 16, "dev": 8, "test": 0}
+                                                    for n in ("senti-a", "senti-b")}))
+    home = tmp_path / "zoo"
+    script = Path(__file__).parent.parent / "scripts" / "real_zoo.py"
+    cmd = [sys.executable, str(script), "--data", str(data), "--home", str(home), "--base", str(ckpts["base"]),
+           "--seeds", "2", "--epochs", "1", "--batch-size", "8", "--datasets", "senti-a"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "2 to train" in first.stdout
+    names = sorted(m["name"] for m in Zoo(home).ls(kind="finetune"))
+    assert names == ["senti-a-s0", "senti-a-s1"]
+    assert {m["task"] for m in Zoo(home).ls(kind="finetune")} == {"sentiment"}
+    again = subprocess.run(cmd[:-1] + ["senti-a", "senti-b"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 4 models already" in again.stdout and "2 to train" in again.stdout
+    times = json.loads((home / "real_zoo_times.json").read_text())
+    assert sorted(times) == ["senti-a-s0", "senti-a-s1", "senti-b-s0", "senti-b-s1"]
+    bad = subprocess.run(cmd[:-1] + ["nope"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "unknown dataset" in bad.stderr
