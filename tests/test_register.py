@@ -176,3 +176,12 @@ def test_finetune_without_pooler_joins_family(zoo, ckpts, tmp_path):
     np.testing.assert_allclose(out[k].numpy(), (base_sd["pooler.dense.weight"].double() / 2 + sd[k].double() / 2).numpy(),
                                rtol=1e-6, atol=1e-7)
     assert "head averaged" in res["note"]  # both carry the same classifier head
+
+
+def test_same_name_same_weights_is_noop_but_new_weights_conflict(zoo, ckpts):
+    [a] = zoo.add([ckpts["base"]], name="base")
+    [b] = zoo.add([ckpts["base"]], name="base")
+    assert not b.created and b.id == a.id
+    with pytest.raises(Conflict, match="already exists"):
+        zoo.add([ckpts["a0"]], name="base")
+    assert _count(zoo)[0] == 1

@@ -143,8 +143,8 @@ class Zoo:
             fams = catalog.families_snapshot(conn)
             base_names = {f.id: catalog.model_by_id(conn, f.base_model_id)["name"] for f in fams if f.base_model_id}
             base_row = catalog.model(conn, base) if base else None
-            if name and catalog.name_taken(conn, name):
-                raise Conflict(f"a model named {name!r} already exists; choose another --name")
+            # A taken --name is an error only for new weights (found at commit): adding the
+            # same checkpoint again under its own name is a no-op, as scripts expect.
             taken = {r["name"] for r in catalog.list_models(conn)}
         pending: list[_Pending] = []
         new_fams: list[Family] = []
