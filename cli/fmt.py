@@ -116,7 +116,8 @@ def fmt_region(r: dict[str, Any]) -> str:
 
 
 def fmt_clusters(r: dict[str, Any]) -> str:
-    head = (f"{r['k']} clusters of {r['n']} models (family {r['family']}, {r['metric']}): "
+    head = (f"{r['k']} clusters of {r['n']} models (family {r['family']}, {r['metric']}, "
+            f"{'exact task vectors' if r.get('exact') else 'sketches'}): "
             f"purity vs dataset {r['purity_dataset']:.3f}, vs task {r['purity_task']:.3f}")
     return head + "\n" + table(r["assignments"], ["cluster", "name", "dataset", "task"])
 

@@ -172,14 +172,15 @@ def region(z: Zoo, names, dataset, task, all_models, exclude_dataset, family, me
 @main.command()
 @click.option("-k", "k", type=int, required=True, help="Number of clusters.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--exact", is_flag=True, help="Cluster exact task vectors (reads every model's weights once).")
 @family_opt
 @metric_opt
 @space_opt
 @json_opt
 @click.pass_obj
-def clusters(z: Zoo, k, seed, family, metric, space, as_json) -> None:
+def clusters(z: Zoo, k, seed, exact, family, metric, space, as_json) -> None:
     """k-means on sketches of fine-tuned models, with purity against dataset and task labels."""
-    emit(z.clusters(k, family=family, metric=metric, space=space, seed=seed), as_json, fmt_clusters)
+    emit(z.clusters(k, family=family, metric=metric, space=space, seed=seed, exact=exact), as_json, fmt_clusters)
 
 
 @main.command()

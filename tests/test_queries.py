@@ -82,6 +82,11 @@ def test_region_centroid_is_mean_and_inside(filled):
 def test_clusters_recover_datasets(filled):
     res = filled.clusters(2)
     assert res["purity_dataset"] == 1.0 and res["n"] == 6
+    ex = filled.clusters(2, exact=True)
+    assert ex["exact"] and ex["purity_dataset"] == 1.0
+    same = {(a["name"], b["name"]) for a in res["assignments"] for b in res["assignments"] if a["cluster"] == b["cluster"]}
+    same_exact = {(a["name"], b["name"]) for a in ex["assignments"] for b in ex["assignments"] if a["cluster"] == b["cluster"]}
+    assert same == same_exact
     with pytest.raises(ZooValueError, match="more than the 6"):
         filled.clusters(7)
 

@@ -516,8 +516,14 @@ class Zoo:
         return res
 
     def clusters(self, k: int, family: str | None = None, metric: str | None = None, space: int | None = None,
-                 seed: int = 0, kind: str | None = "finetune") -> dict[str, Any]:
-        """faiss k-means on sketches, with purity against dataset and task labels."""
+                 seed: int = 0, kind: str | None = "finetune", exact: bool = False) -> dict[str, Any]:
+        """faiss k-means on sketches, with purity against dataset and task labels.
+
+        ``exact`` clusters the exact task vectors instead: their Gram matrix is computed from
+        the weights in one lockstep pass, and k-means runs on an embedding that reproduces
+        every inner product (rows of V sqrt(L) from its eigendecomposition), so the
+        geometry is exactly that of the full vectors.
+        """
         check_k(k)
         with self._read() as conn:
             fam = self._family(conn, family)
@@ -528,14 +534,19 @@ class Zoo:
                 raise EmptyRegion(f"family {fam.name!r} has no {kind or ''} models to cluster")
             mids, x = catalog.sketch_vectors(conn, sp.id, ids)
             meta = catalog.models_meta(conn, mids.tolist())
+            base_uri = catalog.model_by_id(conn, fam.base_model_id)["uri"]
+        if exact:
+            g = exact_gram(read_header(base_uri), [read_header(meta[int(i)]["uri"]) for i in mids], fam.body)
+            vals, vecs = np.linalg.eigh(g)
+            x = vecs * np.sqrt(np.clip(vals, 0.0, None))
         assign, _ = kmeans(x, k, metric, seed)
         ds = [meta[int(i)]["dataset"] for i in mids]
         ts = [meta[int(i)]["task"] for i in mids]
         groups: dict[int, list[str]] = {}
         for i, a in zip(mids, assign):
             groups.setdefault(int(a), []).append(meta[int(i)]["name"])
-        return {"family": fam.name, "space_id": sp.id, "metric": metric, "k": k, "n": len(mids),
-                "purity_dataset": purity(assign, ds), "purity_task": purity(assign, ts),
+        return {"family": fam.name, "space_id": None if exact else sp.id, "exact": exact, "metric": metric, "k": k,
+                "n": len(mids), "purity_dataset": purity(assign, ds), "purity_task": purity(assign, ts),
                 "assignments": [{"name": meta[int(i)]["name"], "cluster": int(a), "dataset": d, "task": t}
                                 for i, a, d, t in zip(mids, assign, ds, ts)],
                 "clusters": [{"cluster": c, "size": len(v), "members": v} for c, v in sorted(groups.items())]}
