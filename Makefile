@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean install datasets real-zoo
+.PHONY: demo test bench clean install datasets real-zoo reproduce
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ datasets: $(STAMP)
 real-zoo: $(STAMP)
 	@test -f data/real/datasets.json || $(MAKE) datasets
 	$(BIN)/python scripts/real_zoo.py --data data/real --home $${ZOO_HOME:-.zoo-real} --seeds 3 --epochs 2
+
+# The paper's findings, measured with zoo commands on the real zoo (stages done so far: clusters, map).
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --home $${ZOO_HOME:-.zoo-real} --out docs
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_register.py

@@ -144,3 +144,24 @@ def test_real_zoo_script_is_resumable(tmp_path, ckpts):
     assert sorted(times) == ["senti-a-s0", "senti-a-s1", "senti-b-s0", "senti-b-s1"]
     bad = subprocess.run(cmd[:-1] + ["nope"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and "unknown dataset" in bad.stderr
+
+
+def test_reproduce_script_clusters_and_map(filled, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "docs"
+    script = Path(__file__).parent.parent / "scripts" / "reproduce.py"
+    r = subprocess.run([sys.executable, str(script), "--home", str(filled.home), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "reproduction.json").read_text())
+    by = {row["level"]: row for row in res["clusters"]["rows"]}
+    assert by["dataset"]["k"] == 2 and by["dataset"]["sketch_purity"] == 1.0 and by["dataset"]["exact_purity"] == 1.0
+    assert by["dataset"]["sketch_exact_rand_index"] == 1.0 and by["task"]["k"] == 1
+    md = (out / "REPRODUCTION.md").read_text()
+    assert "| dataset | 2 |" in md and "100.0%" in md
+    assert (out / "map-dataset.png").read_bytes()[:4] == b"\x89PNG"
+    bad = subprocess.run([sys.executable, str(script), "--home", str(filled.home), "--out", str(out), "--stages", "nope"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "unknown stage" in bad.stderr
