@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write  # noqa: E402
 
 from zoo import Zoo, catalog  # noqa: E402
-from zoo.geometry import brute_force  # noqa: E402
-from zoo.index import SpaceIndex, choose_index, prepare  # noqa: E402
+from zoo.index import prepare  # noqa: E402
 
 
 def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -83,7 +82,6 @@ def main() -> None:
             rng = np.random.default_rng(1)
             qi = rng.choice(n, args.queries, replace=False)
             qs = x[qi] + 0.05 * rng.standard_normal((args.queries, args.dim), dtype=np.float32)
-            ids = np.arange(1, n + 1)
             # numpy brute force on normalised vectors (what a user would write).
             xn = prepare(x, "cosine")
             del x  # keep peak memory down at 1M (4 GB a copy)

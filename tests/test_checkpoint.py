@@ -1,7 +1,6 @@
 """The streaming checkpoint reader: headers, formats, prefixes, hashes, bad files."""
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 

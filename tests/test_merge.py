@@ -1,7 +1,6 @@
 """Centroids and interpolations: exact averages, lineage, heads, loadability, linearity check."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -80,6 +79,7 @@ def test_interpolate_and_extrapolate(filled, ckpts):
     with pytest.raises(ZooValueError, match="--extrapolate"):
         filled.interpolate("ft-a0", "ft-b0", alpha=1.5)
     e = filled.interpolate("ft-a0", "ft-b0", alpha=1.5, extrapolate=True, out="e15")
+    assert e["weights"] == pytest.approx([-0.5, 1.5])
     out = _sd(filled.checkpoints_dir / "e15")
     np.testing.assert_allclose(out[k], -0.5 * a[k] + 1.5 * b[k], rtol=1e-5, atol=1e-6)
 

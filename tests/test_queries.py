@@ -1,7 +1,6 @@
 """Index and geometry queries: nearest (FAISS = brute force = SQL), region, clusters, inside, repair."""
 from __future__ import annotations
 
-import json
 
 import duckdb
 import numpy as np

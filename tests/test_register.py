@@ -6,7 +6,6 @@ import shutil
 import duckdb
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import make_bert_base, make_finetune

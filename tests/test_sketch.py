@@ -1,7 +1,6 @@
 """The sketch operator: linearity, JL error bound, kernel agreement, invariance to layout and dtype."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np

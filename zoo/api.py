@@ -225,8 +225,8 @@ class Zoo:
                     fam = next(f for f in new_fams if f.id == p.family_key)
                     fname = catalog.unique_family_name(conn, fam.name)
                     fid = catalog.insert_family(conn, fname, arch_signature(list(fam.body.items())), fam.prefix, fam.body)
-                    sid = catalog.insert_space(conn, fid, self.default_spec.dim, self.default_spec.seed,
-                                               self.default_metric, None, fam.spaces[0].base_vec)
+                    catalog.insert_space(conn, fid, self.default_spec.dim, self.default_spec.seed,
+                                         self.default_metric, None, fam.spaces[0].base_vec)
                     fam_ids[p.family_key], fam_names[p.family_key] = fid, fname
                     spaces_of[fid] = catalog.spaces(conn, fid)
                 fid = fam_ids.get(p.family_key, p.family_key)
