@@ -255,12 +255,6 @@ def filtered_ids(conn: sa.Connection, family_id: int, dataset: str | None = None
     return [int(i) for i in conn.execute(q.order_by(models.c.id)).scalars()]
 
 
-def models_missing_sketch(conn: sa.Connection, space_id: int, family_id: int) -> list[dict[str, Any]]:
-    q = (sa.select(models).where(models.c.family_id == family_id)
-         .where(~sa.exists().where(sa.and_(sketches.c.model_id == models.c.id, sketches.c.space_id == space_id))))
-    return [_model_dict(r) for r in conn.execute(q.order_by(models.c.id)).mappings()]
-
-
 def finished_runs(conn: sa.Connection, family_id: int) -> list[dict[str, Any]]:
     """Finished runs of a family with their eval accuracy: the store's outcome history."""
     q = sa.text("""

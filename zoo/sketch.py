@@ -19,7 +19,7 @@ import os
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit, prange, set_num_threads
+from numba import njit, prange
 
 from zoo.errors import ZooValueError
 
@@ -190,9 +190,3 @@ def sketch_torch(t: "torch.Tensor", name: str, seed: int, dim: int, chunk: int =
         sign = 1.0 - 2.0 * (z & 1).to(torch.float64)
         out.index_add_(0, b, sign * part)
     return out
-
-
-def configure_threads(n: int | None = None) -> None:
-    """Use ``n`` numba threads (default: ``$ZOO_THREADS`` or all cores)."""
-    n = n or int(os.environ.get("ZOO_THREADS", "0") or 0) or os.cpu_count() or 1
-    set_num_threads(max(1, min(n, os.cpu_count() or 1)))
