@@ -151,10 +151,7 @@ class Zoo:
         for path in self._bar(files, "sketching"):
             header = read_header(path)
             p = self._plan(header, fams + new_fams, base_names, base_row, kind)
-            wanted = name or default_name(path)
-            unique, i = wanted, 2
-            while not name and unique in taken:
-                unique, i = f"{wanted}-{i}", i + 1
+            unique = name or catalog.first_free(default_name(path), taken)
             taken.add(unique)
             p.name = unique
             if p.decision.is_base:
@@ -271,13 +268,27 @@ class Zoo:
 
     # ------------------------------------------------------------ index
     def _index(self, conn: sa.Connection, sp: Space, force: bool = False) -> SpaceIndex:
-        """The space's index, rebuilt from the catalog when missing, stale or forced."""
+        """The space's index, brought in line with the catalog.
+
+        Up to date: used as is. Behind by new models only (its rows still match the
+        catalog's up to its highest id, and the chosen index type is unchanged): the new
+        sketches are appended. Anything else (missing, corrupt, removals, forced): rebuilt.
+        """
         fp = catalog.sketch_fingerprint(conn, sp.id)
         spec = choose_index(fp["count"], sp.dim, self.memory_budget, sp.metric)
         idx = SpaceIndex(self.index_dir, sp.id)
-        if force or not idx.load() or not idx.matches(fp, spec):
-            ids, vecs = catalog.sketch_vectors(conn, sp.id)
-            idx.build(ids, vecs, spec, fp)
+        if not force and idx.load():
+            if idx.matches(fp, spec):
+                return idx
+            old = idx.meta
+            if (old.get("spec", {}).get("factory") == spec.factory and "max_id" in old
+                    and catalog.sketch_fingerprint(conn, sp.id, old["max_id"]) == old["fingerprint"]):
+                ids, vecs = catalog.sketch_vectors(conn, sp.id, after_id=old["max_id"])
+                idx.append(ids, vecs, fp)
+                if idx.matches(fp, spec):
+                    return idx
+        ids, vecs = catalog.sketch_vectors(conn, sp.id)
+        idx.build(ids, vecs, spec, fp)
         return idx
 
     def reindex(self) -> list[dict[str, Any]]:
@@ -666,7 +677,7 @@ class Zoo:
         with self._read() as conn:
             fam = next(f for f in catalog.families_snapshot(conn) if f.id == start_row["family_id"])
             base_row = catalog.model_by_id(conn, fam.base_model_id)
-            name = out or _unique(conn, f"{dataset}-from-{start_row['name']}-s{tp.seed}")
+            name = out or catalog.unique_model_name(conn, f"{dataset}-from-{start_row['name']}-s{tp.seed}")
             if catalog.name_taken(conn, name):
                 raise Conflict(f"a model named {name!r} already exists; choose another --out")
         out_dir = self.checkpoints_dir / name
@@ -891,13 +902,6 @@ def _now():
     import datetime as _dt
 
     return _dt.datetime.now()
-
-
-def _unique(conn: sa.Connection, wanted: str) -> str:
-    name, i = wanted, 2
-    while catalog.name_taken(conn, name):
-        name, i = f"{wanted}-{i}", i + 1
-    return name
 
 
 def parse_region_spec(spec: str) -> dict[str, Any]:

@@ -197,11 +197,16 @@ def evaluations_of(conn: sa.Connection, model_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def sketch_vectors(conn: sa.Connection, space_id: int, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(model ids, float32 matrix) of the sketches in a space, ordered by model id."""
+def sketch_vectors(conn: sa.Connection, space_id: int, ids: Iterable[int] | None = None,
+                   after_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(model ids, float32 matrix) of the sketches in a space (ids above ``after_id`` when given),
+    ordered by model id."""
     dbapi = conn.connection.driver_connection
     params: list[Any] = [space_id]
     where = "space_id = ?"
+    if after_id is not None:
+        where += " AND model_id > ?"
+        params.append(int(after_id))
     if ids is not None:
         ids = [int(i) for i in ids]
         if not ids:
@@ -221,11 +226,13 @@ def sketch_vectors(conn: sa.Connection, space_id: int, ids: Iterable[int] | None
     return mids, np.asarray(flat, dtype=np.float32).reshape(len(mids), -1)
 
 
-def sketch_fingerprint(conn: sa.Connection, space_id: int) -> dict[str, Any]:
-    """Count, id checksum and norm checksum of a space's sketches: what an index must match."""
+def sketch_fingerprint(conn: sa.Connection, space_id: int, max_id: int | None = None) -> dict[str, Any]:
+    """Count, id checksum and norm checksum of a space's sketches (of ids <= ``max_id`` when
+    given): what an index must match."""
     r = conn.execute(sa.text(
         "SELECT count(*) AS n, coalesce(sum(hash(model_id) % 1000000007), 0) AS ids, "
-        "coalesce(sum(norm), 0) AS norms FROM sketches WHERE space_id = :s"), {"s": space_id}).mappings().one()
+        "coalesce(sum(norm), 0) AS norms FROM sketches WHERE space_id = :s AND (:m IS NULL OR model_id <= :m)"),
+        {"s": space_id, "m": max_id}).mappings().one()
     return {"count": int(r["n"]), "ids": int(r["ids"]), "norms": round(float(r["norms"]), 6)}
 
 
@@ -291,12 +298,20 @@ def set_family_base(conn: sa.Connection, family_id: int, model_id: int) -> None:
     conn.execute(families.update().where(families.c.id == family_id).values(base_model_id=model_id))
 
 
-def unique_family_name(conn: sa.Connection, wanted: str) -> str:
-    taken = set(conn.execute(sa.select(families.c.name)).scalars())
+def first_free(wanted: str, taken: set[str]) -> str:
+    """``wanted``, or ``wanted-2``, ``wanted-3``, ... whichever is not in ``taken``."""
     name, i = wanted, 2
     while name in taken:
         name, i = f"{wanted}-{i}", i + 1
     return name
+
+
+def unique_family_name(conn: sa.Connection, wanted: str) -> str:
+    return first_free(wanted, set(conn.execute(sa.select(families.c.name)).scalars()))
+
+
+def unique_model_name(conn: sa.Connection, wanted: str) -> str:
+    return first_free(wanted, set(conn.execute(sa.select(models.c.name)).scalars()))
 
 
 def insert_space(conn: sa.Connection, family_id: int, dim: int, seed: int, metric: str, tensor_filter: str | None,

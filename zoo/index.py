@@ -155,7 +155,17 @@ class SpaceIndex:
         if len(x):
             index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
         self.index, self._gpu = index, None
-        self.meta = {"fingerprint": fingerprint, "spec": asdict(spec), "dim": d}
+        self.meta = {"fingerprint": fingerprint, "spec": asdict(spec), "dim": d,
+                     "max_id": int(ids.max()) if len(ids) else 0}
+        self.save()
+
+    def append(self, ids: np.ndarray, vecs: np.ndarray, fingerprint: dict[str, Any]) -> None:
+        """Add rows newer than the index (ids above its ``max_id``) and save: no rebuild."""
+        if len(ids):
+            self.index.add_with_ids(prepare(vecs, self.meta["spec"]["metric"]), np.ascontiguousarray(ids, dtype=np.int64))
+            self.meta["max_id"] = max(int(self.meta["max_id"]), int(ids.max()))
+        self.meta["fingerprint"] = fingerprint
+        self._gpu = None
         self.save()
 
     def save(self) -> None:
