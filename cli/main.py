@@ -327,14 +327,15 @@ def runs(z: Zoo, status, limit, as_json) -> None:
 @click.option("--train", "train_file", type=click.Path(dir_okay=False), help="Probe training data (default: half of --data).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--dataset", help="Dataset name (default: the data file's stem).")
+@click.option("--probe", is_flag=True, help="Always use a linear probe on the frozen body, even when the head fits.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-length", type=int, default=128, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @json_opt
 @click.pass_obj
-def eval_(z: Zoo, name, data, train_file, split, dataset, as_json, **params) -> None:
+def eval_(z: Zoo, name, data, train_file, split, dataset, probe, as_json, **params) -> None:
     """Accuracy of NAME on a data file (a linear probe when its head does not fit the labels)."""
-    res = z.evaluate(name, data, train=train_file, split=split, dataset=dataset, **params)
+    res = z.evaluate(name, data, train=train_file, split=split, dataset=dataset, probe=probe, **params)
     emit(res, as_json, lambda r: f"{r['name']} on {r['dataset']} ({r['split']}): {r['metric']} {r['value']:.4f} "
          f"over {r['n_examples']} examples ({r['how']})")
 

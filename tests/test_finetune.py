@@ -10,6 +10,7 @@ import pytest
 
 from conftest import write_sentiment
 from zoo import Zoo
+from zoo.data import read_examples
 from zoo.errors import NotFound, ZooValueError
 
 
@@ -77,6 +78,8 @@ def test_eval_head_and_probe(filled, data, tmp_path):
     res = filled.finetune("base", train, dev, dataset="senti", epochs=3, batch_size=8, lr=2e-3, seed=0)
     ev = filled.evaluate(res["name"], dev)
     assert ev["how"] == "head" and ev["value"] == pytest.approx(res["eval_accuracy"])
+    forced = filled.evaluate(res["name"], dev, train=train, probe=True)
+    assert forced["how"].startswith("linear probe") and forced["n_probe_train"] == len(read_examples(train))
     # ft-a0's head has labels LABEL_0/LABEL_1, not pos/neg: a linear probe on the frozen body.
     probe = filled.evaluate("ft-a0", dev, train=train)
     assert probe["metric"] == "probe_accuracy" and 0 <= probe["value"] <= 1

@@ -722,20 +722,22 @@ class Zoo:
             return catalog.list_runs(conn, status, limit)
 
     def evaluate(self, name: str, data: str | os.PathLike, train: str | os.PathLike | None = None,
-                 split: str = "test", dataset: str | None = None, **params: Any) -> dict[str, Any]:
+                 split: str = "test", dataset: str | None = None, probe: bool = False,
+                 **params: Any) -> dict[str, Any]:
         """Accuracy of a model on a data file, recorded in ``evaluations``: through its head
-        when it has the data's label space, else a linear probe on its frozen body."""
+        when it has the data's label space, else (or always, with ``probe``) a linear probe
+        on its frozen body."""
         from zoo.data import read_examples
         from zoo.finetune import TrainParams, evaluate as run_eval
 
         tp = TrainParams(**params)
         ex = read_examples(data)
-        probe = read_examples(train) if train is not None else None
+        probe_ex = read_examples(train) if train is not None else None
         with self._read() as conn:
             row = catalog.model(conn, name)
             fam = next(f for f in catalog.families_snapshot(conn) if f.id == row["family_id"])
             base_uri = catalog.model_by_id(conn, fam.base_model_id)["uri"]
-        res = run_eval(Path(row["uri"]), [Path(base_uri)], ex, probe, tp)
+        res = run_eval(Path(row["uri"]), [Path(base_uri)], ex, probe_ex, tp, probe=probe)
         dataset = dataset or Path(data).stem
         with self._write() as conn:
             catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],

@@ -240,15 +240,16 @@ def head_fits(model_dir: Path, labels: list[str]) -> bool:
 
 
 def evaluate(model_dir: Path, tokenizer_dirs: Sequence[Path], data: Examples, probe_train: Examples | None,
-             params: TrainParams) -> dict[str, Any]:
+             params: TrainParams, probe: bool = False) -> dict[str, Any]:
     """Accuracy of a checkpoint on ``data``: through its head when it has this label space,
-    else a linear probe on the frozen body (the paper's "generalized" evaluation)."""
+    else (or always, with ``probe``) a linear probe on the frozen body (the paper's
+    "generalized" evaluation, which compares models whose heads differ on equal terms)."""
     device = resolve_device(params.device)
     seed_everything(params.seed)
     quiet_transformers()
     tok = load_tokenizer([model_dir, *tokenizer_dirs])
     labels = data.label_space()
-    if head_fits(model_dir, labels):
+    if not probe and head_fits(model_dir, labels):
         model = load_classifier(model_dir, labels)
         ev = evaluate_classifier(model, tok, data, labels, params, device)
         return {"metric": "accuracy", "value": ev["accuracy"], "loss": ev["loss"], "n_examples": ev["n_examples"],
