@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from zoo import catalog
-from zoo.select import Outcome, category, observed_gains, score, PRIORS, PRIOR_WEIGHT
+from zoo.select import Outcome, category, category_of_members, observed_gains, score, PRIORS, PRIOR_WEIGHT
 
 
 def test_category_of_start_specs():
@@ -14,6 +14,19 @@ def test_category_of_start_specs():
     assert category("centroid:dataset=b", "centroid") == "dataset-centroid"
     assert category("my-model", "finetune") == "model"
     assert category("minilm", "base") == "base"
+
+
+def test_category_of_explicit_centroids():
+    same_task = [("a", "t"), ("b", "t"), ("b", "t")]
+    assert category_of_members("c", "t", same_task) == "task-centroid"
+    assert category_of_members("c", "t", [("b", "t"), ("b", "t")]) == "dataset-centroid"
+    assert category_of_members("c", "t", same_task + [("x", "u")]) == "family-centroid"
+    # A centroid that contains the target dataset, or members without a dataset, is just a model.
+    assert category_of_members("a", "t", same_task) == "model"
+    assert category_of_members("c", "t", [("a", "t"), (None, None)]) == "model"
+    assert category_of_members("c", "t", []) == "model"
+    # No task on the run: nothing ties the members to it.
+    assert category_of_members("c", None, same_task) == "family-centroid"
 
 
 def test_gains_are_relative_to_base_on_same_dataset():
@@ -63,3 +76,18 @@ def test_select_start_bad_input(filled):
 
     with pytest.raises(ZooValueError):
         filled.select_start("t", neighbours=0)
+
+
+def test_history_counts_explicitly_named_centroids(filled):
+    """A run from `zoo centroid ft-b0 ft-b1 ft-b2` (by name) counts as a start from b's region."""
+    c = filled.centroid(names=["ft-b0", "ft-b1", "ft-b2"], out="b-mean")
+    ids = {m["name"]: m["id"] for m in filled.ls()}
+    with filled._write() as conn:
+        _fake_run(conn, ids["ft-a0"], "a", "base", "base", 0.60)
+        rid = catalog.insert_run(conn, start_model_id=c["id"], result_model_id=ids["ft-a1"], dataset="a",
+                                 method="full", params={"start": "b-mean", "start_kind": "centroid", "task": "t"},
+                                 device="cpu", status="finished")
+        catalog.insert_evaluation(conn, model_id=ids["ft-a1"], dataset="a", split="eval", metric="accuracy",
+                                  value=0.75, run_id=rid)
+    by = {c["category"]: c for c in filled.select_start("t", dataset="c")["candidates"]}
+    assert by["dataset-centroid"]["n_runs"] == 1 and by["dataset-centroid"]["observed_gain"] == pytest.approx(0.15)

@@ -755,9 +755,14 @@ class Zoo:
             sp = fam.spaces[0]
             base = catalog.model_by_id(conn, fam.base_model_id)
             fts = [m for m in catalog.list_models(conn, family=fam.name, kind="finetune")]
-            outcomes = [sel.Outcome(r["dataset"], (r["params"] or {}).get("task"),
-                                    sel.category((r["params"] or {}).get("start", ""), (r["params"] or {}).get("start_kind")),
-                                    r["accuracy"]) for r in catalog.finished_runs(conn, fam.id)]
+            start_members = catalog.run_start_members(conn, fam.id)
+            outcomes = []
+            for r in catalog.finished_runs(conn, fam.id):
+                p = r["params"] or {}
+                cat = sel.category(p.get("start", ""), p.get("start_kind"))
+                if cat == "model" and r["id"] in start_members:
+                    cat = sel.category_of_members(r["dataset"], p.get("task"), start_members[r["id"]])
+                outcomes.append(sel.Outcome(r["dataset"], p.get("task"), cat, r["accuracy"]))
             ids, x = catalog.sketch_vectors(conn, sp.id, [m["id"] for m in fts])
         by_id = {m["id"]: m for m in fts}
         vec = {int(i): v.astype(np.float64) for i, v in zip(ids, x)}

@@ -272,6 +272,20 @@ def finished_runs(conn: sa.Connection, family_id: int) -> list[dict[str, Any]]:
     return [dict(r, params=_json(r["params"])) for r in conn.execute(q, {"f": family_id}).mappings()]
 
 
+def run_start_members(conn: sa.Connection, family_id: int) -> dict[int, list[tuple[str | None, str | None]]]:
+    """For finished runs that started from a centroid: run id -> (dataset, task) of each member."""
+    q = sa.text("""
+        SELECT r.id AS run_id, p.dataset, p.task
+        FROM runs r JOIN models m ON m.id = r.result_model_id
+        JOIN lineage l ON l.child_id = r.start_model_id AND l.relation = 'averaged_from'
+        JOIN models p ON p.id = l.parent_id
+        WHERE r.status = 'finished' AND m.family_id = :f ORDER BY r.id, p.id""")
+    out: dict[int, list[tuple[str | None, str | None]]] = {}
+    for r in conn.execute(q, {"f": family_id}).mappings():
+        out.setdefault(r["run_id"], []).append((r["dataset"], r["task"]))
+    return out
+
+
 def list_runs(conn: sa.Connection, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     q = """
         SELECT r.id, r.status, s.name AS start, m.name AS result, r.dataset, r.method, r.device,

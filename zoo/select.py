@@ -35,6 +35,17 @@ def category(start: str, start_kind: str | None) -> str:
     return "model"
 
 
+def category_of_members(dataset: str | None, task: str | None, members: Iterable[tuple[str | None, str | None]]) -> str:
+    """The category of a centroid start named explicitly, from its members' (dataset, task):
+    what the start was, not how it was spelled (``zoo centroid a b c`` then ``--from`` its name)."""
+    members = list(members)
+    if not members or any(d is None or d == dataset for d, _ in members):
+        return "model"
+    if task is not None and all(t == task for _, t in members):
+        return "task-centroid" if len({d for d, _ in members}) > 1 else "dataset-centroid"
+    return "family-centroid"
+
+
 @dataclass
 class Outcome:
     """One finished run: its dataset, task, start category and accuracy."""
