@@ -322,7 +322,7 @@ def runs(z: Zoo, status, limit, as_json) -> None:
 
 
 @main.command("eval")
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True)
 @click.option("--data", required=True, type=click.Path(dir_okay=False))
 @click.option("--train", "train_file", type=click.Path(dir_okay=False), help="Probe training data (default: half of --data).")
 @click.option("--split", default="test", show_default=True)
@@ -333,11 +333,14 @@ def runs(z: Zoo, status, limit, as_json) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @json_opt
 @click.pass_obj
-def eval_(z: Zoo, name, data, train_file, split, dataset, probe, as_json, **params) -> None:
-    """Accuracy of NAME on a data file (a linear probe when its head does not fit the labels)."""
-    res = z.evaluate(name, data, train=train_file, split=split, dataset=dataset, probe=probe, **params)
-    emit(res, as_json, lambda r: f"{r['name']} on {r['dataset']} ({r['split']}): {r['metric']} {r['value']:.4f} "
-         f"over {r['n_examples']} examples ({r['how']})")
+def eval_(z: Zoo, names, data, train_file, split, dataset, probe, as_json, **params) -> None:
+    """Accuracy of each NAME on a data file (a linear probe when its head does not fit the labels).
+
+    JSON is one object for one name, a list for several."""
+    res = z.evaluate_many(names, data, train=train_file, split=split, dataset=dataset, probe=probe, **params)
+    emit(res[0] if len(res) == 1 else res, as_json, lambda _: "\n".join(
+        f"{r['name']} on {r['dataset']} ({r['split']}): {r['metric']} {r['value']:.4f} over {r['n_examples']} "
+        f"examples ({r['how']})" for r in res))
 
 
 @main.command("select-start")

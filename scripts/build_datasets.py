@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -333,6 +334,7 @@ def main() -> int:
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "zoo-datasets"))
     ap.add_argument("--max-train", type=int, default=2000)
     args = ap.parse_args()
+    t0 = time.perf_counter()
     try:
         summary = build(Path(args.out), Path(args.cache), args.max_train)
     except BuildError as e:
@@ -340,6 +342,8 @@ def main() -> int:
         return 1
     for name, s in summary.items():
         print(f"{name:>20} ({TASKS[name]}): train {s['train']}, dev {s['dev']}, test {s['test']}")
+    # The build's wall time, for the reproduction report (downloads come from the cache when present).
+    (Path(args.out) / "build.json").write_text(json.dumps({"seconds": time.perf_counter() - t0}) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -1,26 +1,46 @@
 """Reproduce the paper's findings with zoo itself: every number comes from `zoo ... --json`.
 
-Stages implemented so far (run with `--stages`):
-- clusters: `zoo clusters` at the dataset level (k = number of datasets) and the task
-  level (k = number of tasks), on sketches and on exact task vectors (`--exact`), with
-  purity against the labels and the agreement (Rand index) of sketch and exact clusterings;
-- map: `zoo map --color-by dataset|task`, the paper's picture of the zoo.
+Stages (`--stages`, in this order by default):
+- clusters: `zoo clusters` at the dataset level (k = number of datasets) and the task level
+  (k = number of tasks), on sketches (d=1024 and d=4096) and on exact task vectors
+  (`--exact`), with purity and the sketch-vs-exact agreement (Rand index);
+- map: `zoo map --color-by dataset|task`, the paper's picture of the zoo;
+- interior: points inside same-dataset regions (interpolation, Dirichlet hull sample,
+  centroid) and past their ends (extrapolation), evaluated with `zoo eval` through the
+  averaged head; points inside task regions (interpolation between datasets, Dirichlet
+  sample, task centroid) evaluated with `zoo eval --probe` against the endpoints' probes;
+- start: leave one dataset out: `zoo finetune` from the base, from the centroid of every
+  model not trained on D, and from the centroid of D's task region without D, with 2 seeds,
+  full data and few-shot (200 examples); `zoo select-start` before each dataset's runs.
 
-Writes OUT/REPRODUCTION.md, OUT/reproduction.json and the PNG figures.
+The real zoo at HOME stays as `make real-zoo` built it: the experiments register their
+centroids and fine-tunes in a second zoo (WORK, default HOME-experiments) that holds the
+same checkpoints by reference. Every zoo call's result and wall time is cached in
+WORK/reproduce-cache.json, so an interrupted run resumes where it stopped. Writes
+OUT/REPRODUCTION.md, OUT/reproduction.json and the PNG figures.
 
-    python scripts/reproduce.py --home .zoo-real [--out docs] [--stages clusters,map]
+    python scripts/reproduce.py --home .zoo-real --data data/real [--out docs] [--stages ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import re
 import subprocess
 import sys
 import time
 from itertools import combinations
 from pathlib import Path
 
+STAGES = ("clusters", "map", "interior", "start")
 PAPER = {"dataset": "~98 % (same-dataset models cluster together)", "task": "looser than datasets (no single figure)"}
+TIE = 0.005  # accuracy differences below half a point count as ties
+REAL_NAME = re.compile(r"^(?P<dataset>.+)-s(?P<seed>\d+)$")
+
+
+class ZooFailed(RuntimeError):
+    pass
 
 
 def zoo(home: Path, *args: str) -> dict | list:
@@ -28,8 +48,31 @@ def zoo(home: Path, *args: str) -> dict | list:
     r = subprocess.run([str(exe) if exe.exists() else "zoo", "--home", str(home), *args, "--json"],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        raise SystemExit(f"zoo {' '.join(args)} failed: {r.stderr.strip()}")
+        raise ZooFailed(f"zoo {' '.join(args)} failed: {r.stderr.strip()}")
     return json.loads(r.stdout)
+
+
+class Cache:
+    """Results of zoo calls that create models or train, keyed by what they computed, with
+    their wall time and stage, saved after each call (resume after an interruption)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+
+    def call(self, stage: str, key: str, home: Path, *args: str) -> dict:
+        if key in self.data:
+            return self.data[key]["result"]
+        t0 = time.perf_counter()
+        res = zoo(home, *args)
+        self.data[key] = {"stage": stage, "seconds": time.perf_counter() - t0, "result": res}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+        return res
+
+    def seconds(self, stage: str) -> float:
+        return sum(v["seconds"] for v in self.data.values() if v["stage"] == stage)
 
 
 def rand_index(a: dict[str, int], b: dict[str, int]) -> float:
@@ -41,23 +84,49 @@ def rand_index(a: dict[str, int], b: dict[str, int]) -> float:
     return sum((a[x] == a[y]) == (b[x] == b[y]) for x, y in pairs) / len(pairs)
 
 
-def stage_clusters(home: Path) -> dict:
-    models = [m for m in zoo(home, "ls", "--kind", "finetune") if m["dataset"] and m["task"]]
+def real_models(home: Path) -> list[dict]:
+    """The fine-tunes `make real-zoo` made (named DATASET-sSEED), sorted by dataset and seed."""
+    out = []
+    for m in zoo(home, "ls", "--kind", "finetune"):
+        g = REAL_NAME.match(m["name"])
+        if g and m["dataset"] == g["dataset"] and m["task"] and m["seed"] == int(g["seed"]):
+            out.append(m)
+    return sorted(out, key=lambda m: (m["dataset"], m["seed"]))
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+# ------------------------------------------------------------------ clusters and map (real zoo)
+
+def stage_clusters(home: Path, big_dim: int) -> dict:
+    models = real_models(home)
+    spaces = zoo(home, "space", "ls")
+    default = spaces[0]
+    big = next((s for s in spaces if s["dim"] == big_dim and s["metric"] == default["metric"]), None)
+    if big is None:
+        big = zoo(home, "space", "add", "--dim", str(big_dim), "--metric", default["metric"])
     levels = {"dataset": len({m["dataset"] for m in models}), "task": len({m["task"] for m in models})}
     rows = []
     for level, k in levels.items():
         t0 = time.perf_counter()
         sk = zoo(home, "clusters", "-k", str(k))
         t1 = time.perf_counter()
-        ex = zoo(home, "clusters", "-k", str(k), "--exact")
+        skb = zoo(home, "clusters", "-k", str(k), "--space", str(big["id"]))
         t2 = time.perf_counter()
-        agree = rand_index({r["name"]: r["cluster"] for r in sk["assignments"]},
-                           {r["name"]: r["cluster"] for r in ex["assignments"]})
+        ex = zoo(home, "clusters", "-k", str(k), "--exact")
+        t3 = time.perf_counter()
+        exact = {r["name"]: r["cluster"] for r in ex["assignments"]}
         rows.append({"level": level, "k": k, "n": sk["n"], "paper": PAPER[level],
-                     "sketch_purity": sk[f"purity_{level}"], "exact_purity": ex[f"purity_{level}"],
-                     "sketch_exact_rand_index": agree, "sketch_seconds": t1 - t0, "exact_seconds": t2 - t1})
+                     "sketch_dim": default["dim"], "sketch_purity": sk[f"purity_{level}"],
+                     "sketch_big_dim": big_dim, "sketch_big_purity": skb[f"purity_{level}"],
+                     "exact_purity": ex[f"purity_{level}"],
+                     "sketch_exact_rand_index": rand_index({r["name"]: r["cluster"] for r in sk["assignments"]}, exact),
+                     "sketch_big_exact_rand_index": rand_index({r["name"]: r["cluster"] for r in skb["assignments"]}, exact),
+                     "sketch_seconds": t1 - t0, "sketch_big_seconds": t2 - t1, "exact_seconds": t3 - t2})
     # What separates models: the dataset, or the seed (data order and head initialisation)?
-    # Exact cosine distances of same-dataset/different-seed and same-seed/different-dataset pairs.
     by_ds: dict[str, dict[int, str]] = {}
     task_of: dict[str, str] = {}
     for m in models:
@@ -68,16 +137,19 @@ def stage_clusters(home: Path) -> dict:
     for d in datasets:
         seeds = sorted(by_ds[d])
         same_task = [e for e in datasets if e != d and task_of[e] == task_of[d] and seeds and seeds[0] in by_ds[e]]
+        other_task = [e for e in datasets if task_of[e] != task_of[d] and seeds and seeds[0] in by_ds[e]]
         if len(seeds) >= 2:
             pairs.append(("same dataset, different seed", by_ds[d][seeds[0]], by_ds[d][seeds[1]]))
         if same_task:
             pairs.append(("same task and seed, different dataset", by_ds[d][seeds[0]], by_ds[same_task[0]][seeds[0]]))
+        if other_task:
+            pairs.append(("same seed, different task", by_ds[d][seeds[0]], by_ds[other_task[0]][seeds[0]]))
     probe: dict[str, list[float]] = {}
     for kind, a, b in pairs:
         d = zoo(home, "distance", a, b, "--exact")
         probe.setdefault(kind, []).append(d["exact"]["cosine"])
     return {"rows": rows, "n_models": len(models),
-            "pair_probe": {k: {"pairs": len(v), "mean_exact_cosine_distance": sum(v) / len(v)} for k, v in probe.items()}}
+            "pair_probe": {k: {"pairs": len(v), "mean_exact_cosine_distance": mean(v)} for k, v in probe.items()}}
 
 
 def stage_map(home: Path, out: Path) -> dict:
@@ -89,68 +161,401 @@ def stage_map(home: Path, out: Path) -> dict:
     return figs
 
 
-def report(results: dict, home: Path) -> str:
+# ------------------------------------------------------------------ the experiment zoo
+
+def prepare_work(home: Path, work: Path) -> tuple[list[dict], str]:
+    """WORK holds the real zoo's base and fine-tunes by reference; returns (models, base name)."""
+    real = real_models(home)
+    bases = zoo(home, "ls", "--kind", "base")
+    if not bases or not real:
+        raise SystemExit(f"error: {home} has no base or no DATASET-sSEED fine-tunes; build it with `make real-zoo`")
+    base = bases[0]
+    have = {m["name"] for m in zoo(work, "ls")} if (work / "catalog.duckdb").exists() else set()
+    if base["name"] not in have:
+        zoo(work, "add", base["uri"], "--name", base["name"], "--kind", "base")
+    for m in real:
+        if m["name"] not in have:
+            zoo(work, "add", m["uri"], "--name", m["name"], "--base", base["name"], "--dataset", m["dataset"],
+                "--task", m["task"], "--seed", str(m["seed"]), "--kind", "finetune")
+    return real, base["name"]
+
+
+def fewshot_file(data: Path, work: Path, dataset: str, n: int) -> Path:
+    """A deterministic, label-balanced sample of n training examples (every label present)."""
+    out = work / "fewshot" / f"{dataset}.jsonl"
+    if out.exists():
+        return out
+    rows = [json.loads(line) for line in (data / dataset / "train.jsonl").read_text().splitlines() if line.strip()]
+    by_label: dict[str, list[dict]] = {}
+    for r in rows:
+        by_label.setdefault(str(r["label"]), []).append(r)
+    rng = random.Random(0)
+    for v in by_label.values():
+        rng.shuffle(v)
+    picked, i = [], 0
+    while len(picked) < min(n, len(rows)):
+        for v in by_label.values():
+            if i < len(v) and len(picked) < n:
+                picked.append(v[i])
+        i += 1
+    rng.shuffle(picked)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    tmp.replace(out)
+    return out
+
+
+def compare(acc: float, refs: list[float]) -> dict:
+    return {"accuracy": acc, "endpoints": refs, "vs_worst": acc - min(refs), "vs_mean": acc - mean(refs),
+            "vs_best": acc - max(refs)}
+
+
+def stage_interior(work: Path, data: Path, real: list[dict], base_name: str, cache: Cache, evargs: list[str]) -> dict:
+    by_ds: dict[str, list[str]] = {}
+    task_of: dict[str, str] = {}
+    for m in real:
+        by_ds.setdefault(m["dataset"], []).append(m["name"])
+        task_of[m["dataset"]] = m["task"]
+
+    def ev(name: str, ds: str, probe: bool) -> float:
+        args = ["eval", name, "--data", str(data / ds / "test.jsonl"), "--dataset", ds, "--split", "test", *evargs]
+        if probe:
+            args += ["--probe", "--train", str(data / ds / "dev.jsonl")]
+        return cache.call("interior", f"eval:{name}:{ds}:{'probe' if probe else 'head'}", work, *args)["value"]
+
+    def make(key: str, *args: str) -> str:
+        return cache.call("interior", f"make:{key}", work, *args, "--out", key)["name"]
+
+    dataset_rows = []
+    for ds, names in sorted(by_ds.items()):
+        if len(names) < 2:
+            continue
+        a, b = names[0], names[1]
+        acc = {n: ev(n, ds, False) for n in names}
+        points = [("interpolation α=0.5", make(f"int-{ds}-0.5", "interpolate", a, b, "--alpha", "0.5"), [a, b])]
+        if len(names) >= 3:
+            points.append(("Dirichlet hull sample", make(f"dir-{ds}", "centroid", *names, "--dirichlet", "1.0",
+                                                           "--seed", "0"), names))
+        points.append(("centroid", make(f"cen-{ds}", "centroid", *names), names))
+        for label, name, members in points:
+            dataset_rows.append({"dataset": ds, "point": label, "name": name, "members": members,
+                                 **compare(ev(name, ds, False), [acc[m] for m in members])})
+        for alpha, near in (("-0.5", a), ("1.5", b)):
+            name = make(f"ext-{ds}-{alpha}", "interpolate", a, b, "--alpha", alpha, "--extrapolate")
+            dataset_rows.append({"dataset": ds, "point": f"extrapolation α={alpha}", "name": name, "members": [a, b],
+                                 "nearer_endpoint": near, **compare(ev(name, ds, False), [acc[a], acc[b]]),
+                                 "vs_nearer": ev(name, ds, False) - acc[near]})
+
+    task_rows = []
+    for task in sorted(set(task_of.values())):
+        dss = sorted(d for d in by_ds if task_of[d] == task)
+        members = [n for d in dss for n in by_ds[d]]
+        first = {d: by_ds[d][0] for d in dss}
+        own = {d: ev(first[d], d, True) for d in dss}
+        base = {d: ev(base_name, d, True) for d in dss}
+        points = [("task centroid", make(f"cen-task-{task}", "centroid", *members), dss),
+                  ("task Dirichlet sample", make(f"dir-task-{task}", "centroid", *members, "--dirichlet", "1.0",
+                                                 "--seed", "0"), dss)]
+        pairs = list(zip(dss, dss[1:] + dss[:1])) if len(dss) > 2 else [tuple(dss)] if len(dss) == 2 else []
+        for d1, d2 in pairs:
+            points.append((f"interpolation {d1} ↔ {d2}",
+                           make(f"int-{first[d1]}-{first[d2]}", "interpolate", first[d1], first[d2], "--alpha", "0.5"),
+                           [d1, d2]))
+        for label, name, on in points:
+            for d in on:
+                acc = ev(name, d, True)
+                task_rows.append({"task": task, "point": label, "name": name, "dataset": d, "accuracy": acc,
+                                  "endpoint": own[d], "base": base[d], "vs_endpoint": acc - own[d],
+                                  "vs_base": acc - base[d]})
+    return {"dataset_level": dataset_rows, "task_level": task_rows, "tie": TIE,
+            "seconds": cache.seconds("interior")}
+
+
+def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict,
+                seeds: int) -> dict:
+    datasets = sorted({m["dataset"] for m in real})
+    task_of = {m["dataset"]: m["task"] for m in real}
+    results: dict[str, dict] = {s: {} for s in settings}
+    picks: dict[str, dict] = {s: {} for s in settings}
+    for setting, hp in settings.items():
+        for ds in datasets:
+            task = task_of[ds]
+            others = [m["name"] for m in real if m["dataset"] != ds]
+            same_task = [m["name"] for m in real if m["dataset"] != ds and m["task"] == task]
+            sel = cache.call("start", f"select:{setting}:{ds}", work, "select-start", "--task", task, "--dataset", ds)
+            picks[setting][ds] = {"top": sel["candidates"][0]["category"], "basis": sel["basis"],
+                                  "ranking": [c["category"] for c in sel["candidates"]]}
+            starts = {"base": base,
+                      "all-centroid": cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
+                                                 "--out", f"loo-all-{ds}")["name"]}
+            if same_task:
+                starts["task-centroid"] = cache.call("start", f"make:loo-task-{ds}", work, "centroid", *same_task,
+                                                     "--out", f"loo-task-{ds}")["name"]
+            train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
+            accs: dict[str, list[float]] = {}
+            for start, name in starts.items():
+                for seed in range(seeds):
+                    out = f"sp-{setting}-{ds}-{start}-s{seed}"
+                    res = cache.call("start", f"finetune:{out}", work, "finetune", "--from", name, "--train", str(train),
+                                     "--eval", str(data / ds / "test.jsonl"), "--dataset", ds, "--task", task,
+                                     "--seed", str(seed), "--epochs", str(hp["epochs"]), "--lr", str(hp["lr"]),
+                                     "--batch-size", str(hp["batch_size"]), "--max-length", str(hp["max_length"]),
+                                     "--out", out)
+                    accs.setdefault(start, []).append(res["eval_accuracy"])
+            results[setting][ds] = {"task": task, "accuracy": {k: mean(v) for k, v in accs.items()}, "runs": accs}
+    summary = {}
+    for setting, per in results.items():
+        s = {}
+        for start in ("all-centroid", "task-centroid"):
+            gains = [r["accuracy"][start] - r["accuracy"]["base"] for r in per.values() if start in r["accuracy"]]
+            s[start] = {"wins": sum(g > TIE for g in gains), "ties": sum(abs(g) <= TIE for g in gains),
+                        "losses": sum(g < -TIE for g in gains), "mean_gain": mean(gains), "n": len(gains)}
+        best_hits = []
+        for ds, r in per.items():
+            best = max(r["accuracy"], key=r["accuracy"].get)
+            top = {"base": "base", "task-centroid": "task-centroid", "family-centroid": "all-centroid"}.get(
+                picks[setting][ds]["top"])
+            r["best"] = best
+            r["select_start_top"] = top or picks[setting][ds]["top"]
+            r["select_start_basis"] = picks[setting][ds]["basis"]
+            r["select_start_was_best"] = None if top is None else (
+                r["accuracy"][top] >= r["accuracy"][best] - TIE)
+            best_hits.append(r["select_start_was_best"])
+        s["select_start_best"] = sum(bool(h) for h in best_hits)
+        s["select_start_judged"] = sum(h is not None for h in best_hits)
+        summary[setting] = s
+    return {"settings": settings, "seeds": seeds, "per_dataset": results, "summary": summary, "tie": TIE,
+            "seconds": cache.seconds("start"),
+            "seconds_by_setting": {s: sum(v["seconds"] for k, v in cache.data.items()
+                                          if v["stage"] == "start" and k.startswith(f"finetune:sp-{s}-"))
+                                   for s in settings}}
+
+
+# ------------------------------------------------------------------ report
+
+def pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def pts(x: float) -> str:
+    return f"{x * 100:+.2f}"
+
+
+def report(results: dict, home: Path, data: Path) -> str:
     lines = ["# Reproducing *Knowledge is a Region in Weight Space* with zoo", "",
-             f"Generated by `scripts/reproduce.py` from `zoo ... --json` on the zoo at `{home}`.", ""]
+             f"Generated by `make reproduce` (`scripts/reproduce.py`) from `zoo ... --json` on the zoo at `{home}`; "
+             "every figure below is a zoo command's output. The paper is Gueta et al. 2023 (fine-tunes of RoBERTa-base "
+             "on 36 datasets in 3 tasks, several seeds, trained to convergence on a GPU); ours is all-MiniLM-L6-v2 "
+             "fine-tuned on 10 datasets in 3 tasks built from Debian packages (`make datasets`), on 2 CPU cores.", ""]
     times = home / "real_zoo_times.json"
+    wall = [("| stage | command | wall time |"), "|---|---|---|"]
+    build = data / "build.json"
+    if build.exists():
+        wall.append(f"| dataset build | `make datasets` | {json.loads(build.read_text())['seconds']:.0f} s |")
     if times.exists():
         t = json.loads(times.read_text())
-        lines += [f"Zoo: {len(t)} fine-tunes of all-MiniLM-L6-v2 built by `make real-zoo`, "
-                  f"{sum(v['wall_s'] for v in t.values()) / 60:.1f} min of fine-tuning "
-                  f"({min(v['wall_s'] for v in t.values()):.0f}-{max(v['wall_s'] for v in t.values()):.0f} s a model).", ""]
+        total = sum(v["wall_s"] for v in t.values())
+        lines += [f"Zoo: {len(t)} fine-tunes built by `make real-zoo` (2 epochs, max length 64, batch 32, lr 1e-4), "
+                  f"{total / 60:.1f} min of fine-tuning ({min(v['wall_s'] for v in t.values()):.0f}-"
+                  f"{max(v['wall_s'] for v in t.values()):.0f} s a model).", ""]
+        wall.append(f"| zoo build ({len(t)} fine-tunes) | `make real-zoo` | {total / 60:.1f} min |")
+    for st, label in (("clusters", "clusters"), ("map", "map"), ("interior", "region interior"),
+                      ("start", "starting points")):
+        if st in results and "seconds" in results[st]:
+            wall.append(f"| {label} | `make reproduce` | {results[st]['seconds'] / 60:.1f} min |")
+    if "start" in results:
+        for s, sec in results["start"]["seconds_by_setting"].items():
+            wall.append(f"| … of which {s} fine-tunes | | {sec / 60:.1f} min |")
+    lines += ["## Wall time (2 CPU cores)", "", *wall, "",
+              "Experiment stages sum the wall time of every zoo command they ran, across resumed runs.", ""]
+
     if "clusters" in results:
         c = results["clusters"]
+        r0 = c["rows"][0]
         lines += ["## Clusters", "",
-                  f"k-means (faiss, cosine) over {c['n_models']} fine-tunes with k = the number of labels; purity = "
-                  "share of models whose cluster's majority label is their own.", "",
-                  "| level | k | paper | zoo, sketches (d=1024) | zoo, exact task vectors | sketch vs exact agreement (Rand) |",
-                  "|---|---|---|---|---|---|"]
+                  f"k-means (`zoo clusters`, faiss, cosine) over the {c['n_models']} fine-tunes with k = the number of "
+                  "labels; purity = share of models whose cluster's majority label is their own.", "",
+                  f"| level | k | paper | zoo, sketches d={r0['sketch_dim']} | zoo, sketches d={r0['sketch_big_dim']} "
+                  "| zoo, exact task vectors | agreement with exact (Rand), d=" + f"{r0['sketch_dim']} / {r0['sketch_big_dim']} |",
+                  "|---|---|---|---|---|---|---|"]
         for r in c["rows"]:
-            lines.append(f"| {r['level']} | {r['k']} | {r['paper']} | {r['sketch_purity']:.1%} | {r['exact_purity']:.1%} "
-                         f"| {r['sketch_exact_rand_index']:.3f} |")
-        lines += ["", "Wall time: " + "; ".join(f"{r['level']}: sketches {r['sketch_seconds']:.1f} s, exact "
-                                                 f"{r['exact_seconds']:.1f} s" for r in c["rows"]) + ".", ""]
+            lines.append(f"| {r['level']} | {r['k']} | {r['paper']} | {pct(r['sketch_purity'])} | "
+                         f"{pct(r['sketch_big_purity'])} | {pct(r['exact_purity'])} | "
+                         f"{r['sketch_exact_rand_index']:.3f} / {r['sketch_big_exact_rand_index']:.3f} |")
+        lines += ["", "Wall time: " + "; ".join(
+            f"{r['level']}: sketches {r['sketch_seconds']:.1f} s, d={r['sketch_big_dim']} {r['sketch_big_seconds']:.1f} s, "
+            f"exact {r['exact_seconds']:.1f} s" for r in c["rows"]) + ".", ""]
         if c.get("pair_probe"):
-            lines += ["What separates models here (exact cosine distance between task vectors, `zoo distance --exact`):", "",
+            lines += ["What separates models (exact cosine distance between task vectors, `zoo distance --exact`):", "",
                       "| pair | pairs | mean cosine distance |", "|---|---|---|"]
             lines += [f"| {k} | {v['pairs']} | {v['mean_exact_cosine_distance']:.3f} |" for k, v in c["pair_probe"].items()]
-            lines += ["", "When models of one seed across datasets are closer than models of one dataset across "
-                      "seeds, the seed (data order, head initialisation) leaves a larger mark than the data, and "
-                      "dataset clusters blur; the paper's models were trained longer, where the data dominates.", ""]
+            lines.append("")
     if "map" in results:
-        lines += ["## Map", ""]
+        lines += ["## Map", "", "`zoo map --color-by dataset|task --kind finetune` (PCA of the sketches).", ""]
         for by, f in results["map"].items():
             lines += [f"![zoo map coloured by {by}]({f['path']})", ""]
-    lines += ["## Not yet reproduced", "",
-              "Region interior (interpolations, Dirichlet hull samples, extrapolation, evaluated with `zoo eval`) and "
-              "starting points (leave-one-dataset-out fine-tunes from the base, the all-model centroid and the "
-              "task centroid, full-data and few-shot, `zoo select-start`) are not run by this script yet.", ""]
+
+    if "interior" in results:
+        it = results["interior"]
+        tie = it["tie"]
+        lines += ["## Region interior", "",
+                  "Same-dataset regions (3 seeds of one dataset): `zoo interpolate A B --alpha 0.5`, `zoo centroid "
+                  "--dirichlet 1` (a random point of the convex hull), `zoo centroid`, and `zoo interpolate "
+                  "--extrapolate` at α = −0.5 and 1.5 (half a segment past each end). Heads are averaged (identical "
+                  "label spaces), so `zoo eval` scores them through the head, on the test split. Paper: points inside "
+                  "the region perform like the fine-tuned models or better; points outside fall off.", "",
+                  f"Matching means within {tie * 100:.1f} points.", "",
+                  "| point | n | ≥ worse endpoint | ≥ endpoints' mean | ≥ better endpoint | mean vs endpoints' mean (pts) |",
+                  "|---|---|---|---|---|---|"]
+        kinds: dict[str, list[dict]] = {}
+        for r in it["dataset_level"]:
+            kinds.setdefault(r["point"], []).append(r)
+        for k, rs in kinds.items():
+            n = len(rs)
+            lines.append(f"| {k} | {n} | {sum(r['vs_worst'] >= -tie for r in rs)}/{n} | "
+                         f"{sum(r['vs_mean'] >= -tie for r in rs)}/{n} | {sum(r['vs_best'] >= -tie for r in rs)}/{n} | "
+                         f"{pts(mean(r['vs_mean'] for r in rs))} |")
+        ext = [r for r in it["dataset_level"] if "vs_nearer" in r]
+        if ext:
+            lines += ["", f"Extrapolation vs the nearer endpoint: mean {pts(mean(r['vs_nearer'] for r in ext))} points, "
+                      f"matched or beaten in {sum(r['vs_nearer'] >= -tie for r in ext)}/{len(ext)}.", ""]
+        names = list(kinds)
+        lines += ["Per dataset (test accuracy; endpoints = the 3 seeds):", "",
+                  "| dataset | endpoints | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        per: dict[str, dict[str, dict]] = {}
+        for r in it["dataset_level"]:
+            per.setdefault(r["dataset"], {})[r["point"]] = r
+        for ds, rs in per.items():
+            ends = max((r["endpoints"] for r in rs.values()), key=len)
+            lines.append(f"| {ds} | {' / '.join(f'{e:.3f}' for e in ends)} | " +
+                         " | ".join(f"{rs[n]['accuracy']:.3f}" if n in rs else "" for n in names) + " |")
+        tl = it["task_level"]
+        if tl:
+            lines += ["", "Task regions (models of different datasets, so heads differ): every model is scored with "
+                      "`zoo eval --probe` (logistic regression on the frozen body's mean-pooled features, trained on "
+                      "the dev split, scored on test). Endpoint = the seed-0 model of the evaluated dataset.", "",
+                      "| point | evaluations | mean probe accuracy | ≥ endpoint | mean vs endpoint (pts) | > base | "
+                      "mean vs base (pts) |", "|---|---|---|---|---|---|---|"]
+            groups: dict[str, list[dict]] = {}
+            for r in tl:
+                groups.setdefault("interpolation between datasets" if r["point"].startswith("interpolation")
+                                  else r["point"], []).append(r)
+            for k, rs in groups.items():
+                n = len(rs)
+                lines.append(f"| {k} | {n} | {mean(r['accuracy'] for r in rs):.3f} | "
+                             f"{sum(r['vs_endpoint'] >= -tie for r in rs)}/{n} | {pts(mean(r['vs_endpoint'] for r in rs))} | "
+                             f"{sum(r['vs_base'] > tie for r in rs)}/{n} | {pts(mean(r['vs_base'] for r in rs))} |")
+            ends = {r["dataset"]: (r["endpoint"], r["base"]) for r in tl}
+            lines += ["", "Probe accuracy of the endpoints and the base: " + "; ".join(
+                f"{d} {e:.3f} (base {b:.3f})" for d, (e, b) in sorted(ends.items())) + ".", ""]
+
+    if "start" in results:
+        s = results["start"]
+        tie = s["tie"]
+        lines += ["## Starting points", "",
+                  "Leave one dataset out: for each dataset D, `zoo finetune` on D from the base, from the centroid of "
+                  "every zoo model not trained on D (`zoo centroid` of those names: all-centroid) and from the centroid "
+                  "of D's task region without D (task-centroid), with the same hyperparameters and "
+                  f"{s['seeds']} seeds each; test accuracy, mean over seeds. Before each dataset's runs, `zoo "
+                  "select-start --task T --dataset D` ranked the starts (prior plus the runs recorded so far).", "",
+                  "| setting | hyperparameters |", "|---|---|"]
+        for k, hp in s["settings"].items():
+            lines.append(f"| {k} | " + ", ".join(f"{a} {b}" for a, b in hp.items()) + " |")
+        lines += ["", "| setting | start | wins / ties / losses vs base | mean gain (pts) | paper |", "|---|---|---|---|---|"]
+        for k, sm in s["summary"].items():
+            for start in ("all-centroid", "task-centroid"):
+                x = sm[start]
+                paper = "11 / 0 / 1 of 12, +3.06 (centroid of the other datasets' models)" if start == "all-centroid" \
+                    else "(the paper's task-centroid variant: better still)"
+                lines.append(f"| {k} | {start} | {x['wins']} / {x['ties']} / {x['losses']} of {x['n']} | "
+                             f"{pts(x['mean_gain'])} | {paper} |")
+        for k, per in s["per_dataset"].items():
+            sm = s["summary"][k]
+            lines += ["", f"### {k}", "",
+                      "| dataset | task | base | all-centroid | task-centroid | best | select-start's top | top was best |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for ds, r in per.items():
+                a = r["accuracy"]
+                was = {True: "yes", False: "no", None: "not tested"}[r["select_start_was_best"]]
+                lines.append(f"| {ds} | {r['task']} | {a['base']:.3f} | {a.get('all-centroid', float('nan')):.3f} | "
+                             f"{a.get('task-centroid', float('nan')):.3f} | {r['best']} | {r['select_start_top']} | {was} |")
+            lines += ["", f"`zoo select-start`'s top choice was the best start (within {tie * 100:.1f} points) for "
+                      f"{sm['select_start_best']} of {sm['select_start_judged']} datasets.", ""]
+    notes = Path(__file__).resolve().parent.parent / "docs" / "REPRODUCTION-NOTES.md"
+    if notes.exists():
+        lines += ["## Reading the results", "", f"See [REPRODUCTION-NOTES.md](REPRODUCTION-NOTES.md) (written by hand "
+                  "from a run of this report; the tables above are regenerated by every run).", ""]
     return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--home", required=True)
+    ap.add_argument("--home", required=True, help="the real zoo (`make real-zoo`)")
+    ap.add_argument("--data", default="data/real", help="the datasets (`make datasets`)")
+    ap.add_argument("--work", help="zoo for the experiments' models (default: HOME-experiments)")
     ap.add_argument("--out", default="docs")
-    ap.add_argument("--stages", default="clusters,map")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per start in the starting-point experiment")
+    ap.add_argument("--full-epochs", type=float, default=1.0)
+    ap.add_argument("--fewshot-examples", type=int, default=200)
+    ap.add_argument("--fewshot-epochs", type=float, default=5.0)
+    ap.add_argument("--datasets", nargs="*", help="only these datasets' models in the interior and start stages")
+    ap.add_argument("--big-dim", type=int, default=4096, help="second sketch dimension for the clusters stage")
     args = ap.parse_args()
-    home, out = Path(args.home), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    home, out, data = Path(args.home), Path(args.out), Path(args.data)
+    work = Path(args.work) if args.work else home.with_name(home.name + "-experiments")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in ("clusters", "map")]
+    unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        print(f"error: unknown stage(s) {', '.join(unknown)}; implemented: clusters, map", file=sys.stderr)
+        print(f"error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
         return 1
-    results: dict = {}
-    t0 = time.perf_counter()
-    if "clusters" in stages:
-        results["clusters"] = stage_clusters(home)
-    if "map" in stages:
-        results["map"] = stage_map(home, out)
-    results["seconds"] = time.perf_counter() - t0
-    (out / "reproduction.json").write_text(json.dumps(results, indent=2))
-    (out / "REPRODUCTION.md").write_text(report(results, home))
-    print(f"wrote {out / 'REPRODUCTION.md'} in {results['seconds']:.0f}s")
+    if not (home / "catalog.duckdb").exists():
+        print(f"error: no zoo at {home}; build it with `make real-zoo`", file=sys.stderr)
+        return 1
+    if {"interior", "start"} & set(stages) and not (data / "datasets.json").exists():
+        print(f"error: {data / 'datasets.json'} not found; build the datasets with `make datasets`", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "reproduction.json"
+    results: dict = json.loads(json_path.read_text()) if json_path.exists() else {}
+
+    def save() -> None:
+        json_path.write_text(json.dumps(results, indent=2))
+        (out / "REPRODUCTION.md").write_text(report(results, home, data))
+
+    try:
+        if "clusters" in stages:
+            t0 = time.perf_counter()
+            results["clusters"] = stage_clusters(home, args.big_dim)
+            results["clusters"]["seconds"] = time.perf_counter() - t0
+            save()
+        if "map" in stages:
+            t0 = time.perf_counter()
+            results["map"] = stage_map(home, out)
+            results["map"]["seconds"] = time.perf_counter() - t0
+            save()
+        if {"interior", "start"} & set(stages):
+            work.mkdir(parents=True, exist_ok=True)
+            real, base = prepare_work(home, work)
+            if args.datasets:
+                real = [m for m in real if m["dataset"] in set(args.datasets)]
+            cache = Cache(work / "reproduce-cache.json")
+            evargs = ["--max-length", "64", "--batch-size", "32"]
+            if "interior" in stages:
+                results["interior"] = stage_interior(work, data, real, base, cache, evargs)
+                save()
+            if "start" in stages:
+                settings = {"few-shot": {"examples": args.fewshot_examples, "epochs": args.fewshot_epochs, "lr": 1e-4,
+                                         "batch_size": 16, "max_length": 64},
+                            "full": {"epochs": args.full_epochs, "lr": 1e-4, "batch_size": 32, "max_length": 64}}
+                results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds)
+                save()
+    except ZooFailed as e:
+        print(f"error: {e}\n(rerun to resume: finished steps are cached in {work / 'reproduce-cache.json'})",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {out / 'REPRODUCTION.md'}")
     return 0
 
 

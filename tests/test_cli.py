@@ -90,3 +90,19 @@ def test_second_writer_gets_busy_error(home, ckpts, tmp_path):
     res = subprocess.run([sys.executable, "-m", "cli.main", "--home", str(home), "add", str(ckpts["base"])],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_eval_several_models_and_forced_probe(run, ckpts, tmp_path):
+    from conftest import write_sentiment
+
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], ckpts["a1"], "--dataset", "a", "--task", "t")
+    data = write_sentiment(tmp_path / "senti.jsonl", 24, seed=3)
+    one = json.loads(run("eval", "ft-a0", "--data", data, "--json").stdout)
+    assert one["name"] == "ft-a0" and one["how"].startswith("linear probe")
+    both = json.loads(run("eval", "ft-a0", "ft-a1", "--data", data, "--probe", "--json").stdout)
+    assert [r["name"] for r in both] == ["ft-a0", "ft-a1"] and both[0]["value"] == one["value"]
+    assert len(run("eval", "ft-a0", "base", "--data", data).stdout.strip().splitlines()) == 2
+    n_evals = len(json.loads(run("show", "ft-a0", "--json").stdout)["evaluations"])
+    assert "no model named 'nope'" in _one_line_error(run("eval", "ft-a0", "nope", "--data", data, code=1))
+    assert len(json.loads(run("show", "ft-a0", "--json").stdout)["evaluations"]) == n_evals

@@ -744,6 +744,14 @@ class Zoo:
                                       value=float(res["value"]), n_examples=res["n_examples"])
         return {"name": row["name"], "dataset": dataset, "split": split, **res}
 
+    def evaluate_many(self, names: Sequence[str], data: str | os.PathLike, **kwargs: Any) -> list[dict[str, Any]]:
+        """``evaluate`` for several models on one data file (one process start); every name is
+        checked before the first evaluation."""
+        with self._read() as conn:
+            for n in names:
+                catalog.model(conn, n)
+        return [self.evaluate(n, data, **kwargs) for n in names]
+
     def select_start(self, task: str, dataset: str | None = None, family: str | None = None,
                      neighbours: int = 3) -> dict[str, Any]:
         """Rank starting points for fine-tuning on ``dataset`` of ``task`` (see zoo.select)."""
