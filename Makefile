@@ -33,9 +33,11 @@ real-zoo: $(STAMP)
 	@test -f data/real/datasets.json || $(MAKE) datasets
 	$(BIN)/python scripts/real_zoo.py --data data/real --home $${ZOO_HOME:-.zoo-real} --seeds 3 --epochs 2
 
-# The paper's findings, measured with zoo commands on the real zoo (stages done so far: clusters, map).
+# The paper's findings, measured with zoo commands on the real zoo (resumable; REPRODUCE_BUDGET in minutes).
 reproduce: $(STAMP)
-	$(BIN)/python scripts/reproduce.py --home $${ZOO_HOME:-.zoo-real} --out docs
+	@test -f data/real/datasets.json || $(MAKE) datasets
+	$(BIN)/python scripts/reproduce.py --home $${ZOO_HOME:-.zoo-real} --data data/real --out docs \
+		$${REPRODUCE_BUDGET:+--budget-min $$REPRODUCE_BUDGET}
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_register.py

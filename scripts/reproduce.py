@@ -11,7 +11,7 @@ Stages (`--stages`, in this order by default):
   sample, task centroid) evaluated with `zoo eval --probe` against the endpoints' probes;
 - start: leave one dataset out: `zoo finetune` from the base, from the centroid of every
   model not trained on D, and from the centroid of D's task region without D, with 2 seeds,
-  full data and few-shot (200 examples); `zoo select-start` before each dataset's runs.
+  full data and few-shot (128 examples); `zoo select-start` before each dataset's runs.
 
 The real zoo at HOME stays as `make real-zoo` built it: the experiments register their
 centroids and fine-tunes in a second zoo (WORK, default HOME-experiments) that holds the
@@ -52,17 +52,26 @@ def zoo(home: Path, *args: str) -> dict | list:
     return json.loads(r.stdout)
 
 
+class Missing(LookupError):
+    """A result that is not cached yet, in --report-only mode."""
+
+
 class Cache:
     """Results of zoo calls that create models or train, keyed by what they computed, with
-    their wall time and stage, saved after each call (resume after an interruption)."""
+    their wall time and stage, saved after each call (resume after an interruption).
+    With ``only_cached`` nothing runs: a missing result raises Missing (report what is done)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, only_cached: bool = False, deadline: float | None = None):
         self.path = path
+        self.only_cached = only_cached
+        self.deadline = deadline  # time.time() after which nothing new starts
         self.data: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
 
-    def call(self, stage: str, key: str, home: Path, *args: str) -> dict:
+    def call(self, stage: str, key: str, home: Path, *args: str) -> dict | list:
         if key in self.data:
             return self.data[key]["result"]
+        if self.only_cached or (self.deadline is not None and time.time() > self.deadline):
+            raise Missing(key)
         t0 = time.perf_counter()
         res = zoo(home, *args)
         self.data[key] = {"stage": stage, "seconds": time.perf_counter() - t0, "result": res}
@@ -102,7 +111,7 @@ def mean(xs) -> float:
 # ------------------------------------------------------------------ clusters and map (real zoo)
 
 def stage_clusters(home: Path, big_dim: int) -> dict:
-    models = real_models(home)
+    models = [m for m in zoo(home, "ls", "--kind", "finetune") if m["dataset"] and m["task"]]
     spaces = zoo(home, "space", "ls")
     default = spaces[0]
     big = next((s for s in spaces if s["dim"] == big_dim and s["metric"] == default["metric"]), None)
@@ -158,7 +167,7 @@ def stage_map(home: Path, out: Path) -> dict:
         path = out / f"map-{by}.png"
         res = zoo(home, "map", "-o", str(path), "--color-by", by, "--kind", "finetune", "--no-labels")
         figs[by] = {"path": path.name, "explained": res["explained"]}
-    return figs
+    return {"figures": figs}
 
 
 # ------------------------------------------------------------------ the experiment zoo
@@ -218,92 +227,114 @@ def stage_interior(work: Path, data: Path, real: list[dict], base_name: str, cac
         by_ds.setdefault(m["dataset"], []).append(m["name"])
         task_of[m["dataset"]] = m["task"]
 
-    def ev(name: str, ds: str, probe: bool) -> float:
-        args = ["eval", name, "--data", str(data / ds / "test.jsonl"), "--dataset", ds, "--split", "test", *evargs]
+    def ev(names: list[str], ds: str, probe: bool) -> dict[str, float]:
+        """Test accuracy of several models on ds in one `zoo eval` (head, or probe trained on dev)."""
+        args = ["eval", *names, "--data", str(data / ds / "test.jsonl"), "--dataset", ds, "--split", "test", *evargs]
         if probe:
             args += ["--probe", "--train", str(data / ds / "dev.jsonl")]
-        return cache.call("interior", f"eval:{name}:{ds}:{'probe' if probe else 'head'}", work, *args)["value"]
+        res = cache.call("interior", f"eval:{ds}:{'probe' if probe else 'head'}:{','.join(names)}", work, *args)
+        return {r["name"]: r["value"] for r in (res if isinstance(res, list) else [res])}
 
     def make(key: str, *args: str) -> str:
         return cache.call("interior", f"make:{key}", work, *args, "--out", key)["name"]
 
-    dataset_rows = []
+    dataset_rows, skipped = [], []
     for ds, names in sorted(by_ds.items()):
         if len(names) < 2:
             continue
         a, b = names[0], names[1]
-        acc = {n: ev(n, ds, False) for n in names}
-        points = [("interpolation α=0.5", make(f"int-{ds}-0.5", "interpolate", a, b, "--alpha", "0.5"), [a, b])]
-        if len(names) >= 3:
-            points.append(("Dirichlet hull sample", make(f"dir-{ds}", "centroid", *names, "--dirichlet", "1.0",
-                                                           "--seed", "0"), names))
-        points.append(("centroid", make(f"cen-{ds}", "centroid", *names), names))
+        try:
+            points = [("interpolation α=0.5", make(f"int-{ds}-0.5", "interpolate", a, b, "--alpha", "0.5"), [a, b])]
+            if len(names) >= 3:
+                points.append(("Dirichlet hull sample", make(f"dir-{ds}", "centroid", *names, "--dirichlet", "1.0",
+                                                               "--seed", "0"), names))
+            points.append(("centroid", make(f"cen-{ds}", "centroid", *names), names))
+            ext = [(f"extrapolation α={alpha}", make(f"ext-{ds}-{alpha}", "interpolate", a, b, "--alpha", alpha,
+                                                     "--extrapolate"), near) for alpha, near in (("-0.5", a), ("1.5", b))]
+            acc = ev(names + [p[1] for p in points] + [e[1] for e in ext], ds, False)
+        except Missing:
+            skipped.append(ds)
+            continue
         for label, name, members in points:
             dataset_rows.append({"dataset": ds, "point": label, "name": name, "members": members,
-                                 **compare(ev(name, ds, False), [acc[m] for m in members])})
-        for alpha, near in (("-0.5", a), ("1.5", b)):
-            name = make(f"ext-{ds}-{alpha}", "interpolate", a, b, "--alpha", alpha, "--extrapolate")
-            dataset_rows.append({"dataset": ds, "point": f"extrapolation α={alpha}", "name": name, "members": [a, b],
-                                 "nearer_endpoint": near, **compare(ev(name, ds, False), [acc[a], acc[b]]),
-                                 "vs_nearer": ev(name, ds, False) - acc[near]})
+                                 **compare(acc[name], [acc[m] for m in members])})
+        for label, name, near in ext:
+            dataset_rows.append({"dataset": ds, "point": label, "name": name, "members": [a, b], "nearer_endpoint": near,
+                                 **compare(acc[name], [acc[a], acc[b]]), "vs_nearer": acc[name] - acc[near]})
 
     task_rows = []
     for task in sorted(set(task_of.values())):
         dss = sorted(d for d in by_ds if task_of[d] == task)
         members = [n for d in dss for n in by_ds[d]]
         first = {d: by_ds[d][0] for d in dss}
-        own = {d: ev(first[d], d, True) for d in dss}
-        base = {d: ev(base_name, d, True) for d in dss}
-        points = [("task centroid", make(f"cen-task-{task}", "centroid", *members), dss),
-                  ("task Dirichlet sample", make(f"dir-task-{task}", "centroid", *members, "--dirichlet", "1.0",
-                                                 "--seed", "0"), dss)]
-        pairs = list(zip(dss, dss[1:] + dss[:1])) if len(dss) > 2 else [tuple(dss)] if len(dss) == 2 else []
-        for d1, d2 in pairs:
-            points.append((f"interpolation {d1} ↔ {d2}",
-                           make(f"int-{first[d1]}-{first[d2]}", "interpolate", first[d1], first[d2], "--alpha", "0.5"),
-                           [d1, d2]))
-        for label, name, on in points:
-            for d in on:
-                acc = ev(name, d, True)
-                task_rows.append({"task": task, "point": label, "name": name, "dataset": d, "accuracy": acc,
-                                  "endpoint": own[d], "base": base[d], "vs_endpoint": acc - own[d],
-                                  "vs_base": acc - base[d]})
-    return {"dataset_level": dataset_rows, "task_level": task_rows, "tie": TIE,
+        try:
+            points = [("task centroid", make(f"cen-task-{task}", "centroid", *members), dss),
+                      ("task Dirichlet sample", make(f"dir-task-{task}", "centroid", *members, "--dirichlet", "1.0",
+                                                     "--seed", "0"), dss)]
+            pairs = list(zip(dss, dss[1:] + dss[:1])) if len(dss) > 2 else [tuple(dss)] if len(dss) == 2 else []
+            for d1, d2 in pairs:
+                points.append((f"interpolation {d1} ↔ {d2}", make(f"int-{first[d1]}-{first[d2]}", "interpolate",
+                                                                   first[d1], first[d2], "--alpha", "0.5"), [d1, d2]))
+        except Missing:
+            skipped.append(f"task {task}")
+            continue
+        for d in dss:
+            on_d = [(label, name) for label, name, on in points if d in on]
+            try:
+                acc = ev([first[d], base_name] + [name for _, name in on_d], d, True)
+            except Missing:
+                skipped.append(f"{d} (probe)")
+                continue
+            for label, name in on_d:
+                task_rows.append({"task": task, "point": label, "name": name, "dataset": d, "accuracy": acc[name],
+                                  "endpoint": acc[first[d]], "base": acc[base_name],
+                                  "vs_endpoint": acc[name] - acc[first[d]], "vs_base": acc[name] - acc[base_name]})
+    return {"dataset_level": dataset_rows, "task_level": task_rows, "tie": TIE, "not_done": skipped,
             "seconds": cache.seconds("interior")}
 
 
 def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict,
                 seeds: int) -> dict:
-    datasets = sorted({m["dataset"] for m in real})
     task_of = {m["dataset"]: m["task"] for m in real}
+    # Round-robin over tasks, so that a run stopped by its budget still covers every task.
+    per_task = [sorted(d for d in task_of if task_of[d] == t) for t in sorted(set(task_of.values()))]
+    datasets = [d for i in range(max(map(len, per_task))) for ds in per_task for d in ds[i:i + 1]]
     results: dict[str, dict] = {s: {} for s in settings}
     picks: dict[str, dict] = {s: {} for s in settings}
+    not_done: dict[str, list[str]] = {s: [] for s in settings}
+
+    def one(setting: str, hp: dict, ds: str) -> tuple[dict, dict]:
+        task = task_of[ds]
+        others = [m["name"] for m in real if m["dataset"] != ds]
+        same_task = [m["name"] for m in real if m["dataset"] != ds and m["task"] == task]
+        sel = cache.call("start", f"select:{setting}:{ds}", work, "select-start", "--task", task, "--dataset", ds)
+        pick = {"top": sel["candidates"][0]["category"], "basis": sel["basis"],
+                "ranking": [c["category"] for c in sel["candidates"]]}
+        starts = {"base": base,
+                  "all-centroid": cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
+                                             "--out", f"loo-all-{ds}")["name"]}
+        if same_task:
+            starts["task-centroid"] = cache.call("start", f"make:loo-task-{ds}", work, "centroid", *same_task,
+                                                 "--out", f"loo-task-{ds}")["name"]
+        train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
+        accs: dict[str, list[float]] = {}
+        for start, name in starts.items():
+            for seed in range(seeds):
+                out = f"sp-{setting}-{ds}-{start}-s{seed}"
+                res = cache.call("start", f"finetune:{out}", work, "finetune", "--from", name, "--train", str(train),
+                                 "--eval", str(data / ds / "test.jsonl"), "--dataset", ds, "--task", task,
+                                 "--seed", str(seed), "--epochs", str(hp["epochs"]), "--lr", str(hp["lr"]),
+                                 "--batch-size", str(hp["batch_size"]), "--max-length", str(hp["max_length"]),
+                                 "--out", out)
+                accs.setdefault(start, []).append(res["eval_accuracy"])
+        return {"task": task, "accuracy": {k: mean(v) for k, v in accs.items()}, "runs": accs}, pick
+
     for setting, hp in settings.items():
         for ds in datasets:
-            task = task_of[ds]
-            others = [m["name"] for m in real if m["dataset"] != ds]
-            same_task = [m["name"] for m in real if m["dataset"] != ds and m["task"] == task]
-            sel = cache.call("start", f"select:{setting}:{ds}", work, "select-start", "--task", task, "--dataset", ds)
-            picks[setting][ds] = {"top": sel["candidates"][0]["category"], "basis": sel["basis"],
-                                  "ranking": [c["category"] for c in sel["candidates"]]}
-            starts = {"base": base,
-                      "all-centroid": cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
-                                                 "--out", f"loo-all-{ds}")["name"]}
-            if same_task:
-                starts["task-centroid"] = cache.call("start", f"make:loo-task-{ds}", work, "centroid", *same_task,
-                                                     "--out", f"loo-task-{ds}")["name"]
-            train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
-            accs: dict[str, list[float]] = {}
-            for start, name in starts.items():
-                for seed in range(seeds):
-                    out = f"sp-{setting}-{ds}-{start}-s{seed}"
-                    res = cache.call("start", f"finetune:{out}", work, "finetune", "--from", name, "--train", str(train),
-                                     "--eval", str(data / ds / "test.jsonl"), "--dataset", ds, "--task", task,
-                                     "--seed", str(seed), "--epochs", str(hp["epochs"]), "--lr", str(hp["lr"]),
-                                     "--batch-size", str(hp["batch_size"]), "--max-length", str(hp["max_length"]),
-                                     "--out", out)
-                    accs.setdefault(start, []).append(res["eval_accuracy"])
-            results[setting][ds] = {"task": task, "accuracy": {k: mean(v) for k, v in accs.items()}, "runs": accs}
+            try:
+                results[setting][ds], picks[setting][ds] = one(setting, hp, ds)
+            except Missing:
+                not_done[setting].append(ds)
     summary = {}
     for setting, per in results.items():
         s = {}
@@ -326,6 +357,7 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
         s["select_start_judged"] = sum(h is not None for h in best_hits)
         summary[setting] = s
     return {"settings": settings, "seeds": seeds, "per_dataset": results, "summary": summary, "tie": TIE,
+            "not_done": not_done,
             "seconds": cache.seconds("start"),
             "seconds_by_setting": {s: sum(v["seconds"] for k, v in cache.data.items()
                                           if v["stage"] == "start" and k.startswith(f"finetune:sp-{s}-"))
@@ -393,7 +425,7 @@ def report(results: dict, home: Path, data: Path) -> str:
             lines.append("")
     if "map" in results:
         lines += ["## Map", "", "`zoo map --color-by dataset|task --kind finetune` (PCA of the sketches).", ""]
-        for by, f in results["map"].items():
+        for by, f in results["map"]["figures"].items():
             lines += [f"![zoo map coloured by {by}]({f['path']})", ""]
 
     if "interior" in results:
@@ -447,6 +479,8 @@ def report(results: dict, home: Path, data: Path) -> str:
                              f"{sum(r['vs_endpoint'] >= -tie for r in rs)}/{n} | {pts(mean(r['vs_endpoint'] for r in rs))} | "
                              f"{sum(r['vs_base'] > tie for r in rs)}/{n} | {pts(mean(r['vs_base'] for r in rs))} |")
             ends = {r["dataset"]: (r["endpoint"], r["base"]) for r in tl}
+            if it.get("not_done"):
+                lines += ["", f"Not evaluated yet (`make reproduce` resumes): {', '.join(it['not_done'])}."]
             lines += ["", "Probe accuracy of the endpoints and the base: " + "; ".join(
                 f"{d} {e:.3f} (base {b:.3f})" for d, (e, b) in sorted(ends.items())) + ".", ""]
 
@@ -482,6 +516,9 @@ def report(results: dict, home: Path, data: Path) -> str:
                              f"{a.get('task-centroid', float('nan')):.3f} | {r['best']} | {r['select_start_top']} | {was} |")
             lines += ["", f"`zoo select-start`'s top choice was the best start (within {tie * 100:.1f} points) for "
                       f"{sm['select_start_best']} of {sm['select_start_judged']} datasets.", ""]
+            if s.get("not_done", {}).get(k):
+                lines += [f"Not run yet (stopped by `--budget-min`; `make reproduce` resumes): "
+                          f"{', '.join(s['not_done'][k])}.", ""]
     notes = Path(__file__).resolve().parent.parent / "docs" / "REPRODUCTION-NOTES.md"
     if notes.exists():
         lines += ["## Reading the results", "", f"See [REPRODUCTION-NOTES.md](REPRODUCTION-NOTES.md) (written by hand "
@@ -498,8 +535,11 @@ def main() -> int:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--seeds", type=int, default=2, help="seeds per start in the starting-point experiment")
     ap.add_argument("--full-epochs", type=float, default=1.0)
-    ap.add_argument("--fewshot-examples", type=int, default=200)
+    ap.add_argument("--fewshot-examples", type=int, default=128)
     ap.add_argument("--fewshot-epochs", type=float, default=5.0)
+    ap.add_argument("--budget-min", type=float, help="start no new zoo command after this many minutes; the report "
+                    "covers what is done and a rerun resumes")
+    ap.add_argument("--report-only", action="store_true", help="run nothing new: rewrite the report from the cache")
     ap.add_argument("--datasets", nargs="*", help="only these datasets' models in the interior and start stages")
     ap.add_argument("--big-dim", type=int, default=4096, help="second sketch dimension for the clusters stage")
     args = ap.parse_args()
@@ -520,27 +560,33 @@ def main() -> int:
     json_path = out / "reproduction.json"
     results: dict = json.loads(json_path.read_text()) if json_path.exists() else {}
 
+    started = time.time()
+
     def save() -> None:
         json_path.write_text(json.dumps(results, indent=2))
         (out / "REPRODUCTION.md").write_text(report(results, home, data))
 
     try:
-        if "clusters" in stages:
+        if "clusters" in stages and not args.report_only:
             t0 = time.perf_counter()
             results["clusters"] = stage_clusters(home, args.big_dim)
             results["clusters"]["seconds"] = time.perf_counter() - t0
             save()
-        if "map" in stages:
+        if "map" in stages and not args.report_only:
             t0 = time.perf_counter()
             results["map"] = stage_map(home, out)
             results["map"]["seconds"] = time.perf_counter() - t0
             save()
         if {"interior", "start"} & set(stages):
             work.mkdir(parents=True, exist_ok=True)
-            real, base = prepare_work(home, work)
+            if args.report_only:
+                real, base = real_models(home), zoo(home, "ls", "--kind", "base")[0]["name"]
+            else:
+                real, base = prepare_work(home, work)
             if args.datasets:
                 real = [m for m in real if m["dataset"] in set(args.datasets)]
-            cache = Cache(work / "reproduce-cache.json")
+            cache = Cache(work / "reproduce-cache.json", only_cached=args.report_only,
+                          deadline=started + 60 * args.budget_min if args.budget_min else None)
             evargs = ["--max-length", "64", "--batch-size", "32"]
             if "interior" in stages:
                 results["interior"] = stage_interior(work, data, real, base, cache, evargs)

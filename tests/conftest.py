@@ -29,8 +29,10 @@ def make_tokenizer(path: Path) -> None:
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     path.mkdir(parents=True, exist_ok=True)
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    # transformers 5 ignores vocab_file here and maps every word to [UNK]: pass the vocabulary itself.
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    assert tok(" ".join(WORDS))["input_ids"][1:-1] == list(range(5, 5 + len(WORDS))), "test tokenizer maps words to [UNK]"
+    tok.save_pretrained(path)
 
 
 def make_bert_base(path: Path, seed: int = 0, **kw) -> Path:

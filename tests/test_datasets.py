@@ -152,7 +152,8 @@ def test_reproduce_script_clusters_and_map(filled, tmp_path):
 
     out = tmp_path / "docs"
     script = Path(__file__).parent.parent / "scripts" / "reproduce.py"
-    r = subprocess.run([sys.executable, str(script), "--home", str(filled.home), "--out", str(out)],
+    r = subprocess.run([sys.executable, str(script), "--home", str(filled.home), "--out", str(out),
+                        "--stages", "clusters,map"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "reproduction.json").read_text())
@@ -165,3 +166,63 @@ def test_reproduce_script_clusters_and_map(filled, tmp_path):
     bad = subprocess.run([sys.executable, str(script), "--home", str(filled.home), "--out", str(out), "--stages", "nope"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and "unknown stage" in bad.stderr
+
+
+def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
+    """The experiments of scripts/reproduce.py run through the CLI on a tiny real zoo, register
+    their models in a second zoo (the real one stays as built), and resume from their cache."""
+    import subprocess
+    import sys
+
+    from conftest import write_sentiment
+    from zoo import Zoo
+
+    data = tmp_path / "data"
+    for i, name in enumerate(("senti-a", "senti-b")):
+        (data / name).mkdir(parents=True)
+        for j, (split, n) in enumerate((("train", 24), ("dev", 12), ("test", 12))):
+            write_sentiment(data / name / f"{split}.jsonl", n, seed=10 * i + j)
+    (data / "datasets.json").write_text(json.dumps({n: {"task": "sentiment"} for n in ("senti-a", "senti-b")}))
+    home, work, out = tmp_path / "zoo", tmp_path / "work", tmp_path / "docs"
+    scripts = Path(__file__).parent.parent / "scripts"
+    r = subprocess.run([sys.executable, str(scripts / "real_zoo.py"), "--data", str(data), "--home", str(home),
+                        "--base", str(ckpts["base"]), "--seeds", "2", "--epochs", "1", "--batch-size", "8"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    cmd = [sys.executable, str(scripts / "reproduce.py"), "--home", str(home), "--data", str(data), "--work", str(work),
+           "--out", str(out), "--stages", "interior,start", "--seeds", "1", "--fewshot-examples", "8",
+           "--fewshot-epochs", "1", "--full-epochs", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "reproduction.json").read_text())
+    rows = {(x["dataset"], x["point"]): x for x in res["interior"]["dataset_level"]}
+    for ds in ("senti-a", "senti-b"):
+        # With two seeds the midpoint and the centroid have the same members and weights: one model.
+        mid, cen = rows[(ds, "interpolation α=0.5")], rows[(ds, "centroid")]
+        assert mid["name"] == cen["name"] and mid["accuracy"] == cen["accuracy"]
+        ext = rows[(ds, "extrapolation α=1.5")]
+        assert ext["vs_nearer"] == pytest.approx(ext["accuracy"] - ext["endpoints"][1])
+        assert 0 <= mid["accuracy"] <= 1 and mid["vs_worst"] >= mid["vs_mean"] >= mid["vs_best"]
+    task = res["interior"]["task_level"]
+    assert {x["dataset"] for x in task} == {"senti-a", "senti-b"}
+    assert all(x["vs_base"] == pytest.approx(x["accuracy"] - x["base"]) for x in task)
+    st = res["start"]
+    for setting in ("few-shot", "full"):
+        per = st["per_dataset"][setting]
+        assert sorted(per) == ["senti-a", "senti-b"]
+        assert set(per["senti-a"]["accuracy"]) == {"base", "all-centroid", "task-centroid"}
+        sm = st["summary"][setting]["task-centroid"]
+        assert sm["wins"] + sm["ties"] + sm["losses"] == sm["n"] == 2
+    # The first dataset is ranked before any run: the paper's prior puts the task centroid first.
+    assert st["per_dataset"]["few-shot"]["senti-a"]["select_start_top"] == "task-centroid"
+    few = [line for line in (work / "fewshot" / "senti-a.jsonl").read_text().splitlines() if line]
+    assert len(few) == 8 and {json.loads(x)["label"] for x in few} == {"pos", "neg"}
+    # The real zoo holds only what real_zoo.py made; the experiments' models live in the work zoo.
+    assert sorted(m["name"] for m in Zoo(home).ls(kind="finetune")) == ["senti-a-s0", "senti-a-s1", "senti-b-s0",
+                                                                        "senti-b-s1"]
+    n_work = len(Zoo(work).ls())
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert len(Zoo(work).ls()) == n_work
+    assert json.loads((out / "reproduction.json").read_text())["start"]["per_dataset"] == st["per_dataset"]
+    assert "## Starting points" in (out / "REPRODUCTION.md").read_text()
