@@ -425,7 +425,8 @@ def report(results: dict, home: Path, data: Path) -> str:
             lines.append("")
     if "map" in results:
         lines += ["## Map", "", "`zoo map --color-by dataset|task --kind finetune` (PCA of the sketches).", ""]
-        for by, f in results["map"]["figures"].items():
+        figs = results["map"].get("figures") or {k: v for k, v in results["map"].items() if isinstance(v, dict)}
+        for by, f in figs.items():
             lines += [f"![zoo map coloured by {by}]({f['path']})", ""]
 
     if "interior" in results:
