@@ -62,8 +62,12 @@ def test_failed_run_is_recorded_and_registers_nothing(filled, data):
 def test_bitfit_changes_only_biases_and_head(filled, data):
     from safetensors.torch import load_file
 
+    import signal
+
     train, dev = data
+    before = signal.getsignal(signal.SIGTERM)
     res = filled.finetune("base", train, dev, dataset="senti", method="bitfit", epochs=1, batch_size=8)
+    assert signal.getsignal(signal.SIGTERM) is before  # the library leaves the caller's handler in place
     out = load_file(f"{res['path']}/model.safetensors")
     start = load_file(str(filled.show("base")["uri"]) + "/model.safetensors")
     for k, v in start.items():

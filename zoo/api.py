@@ -686,33 +686,35 @@ class Zoo:
         start_kind = start_row["kind"]
         run_params = dict(tp.as_dict(), start=start, start_kind=start_kind, start_name=start_row["name"],
                           task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
-        with self._write() as conn:
-            run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
-                                        params=dict(run_params, pid=os.getpid()), device=device, status="running",
-                                        started_at=_now())
-        try:
-            _sigterm_as_exit()
-            metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], train_ex, eval_ex, tp, out_dir,
-                                   progress=self.progress, step_hook=step_hook)
-
-            def record(conn: sa.Connection, results: list[AddResult]) -> None:
-                mid = results[0].id
-                catalog.update_run(conn, run_id, result_model_id=mid, status="finished", finished_at=_now(),
-                                   metrics=metrics)
-                if "eval_accuracy" in metrics:
-                    for metric in ("accuracy", "loss"):
-                        catalog.insert_evaluation(conn, model_id=mid, dataset=dataset, split="eval", metric=metric,
-                                                  value=float(metrics[f"eval_{metric}"]), n_examples=metrics["n_eval"],
-                                                  run_id=run_id)
-
-            [res] = self.add([out_dir], name=name, base=start_row["name"], dataset=dataset, task=task, seed=tp.seed,
-                             kind="finetune", meta={"run_id": run_id, "start_kind": start_kind}, on_commit=record)
-        except BaseException as e:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        # Installed before the run row exists (a SIGTERM that finds the row finds the handler too)
+        # and restored after, so a library caller's own handler is left as it was.
+        with _sigterm_as_exit():
             with self._write() as conn:
-                catalog.update_run(conn, run_id, status="failed", finished_at=_now(), error=err[:2000])
-            raise
+                run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
+                                            params=dict(run_params, pid=os.getpid()), device=device, status="running",
+                                            started_at=_now())
+            try:
+                metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], train_ex, eval_ex, tp, out_dir,
+                                       progress=self.progress, step_hook=step_hook)
+
+                def record(conn: sa.Connection, results: list[AddResult]) -> None:
+                    mid = results[0].id
+                    catalog.update_run(conn, run_id, result_model_id=mid, status="finished", finished_at=_now(),
+                                       metrics=metrics)
+                    if "eval_accuracy" in metrics:
+                        for metric in ("accuracy", "loss"):
+                            catalog.insert_evaluation(conn, model_id=mid, dataset=dataset, split="eval", metric=metric,
+                                                      value=float(metrics[f"eval_{metric}"]), n_examples=metrics["n_eval"],
+                                                      run_id=run_id)
+
+                [res] = self.add([out_dir], name=name, base=start_row["name"], dataset=dataset, task=task, seed=tp.seed,
+                                 kind="finetune", meta={"run_id": run_id, "start_kind": start_kind}, on_commit=record)
+            except BaseException as e:
+                shutil.rmtree(out_dir, ignore_errors=True)
+                err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                with self._write() as conn:
+                    catalog.update_run(conn, run_id, status="failed", finished_at=_now(), error=err[:2000])
+                raise
         return {"run_id": run_id, "name": res.name, "id": res.id, "start": start_row["name"], "start_kind": start_kind,
                 "dataset": dataset, "task": task, "device": device, "path": str(out_dir), **metrics}
 
@@ -895,16 +897,25 @@ class Zoo:
             return catalog.run_readonly(conn, query, limit)
 
 
-def _sigterm_as_exit() -> None:
-    """Turn SIGTERM into SystemExit in the main thread, so a killed run is recorded as failed."""
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While inside, SIGTERM raises SystemExit in the main thread, so a killed run is recorded
+    as failed; the previous handler is restored on the way out."""
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        def _handler(signum: int, frame: Any) -> None:
-            raise SystemExit(f"terminated by signal {signum}")
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-        signal.signal(signal.SIGTERM, _handler)
+    def _handler(signum: int, frame: Any) -> None:
+        raise SystemExit(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _filled_note(names: list[str]) -> str:
