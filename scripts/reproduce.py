@@ -425,8 +425,7 @@ def report(results: dict, home: Path, data: Path) -> str:
             lines.append("")
     if "map" in results:
         lines += ["## Map", "", "`zoo map --color-by dataset|task --kind finetune` (PCA of the sketches).", ""]
-        figs = results["map"].get("figures") or {k: v for k, v in results["map"].items() if isinstance(v, dict)}
-        for by, f in figs.items():
+        for by, f in results["map"]["figures"].items():
             lines += [f"![zoo map coloured by {by}]({f['path']})", ""]
 
     if "interior" in results:

@@ -729,30 +729,32 @@ class Zoo:
         """Accuracy of a model on a data file, recorded in ``evaluations``: through its head
         when it has the data's label space, else (or always, with ``probe``) a linear probe
         on its frozen body."""
+        return self.evaluate_many([name], data, train=train, split=split, dataset=dataset, probe=probe, **params)[0]
+
+    def evaluate_many(self, names: Sequence[str], data: str | os.PathLike, train: str | os.PathLike | None = None,
+                      split: str = "test", dataset: str | None = None, probe: bool = False,
+                      **params: Any) -> list[dict[str, Any]]:
+        """``evaluate`` for several models on one data file: the data is read and every name
+        checked once, before the first evaluation; each result is recorded as it comes."""
         from zoo.data import read_examples
         from zoo.finetune import TrainParams, evaluate as run_eval
 
         tp = TrainParams(**params)
         ex = read_examples(data)
         probe_ex = read_examples(train) if train is not None else None
-        with self._read() as conn:
-            row = catalog.model(conn, name)
-            fam = next(f for f in catalog.families_snapshot(conn) if f.id == row["family_id"])
-            base_uri = catalog.model_by_id(conn, fam.base_model_id)["uri"]
-        res = run_eval(Path(row["uri"]), [Path(base_uri)], ex, probe_ex, tp, probe=probe)
         dataset = dataset or Path(data).stem
-        with self._write() as conn:
-            catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
-                                      value=float(res["value"]), n_examples=res["n_examples"])
-        return {"name": row["name"], "dataset": dataset, "split": split, **res}
-
-    def evaluate_many(self, names: Sequence[str], data: str | os.PathLike, **kwargs: Any) -> list[dict[str, Any]]:
-        """``evaluate`` for several models on one data file (one process start); every name is
-        checked before the first evaluation."""
         with self._read() as conn:
-            for n in names:
-                catalog.model(conn, n)
-        return [self.evaluate(n, data, **kwargs) for n in names]
+            fams = {f.id: f for f in catalog.families_snapshot(conn)}
+            rows = [catalog.model(conn, n) for n in names]
+            base_uris = [catalog.model_by_id(conn, fams[r["family_id"]].base_model_id)["uri"] for r in rows]
+        out = []
+        for row, base_uri in zip(rows, base_uris):
+            res = run_eval(Path(row["uri"]), [Path(base_uri)], ex, probe_ex, tp, probe=probe)
+            with self._write() as conn:
+                catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
+                                          value=float(res["value"]), n_examples=res["n_examples"])
+            out.append({"name": row["name"], "dataset": dataset, "split": split, **res})
+        return out
 
     def select_start(self, task: str, dataset: str | None = None, family: str | None = None,
                      neighbours: int = 3) -> dict[str, Any]:
