@@ -59,6 +59,34 @@ def test_failed_run_is_recorded_and_registers_nothing(filled, data):
     assert not (filled.checkpoints_dir / "doomed").exists()
 
 
+def test_sigterm_swallowed_by_a_callback_still_fails_the_run(filled, data):
+    """A SIGTERM whose SystemExit is caught by code between the handler and the training loop
+    (a library callback with a broad except) still ends the run as failed at the next step."""
+    import os
+    import signal
+
+    train, dev = data
+    before, handler = len(filled.ls()), signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def swallowing(step):
+        seen.append(step)
+        if step == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1.0)  # the handler runs here
+            except SystemExit:
+                pass
+
+    with pytest.raises(SystemExit, match="terminated by signal 15"):
+        filled.finetune("base", train, dev, dataset="senti", epochs=2, batch_size=8, step_hook=swallowing, out="killed")
+    assert seen == [1, 2]  # the step after the swallowed exit never ran its hook
+    assert len(filled.ls()) == before and not (filled.checkpoints_dir / "killed").exists()
+    cols, rows = filled.sql("SELECT status, error FROM runs")
+    assert rows == [("failed", "SystemExit: terminated by signal 15")]
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_bitfit_changes_only_biases_and_head(filled, data):
     from safetensors.torch import load_file
 
@@ -157,12 +185,13 @@ def test_runs_listing_and_sigterm_recorded(home, ckpts, tmp_path):
             time.sleep(0.3)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     [run] = z.runs()
-    assert run["status"] == "failed" and "terminated by signal" in run["error"] and run["result"] is None
+    assert run["status"] == "failed", (run, stderr[-2000:])
+    assert "terminated by signal" in run["error"] and run["result"] is None, (run, stderr[-2000:])
     assert [m["name"] for m in z.ls()] == ["base"]
     ckdir = home / "checkpoints"
     leftovers = sorted(p.name for p in ckdir.iterdir()) if ckdir.exists() else []

@@ -688,14 +688,21 @@ class Zoo:
                           task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
         # Installed before the run row exists (a SIGTERM that finds the row finds the handler too)
         # and restored after, so a library caller's own handler is left as it was.
-        with _sigterm_as_exit():
+        with _sigterm_as_exit() as termination:
             with self._write() as conn:
                 run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
                                             params=dict(run_params, pid=os.getpid()), device=device, status="running",
                                             started_at=_now())
+
+            def hook(step: int) -> None:
+                termination.check()
+                if step_hook is not None:
+                    step_hook(step)
+
             try:
                 metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], train_ex, eval_ex, tp, out_dir,
-                                       progress=self.progress, step_hook=step_hook)
+                                       progress=self.progress, step_hook=hook)
+                termination.check()
 
                 def record(conn: sa.Connection, results: list[AddResult]) -> None:
                     mid = results[0].id
@@ -899,23 +906,37 @@ class Zoo:
             return catalog.run_readonly(conn, query, limit)
 
 
+class _Termination:
+    """What `_sigterm_as_exit` saw: ``check()`` raises again if a SIGTERM came in, for the case
+    where the handler's exception was raised inside a callback whose caller swallowed it."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise SystemExit(f"terminated by signal {self.signum}")
+
+
 @contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
+def _sigterm_as_exit() -> Iterator[_Termination]:
     """While inside, SIGTERM raises SystemExit in the main thread, so a killed run is recorded
     as failed; the previous handler is restored on the way out."""
     import signal
     import threading
 
+    state = _Termination()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def _handler(signum: int, frame: Any) -> None:
-        raise SystemExit(f"terminated by signal {signum}")
+        state.signum = signum
+        state.check()
 
     previous = signal.signal(signal.SIGTERM, _handler)
     try:
-        yield
+        yield state
     finally:
         signal.signal(signal.SIGTERM, previous)
 
