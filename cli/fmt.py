@@ -135,6 +135,8 @@ def fmt_select(r: dict[str, Any]) -> str:
             bits.append(f"{ev.get('model', '')}: the reference" + (f" ({c['n_runs']} past run(s) from it)" if c["n_runs"] else ""))
         elif c["observed_gain"] is not None:
             bits.append(f"observed gain {c['observed_gain'] * 100:+.2f} pts over {c['n_runs']} run(s)")
+        if "probe_accuracy" in ev:
+            bits.append(f"probe {ev['probe_accuracy']:.3f}" + (f" ({c['probe_gain'] * 100:+.2f} pts)" if c["category"] != "base" else ""))
         rows.append({"rank": c["rank"], "start": c["start"], "score": f"{c['score'] * 100:+.2f}",
                      "prior": f"{c['prior_gain'] * 100:+.2f}", "evidence": "; ".join(bits)})
     head = (f"starting points for task {r['task']}" + (f", dataset {r['dataset']}" if r["dataset"] else "")

@@ -347,12 +347,18 @@ def eval_(z: Zoo, names, data, train_file, split, dataset, probe, as_json, **par
 @click.option("--task", required=True)
 @click.option("--dataset", help="The target dataset (left out of the regions).")
 @click.option("--neighbours", type=int, default=3, show_default=True, help="Nearest dataset regions to list.")
+@click.option("--train", type=click.Path(exists=True, dir_okay=False),
+              help="The target's training data: probe every candidate on it (materializes the centroids).")
+@click.option("--probe-examples", type=int, default=256, show_default=True, help="Examples of --train to probe on.")
+@click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds of the probe.")
+@click.option("--max-length", type=int, default=128, show_default=True)
 @family_opt
 @json_opt
 @click.pass_obj
-def select_start(z: Zoo, task, dataset, neighbours, family, as_json) -> None:
+def select_start(z: Zoo, task, dataset, neighbours, train, probe_examples, folds, max_length, family, as_json) -> None:
     """Rank starting points for fine-tuning on DATASET of TASK, with evidence."""
-    res = z.select_start(task, dataset=dataset, family=family, neighbours=neighbours)
+    res = z.select_start(task, dataset=dataset, family=family, neighbours=neighbours, train=train,
+                         probe_examples=probe_examples, folds=folds, max_length=max_length)
     emit(res, as_json, fmt_select)
 
 

@@ -106,3 +106,19 @@ def test_eval_several_models_and_forced_probe(run, ckpts, tmp_path):
     n_evals = len(json.loads(run("show", "ft-a0", "--json").stdout)["evaluations"])
     assert "no model named 'nope'" in _one_line_error(run("eval", "ft-a0", "nope", "--data", data, code=1))
     assert len(json.loads(run("show", "ft-a0", "--json").stdout)["evaluations"]) == n_evals
+
+
+def test_select_start_with_train(run, ckpts, tmp_path):
+    from conftest import write_sentiment
+
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], ckpts["a1"], "--dataset", "a", "--task", "t")
+    train = write_sentiment(tmp_path / "c.jsonl", 30, seed=4)
+    res = json.loads(run("select-start", "--task", "t", "--dataset", "c", "--train", train, "--folds", "3",
+                         "--max-length", "16", "--json").stdout)
+    assert all("probe_accuracy" in c["evidence"] for c in res["candidates"]) and "linear probe" in res["basis"]
+    text = run("select-start", "--task", "t", "--dataset", "c", "--train", train, "--folds", "3").stdout
+    assert "probe 0." in text and "pts)" in text  # the centroids' probe gains, in points
+    err = _one_line_error(run("select-start", "--task", "t", "--train", train, "--folds", "1", code=2))
+    assert "--folds must be at least 2" in err
+    assert "does not exist" in run("select-start", "--task", "t", "--train", tmp_path / "nope.jsonl", code=2).stderr

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from zoo import catalog
-from zoo.select import Outcome, category, category_of_members, observed_gains, score, PRIORS, PRIOR_WEIGHT
+from conftest import write_sentiment
+from zoo.select import Outcome, category, category_of_members, observed_gains, score, PRIORS, PRIOR_WEIGHT, PROBE_WEIGHT
 
 
 def test_category_of_start_specs():
@@ -91,3 +92,103 @@ def test_history_counts_explicitly_named_centroids(filled):
                                   value=0.75, run_id=rid)
     by = {c["category"]: c for c in filled.select_start("t", dataset="c")["candidates"]}
     assert by["dataset-centroid"]["n_runs"] == 1 and by["dataset-centroid"]["observed_gain"] == pytest.approx(0.15)
+
+
+def test_probe_gain_is_weighted_like_pseudo_runs():
+    p = PRIORS["task-centroid"]
+    assert score("task-centroid", {}, 0.10)[0] == pytest.approx((PRIOR_WEIGHT * p + PROBE_WEIGHT * 0.10) / (PRIOR_WEIGHT + PROBE_WEIGHT))
+    g = {"task-centroid": [0.02, 0.04]}
+    assert score("task-centroid", g, -0.05)[0] == pytest.approx(
+        (PRIOR_WEIGHT * p + 0.06 - PROBE_WEIGHT * 0.05) / (PRIOR_WEIGHT + 2 + PROBE_WEIGHT))
+    assert score("base", {"base": [0.0]}, 0.0)[0] == 0.0  # the reference scores zero whatever the evidence
+
+
+def test_folds_and_sample_are_stratified_and_deterministic():
+    from zoo.data import Examples
+    from zoo.finetune import sample_examples, stratified_folds
+
+    labels = ["a"] * 13 + ["b"] * 7 + ["c"] * 2
+    fold = stratified_folds(labels, 5, seed=3)
+    assert fold == stratified_folds(labels, 5, seed=3) and fold != stratified_folds(labels, 5, seed=4)
+    for lab, n in (("a", 13), ("b", 7)):
+        per = [sum(1 for l, f in zip(labels, fold) if l == lab and f == k) for k in range(5)]
+        assert sum(per) == n and max(per) - min(per) <= 1
+    assert sorted(f for l, f in zip(labels, fold) if l == "c") == sorted(set(f for l, f in zip(labels, fold) if l == "c"))
+    ex = Examples("x", [str(i) for i in range(len(labels))], None, labels)
+    sub = sample_examples(ex, 11, seed=0)
+    # Proportional to the labels' shares (13/22, 7/22, 2/22 of 11), up to rounding.
+    assert len(sub) == 11 and set(sub.text) <= set(ex.text) and len(set(sub.text)) == 11
+    assert sub.labels.count("a") in (6, 7) and sub.labels.count("b") in (3, 4) and sub.labels.count("c") == 1
+    assert sample_examples(ex, 100, seed=0) is ex
+
+
+def test_select_start_with_train_probes_every_candidate(filled, tmp_path):
+    from zoo.finetune import TrainParams, probe_cv
+
+    train = write_sentiment(tmp_path / "c-train.jsonl", 40, seed=5)
+    res = filled.select_start("t", dataset="c", train=train, probe_examples=30, folds=3, max_length=16)
+    assert "linear probe" in res["basis"] and "30 examples" in res["basis"]
+    cands = {c["start"]: c for c in res["candidates"]}
+    base = cands["base"]
+    assert base["probe_gain"] == 0.0 and base["score"] == 0.0
+    for c in res["candidates"]:
+        ev = c["evidence"]
+        assert ev["probe_examples"] == 30 and 0.0 <= ev["probe_accuracy"] <= 1.0
+        assert c["probe_gain"] == pytest.approx(ev["probe_accuracy"] - base["evidence"]["probe_accuracy"])
+        if c["category"] != "base":
+            assert c["score"] == pytest.approx(score(c["category"], {}, c["probe_gain"])[0])
+    # The recorded evidence is the probe of the materialized start, reproducible on its own.
+    task = cands["centroid:task=t,exclude_dataset=c"]
+    from zoo.data import read_examples
+    from zoo.finetune import sample_examples
+
+    ex = sample_examples(read_examples(train), 30, 0)
+    again = probe_cv(filled.show(task["evidence"]["probe_model"])["uri"], [filled.show("base")["uri"]], ex,
+                     TrainParams(max_length=16), folds=3)
+    assert again["probe_accuracy"] == task["evidence"]["probe_accuracy"]
+    assert [c["score"] for c in res["candidates"]] == sorted((c["score"] for c in res["candidates"]), reverse=True)
+
+
+def test_probe_can_overturn_the_prior(filled, tmp_path, monkeypatch):
+    """A start whose features separate the target's labels far better than the base's outranks
+    the paper's default; one that separates them worse falls below the base."""
+    import zoo.finetune as ft
+
+    train = write_sentiment(tmp_path / "c-train.jsonl", 40, seed=5)
+    b_region = str(filled.centroid(dataset="b")["path"])  # select-start finds this one again (same members)
+    base = str(filled.show("base")["uri"])
+    before = [c["start"] for c in filled.select_start("t", dataset="c")["candidates"]]
+    assert before[0] == "centroid:task=t,exclude_dataset=c"
+
+    def fake_probe(model_dir, tokenizer_dirs, ex, params, folds=5):
+        acc = {b_region: 0.95, base: 0.60}.get(str(model_dir), 0.50)
+        return {"probe_accuracy": acc, "n_examples": len(ex), "folds": folds}
+
+    monkeypatch.setattr(ft, "probe_cv", fake_probe)
+    res = filled.select_start("t", dataset="c", train=train, folds=3)
+    order = [c["start"] for c in res["candidates"]]
+    by = {c["start"]: c for c in res["candidates"]}
+    assert order[0] == "centroid:dataset=b" and by["centroid:dataset=b"]["probe_gain"] == pytest.approx(0.35)
+    task = by["centroid:task=t,exclude_dataset=c"]
+    assert task["probe_gain"] == pytest.approx(-0.10) and task["score"] < 0
+    assert order.index("base") < order.index("centroid:task=t,exclude_dataset=c")
+
+
+def test_select_start_train_bad_input(filled, tmp_path):
+    import json
+
+    from zoo.errors import ZooValueError
+
+    one = tmp_path / "one.jsonl"
+    one.write_text("".join(json.dumps({"text": f"w{i}", "label": "x"}) + "\n" for i in range(20)))
+    with pytest.raises(ZooValueError, match="one.jsonl.*2\\+ labels"):
+        filled.select_start("t", dataset="c", train=one)
+    few = write_sentiment(tmp_path / "few.jsonl", 6)
+    with pytest.raises(ZooValueError, match="at least 10 examples"):
+        filled.select_start("t", dataset="c", train=few)
+    ok = write_sentiment(tmp_path / "ok.jsonl", 20)
+    with pytest.raises(ZooValueError, match="--folds must be at least 2"):
+        filled.select_start("t", dataset="c", train=ok, folds=1)
+    with pytest.raises(ZooValueError, match="--probe-examples"):
+        filled.select_start("t", dataset="c", train=ok, probe_examples=0)
+    assert filled.ls(kind="centroid") == []  # nothing materialized for input that was refused

@@ -280,28 +280,27 @@ def _features(model: Any, tok: Any, ex: Examples, params: TrainParams, device: s
     return torch.cat(feats)
 
 
-def linear_probe(model_dir: Path, tok: Any, train_ex: Examples, test_ex: Examples, params: TrainParams,
-                 device: str) -> float:
-    """Mean-pooled features of the frozen body, a multinomial logistic regression on top."""
-    import torch
+def _load_body(model_dir: Path) -> Any:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    labels = sorted(set(train_ex.labels) | set(test_ex.labels))
-    lid = {l: i for i, l in enumerate(labels)}
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()  # a classifier's head is dropped: expected, not news
     try:
-        body = AutoModel.from_pretrained(str(model_dir))
+        return AutoModel.from_pretrained(str(model_dir))
     finally:
         hf_logging.set_verbosity(verbosity)
-    xtr, xte = _features(body, tok, train_ex, params, device), _features(body, tok, test_ex, params, device)
+
+
+def _probe_accuracy(xtr: Any, ytr: Any, xte: Any, yte: Any, n_labels: int, seed: int) -> float:
+    """Standardize on the training features, fit an L2-regularised multinomial logistic
+    regression with L-BFGS, return the accuracy on the test features."""
+    import torch
+
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-    ytr = torch.tensor([lid[l] for l in train_ex.labels])
-    yte = torch.tensor([lid[l] for l in test_ex.labels])
-    torch.manual_seed(params.seed)
-    clf = torch.nn.Linear(xtr.shape[1], len(labels))
+    torch.manual_seed(seed)
+    clf = torch.nn.Linear(xtr.shape[1], n_labels)
     opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
@@ -313,3 +312,77 @@ def linear_probe(model_dir: Path, tok: Any, train_ex: Examples, test_ex: Example
     opt.step(closure)
     with torch.no_grad():
         return float((clf(xte).argmax(-1) == yte).float().mean())
+
+
+def linear_probe(model_dir: Path, tok: Any, train_ex: Examples, test_ex: Examples, params: TrainParams,
+                 device: str) -> float:
+    """Mean-pooled features of the frozen body, a multinomial logistic regression on top."""
+    import torch
+
+    labels = sorted(set(train_ex.labels) | set(test_ex.labels))
+    lid = {l: i for i, l in enumerate(labels)}
+    body = _load_body(model_dir)
+    xtr, xte = _features(body, tok, train_ex, params, device), _features(body, tok, test_ex, params, device)
+    ytr = torch.tensor([lid[l] for l in train_ex.labels])
+    yte = torch.tensor([lid[l] for l in test_ex.labels])
+    return _probe_accuracy(xtr, ytr, xte, yte, len(labels), params.seed)
+
+
+def stratified_folds(labels: Sequence[str], folds: int, seed: int) -> list[int]:
+    """A fold number per example: each label's examples, shuffled, dealt round-robin."""
+    rng = np.random.default_rng(seed)
+    fold = [0] * len(labels)
+    by_label: dict[str, list[int]] = {}
+    for i, l in enumerate(labels):
+        by_label.setdefault(l, []).append(i)
+    offset = 0
+    for l in sorted(by_label):
+        for j, i in enumerate(rng.permutation(by_label[l])):
+            fold[int(i)] = (offset + j) % folds
+        offset += len(by_label[l])  # spreads the remainders of small labels over the folds
+    return fold
+
+
+def sample_examples(ex: Examples, n: int, seed: int) -> Examples:
+    """At most ``n`` examples, label-stratified and deterministic (all of them when there are fewer)."""
+    if len(ex) <= n:
+        return ex
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, l in enumerate(ex.labels):
+        by_label.setdefault(l, []).append(i)
+    # Each example's place within its shuffled label, as a fraction: taking the n smallest
+    # takes every label in proportion to its share.
+    key = {}
+    for l in sorted(by_label):
+        idx = rng.permutation(by_label[l])
+        for j, i in enumerate(idx):
+            key[int(i)] = ((j + 0.5) / len(idx), rng.random())
+    return ex.subset(sorted(sorted(key, key=key.__getitem__)[:n]))
+
+
+def probe_cv(model_dir: Path, tokenizer_dirs: Sequence[Path], ex: Examples, params: TrainParams,
+             folds: int = 5) -> dict[str, Any]:
+    """Cross-validated linear-probe accuracy of a checkpoint's frozen body on ``ex``: how well
+    its features already separate the labels, an estimate of what it brings to a fine-tune
+    that costs one forward pass over the examples."""
+    import torch
+
+    labels = ex.label_space()
+    if len(labels) < 2:
+        raise ZooValueError(f"{ex.path}: one label only ({labels}); a probe needs at least two")
+    if len(ex) < 2 * folds:
+        raise ZooValueError(f"{ex.path}: {len(ex)} examples are too few for a {folds}-fold probe; give at least {2 * folds}")
+    device = resolve_device(params.device)
+    seed_everything(params.seed)
+    quiet_transformers()
+    tok = load_tokenizer([model_dir, *tokenizer_dirs])
+    x = _features(_load_body(model_dir), tok, ex, params, device)
+    lid = {l: i for i, l in enumerate(labels)}
+    y = torch.tensor([lid[l] for l in ex.labels])
+    fold = torch.tensor(stratified_folds(ex.labels, folds, params.seed))
+    correct = 0.0
+    for f in range(folds):
+        te = fold == f
+        correct += _probe_accuracy(x[~te], y[~te], x[te], y[te], len(labels), params.seed) * int(te.sum())
+    return {"probe_accuracy": correct / len(ex), "n_examples": len(ex), "folds": folds}

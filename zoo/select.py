@@ -8,6 +8,12 @@ base in 11 of 12 datasets, +3.06 points on average); the store's finished runs g
 observed gains: a run's accuracy minus the mean accuracy of runs from the base on the same
 dataset. The score shrinks the observed mean towards the prior with ``PRIOR_WEIGHT``
 pseudo-runs, so a few outcomes move the ranking and many outcomes decide it.
+
+With the target's training data (``select-start --train FILE``), each candidate is also
+probed: the cross-validated accuracy of a linear probe on its frozen body, minus the
+base's. That gain is specific to the target dataset, where the prior and the observed
+gains come from other datasets, so it enters the same weighted mean as ``PROBE_WEIGHT``
+pseudo-runs of its own.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any, Iterable
 
 PRIORS = {"task-centroid": 0.0306, "family-centroid": 0.020, "dataset-centroid": 0.010, "base": 0.0, "model": 0.0}
 PRIOR_WEIGHT = 2.0
+PROBE_WEIGHT = 2.0
 
 
 def category(start: str, start_kind: str | None) -> str:
@@ -74,14 +81,18 @@ def observed_gains(outcomes: Iterable[Outcome], task: str | None = None) -> dict
     return dict(gains)
 
 
-def score(cat: str, gains: dict[str, list[float]]) -> tuple[float, float | None, int]:
-    """(score, observed mean gain or None, number of observations)."""
+def score(cat: str, gains: dict[str, list[float]], probe_gain: float | None = None) -> tuple[float, float | None, int]:
+    """(score, observed mean gain or None, number of observations): the weighted mean of the
+    prior (``PRIOR_WEIGHT``), the observed gains (one each) and the probe gain (``PROBE_WEIGHT``)."""
     obs = gains.get(cat, [])
     prior = PRIORS.get(cat, 0.0)
-    if cat == "base" or not obs:
-        return prior, (sum(obs) / len(obs) if obs else None), len(obs)
-    mean = sum(obs) / len(obs)
-    return (len(obs) * mean + PRIOR_WEIGHT * prior) / (len(obs) + PRIOR_WEIGHT), mean, len(obs)
+    mean = sum(obs) / len(obs) if obs else None
+    if cat == "base":  # the reference: every gain is measured against it
+        return 0.0, mean, len(obs)
+    num, den = PRIOR_WEIGHT * prior + sum(obs), PRIOR_WEIGHT + len(obs)
+    if probe_gain is not None:
+        num, den = num + PROBE_WEIGHT * probe_gain, den + PROBE_WEIGHT
+    return num / den, mean, len(obs)
 
 
 @dataclass
@@ -94,6 +105,7 @@ class Candidate:
     prior_gain: float = 0.0
     observed_gain: float | None = None
     n_runs: int = 0
+    probe_gain: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,9 +113,10 @@ class Candidate:
 
 
 def rank(cands: list[Candidate], gains: dict[str, list[float]]) -> list[Candidate]:
-    """Score and sort candidates: best first; ties keep the paper's order (task, family, dataset, base)."""
+    """Score and sort candidates (their ``probe_gain`` counts where set): best first; ties keep
+    the paper's order (task, family, dataset, base)."""
     order = ["task-centroid", "family-centroid", "dataset-centroid", "model", "base"]
     for c in cands:
-        c.score, c.observed_gain, c.n_runs = score(c.category, gains)
+        c.score, c.observed_gain, c.n_runs = score(c.category, gains, c.probe_gain)
         c.prior_gain = PRIORS.get(c.category, 0.0)
     return sorted(cands, key=lambda c: (-c.score, order.index(c.category), c.evidence.get("distance", 0.0)))
