@@ -12,6 +12,9 @@ Stages (`--stages`, in this order by default):
 - start: leave one dataset out: `zoo finetune` from the base, from the centroid of every
   model not trained on D, and from the centroid of D's task region without D, with 2 seeds,
   full data and few-shot (128 examples); `zoo select-start` before each dataset's runs.
+- probe: `zoo select-start --train` for each D and setting in a zoo with no runs (the real
+  zoo's models by reference, WORK/select-probe-zoo): the paper's prior plus a linear probe
+  of each candidate on D's training data, judged against the start stage's fine-tunes.
 
 The real zoo at HOME stays as `make real-zoo` built it: the experiments register their
 centroids and fine-tunes in a second zoo (WORK, default HOME-experiments) that holds the
@@ -33,7 +36,8 @@ import time
 from itertools import combinations
 from pathlib import Path
 
-STAGES = ("clusters", "map", "interior", "start")
+STAGES = ("clusters", "map", "interior", "start", "probe")
+START_OF = {"base": "base", "family-centroid": "all-centroid", "task-centroid": "task-centroid"}
 PAPER = {"dataset": "~98 % (same-dataset models cluster together)", "task": "looser than datasets (no single figure)"}
 TIE = 0.005  # accuracy differences below half a point count as ties
 REAL_NAME = re.compile(r"^(?P<dataset>.+)-s(?P<seed>\d+)$")
@@ -364,6 +368,82 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
                                    for s in settings}}
 
 
+def stage_probe(home: Path, work: Path, data: Path, real: list[dict], settings: dict, only_cached: bool,
+                deadline: float | None) -> dict:
+    """`zoo select-start --train` per dataset and setting, in a zoo without runs (so the
+    ranking is the prior plus the probe, never the start stage's own outcomes)."""
+    pz = work / "select-probe-zoo"
+    if not only_cached:
+        prepare_work(home, pz)
+    cache = Cache(work / "probe-cache.json", only_cached=only_cached, deadline=deadline)
+    task_of = {m["dataset"]: m["task"] for m in real}
+    picks: dict[str, dict] = {s: {} for s in settings}
+    not_done: dict[str, list[str]] = {s: [] for s in settings}
+    for setting, hp in settings.items():
+        for ds in sorted(task_of):
+            train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
+            folds = "5" if hp.get("examples", 20) >= 20 else "2"  # a tiny few-shot set cannot fill 5 folds
+            try:
+                sel = cache.call("probe", f"probe:{setting}:{ds}", pz, "select-start", "--task", task_of[ds],
+                                 "--dataset", ds, "--train", str(train), "--max-length", str(hp["max_length"]),
+                                 "--folds", folds)
+            except Missing:
+                not_done[setting].append(ds)
+                continue
+            cands = sel["candidates"]
+            picks[setting][ds] = {
+                "task": task_of[ds], "top": START_OF.get(cands[0]["category"], cands[0]["category"]),
+                "probe": {START_OF[c["category"]]: c["evidence"]["probe_accuracy"] for c in cands
+                          if c["category"] in START_OF},
+                "ranking": [[c["start"], round(c["score"], 5), round(c["evidence"]["probe_accuracy"], 5)] for c in cands],
+                "probe_examples": cands[0]["evidence"]["probe_examples"]}
+    return {"picks": picks, "not_done": not_done, "seconds": cache.seconds("probe")}
+
+
+def judge_probe(probe: dict, start: dict | None) -> dict:
+    """Per setting: was select-start's top pick (prior + probe), or the probe alone, the best
+    of the starts the start stage ran; does the probe gain predict the fine-tune gain's sign."""
+    out = {}
+    for setting, picks in probe["picks"].items():
+        per = (start or {}).get("per_dataset", {}).get(setting, {})
+        rows, pairs = {}, []
+        for ds, p in picks.items():
+            r = per.get(ds)
+            if r is None:
+                continue
+            acc = r["accuracy"]
+            best = max(acc.values())
+            by_probe = max((k for k in p["probe"] if k in acc), key=p["probe"].get)
+            rows[ds] = {"top": p["top"], "top_was_best": None if p["top"] not in acc else acc[p["top"]] >= best - TIE,
+                        "probe_top": by_probe, "probe_top_was_best": acc[by_probe] >= best - TIE,
+                        "history_top_was_best": r.get("select_start_was_best"),
+                        "prior_top_was_best": acc["task-centroid"] >= best - TIE if "task-centroid" in acc else None}
+            for k in ("all-centroid", "task-centroid"):
+                if k in acc and k in p["probe"]:
+                    pairs.append((p["probe"][k] - p["probe"]["base"], acc[k] - acc["base"]))
+        agree = [(pg > 0) == (fg > 0) for pg, fg in pairs if abs(fg) > TIE]
+        out[setting] = {"rows": rows, "n": len(rows),
+                        "top_best": sum(bool(r["top_was_best"]) for r in rows.values()),
+                        "top_judged": sum(r["top_was_best"] is not None for r in rows.values()),
+                        "probe_top_best": sum(r["probe_top_was_best"] for r in rows.values()),
+                        "history_top_best": sum(bool(r["history_top_was_best"]) for r in rows.values()),
+                        "history_top_judged": sum(r["history_top_was_best"] is not None for r in rows.values()),
+                        "prior_top_best": sum(bool(r["prior_top_was_best"]) for r in rows.values()),
+                        "prior_top_judged": sum(r["prior_top_was_best"] is not None for r in rows.values()),
+                        "sign_agree": sum(agree), "sign_judged": len(agree), "correlation": pearson(pairs)}
+    return out
+
+
+def pearson(pairs: list[tuple[float, float]]) -> float:
+    if len(pairs) < 3:
+        return float("nan")
+    xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
+    mx, my = mean(xs), mean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in pairs)
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
+
+
 # ------------------------------------------------------------------ report
 
 def pct(x: float) -> str:
@@ -393,7 +473,7 @@ def report(results: dict, home: Path, data: Path) -> str:
                   f"{max(v['wall_s'] for v in t.values()):.0f} s a model).", ""]
         wall.append(f"| zoo build ({len(t)} fine-tunes) | `make real-zoo` | {total / 60:.1f} min |")
     for st, label in (("clusters", "clusters"), ("map", "map"), ("interior", "region interior"),
-                      ("start", "starting points")):
+                      ("start", "starting points"), ("probe", "select-start --train probes")):
         if st in results and "seconds" in results[st]:
             wall.append(f"| {label} | `make reproduce` | {results[st]['seconds'] / 60:.1f} min |")
     if "start" in results:
@@ -519,6 +599,41 @@ def report(results: dict, home: Path, data: Path) -> str:
             if s.get("not_done", {}).get(k):
                 lines += [f"Not run yet (stopped by `--budget-min`; `make reproduce` resumes): "
                           f"{', '.join(s['not_done'][k])}.", ""]
+    if "probe" in results:
+        pr = results["probe"]
+        judged = judge_probe(pr, results.get("start"))
+        lines += ["## Choosing the start from the target's data", "",
+                  "`zoo select-start --task T --dataset D --train TRAIN` in a zoo that holds the same models and no "
+                  "runs: the paper's prior plus a 5-fold cross-validated linear probe of every candidate's frozen body "
+                  "on (up to 256 of) the examples the fine-tune trains on, weighted as two pseudo-runs "
+                  "(`zoo/select.py`). Judged against the starting-point fine-tunes above (best within "
+                  f"{TIE * 100:.1f} points); \"history-based\" is the start stage's select-start, which learned from "
+                  "the runs recorded before each dataset instead.", "",
+                  "| setting | datasets | top pick (prior + probe) was best | probe alone | prior alone (task centroid) "
+                  "| history-based top | probe gain has the fine-tune gain's sign | correlation of the two gains |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for setting, j in judged.items():
+            lines.append(f"| {setting} | {j['n']} | {j['top_best']} of {j['top_judged']} | {j['probe_top_best']} of "
+                         f"{j['n']} | {j['prior_top_best']} of {j['prior_top_judged']} | "
+                         f"{j['history_top_best']} of {j['history_top_judged']} | {j['sign_agree']} of "
+                         f"{j['sign_judged']} | {j['correlation']:.2f} |")
+        yn = {True: "yes", False: "no", None: "not tested"}
+        for setting, picks in pr["picks"].items():
+            if not picks:
+                continue
+            rows = judged.get(setting, {}).get("rows", {})
+            lines += ["", f"### {setting}: probe accuracy of each start on its training examples (cross-validated)", "",
+                      "| dataset | task | base | all-centroid | task-centroid | top pick | top was best | probe's pick "
+                      "| probe's pick was best |", "|---|---|---|---|---|---|---|---|---|"]
+            for ds, p in picks.items():
+                r = rows.get(ds, {})
+                lines.append(f"| {ds} | {p['task']} | " + " | ".join(
+                    f"{p['probe'][k]:.3f}" if k in p["probe"] else "" for k in ("base", "all-centroid", "task-centroid"))
+                    + f" | {p['top']} | {yn[r.get('top_was_best')]} | {r.get('probe_top', '')} | "
+                    f"{yn[r.get('probe_top_was_best')]} |")
+            if pr["not_done"].get(setting):
+                lines += ["", f"Not run yet: {', '.join(pr['not_done'][setting])}."]
+        lines.append("")
     notes = Path(__file__).resolve().parent.parent / "docs" / "REPRODUCTION-NOTES.md"
     if notes.exists():
         lines += ["## Reading the results", "", f"See [REPRODUCTION-NOTES.md](REPRODUCTION-NOTES.md) (written by hand "
@@ -553,7 +668,7 @@ def main() -> int:
     if not (home / "catalog.duckdb").exists():
         print(f"error: no zoo at {home}; build it with `make real-zoo`", file=sys.stderr)
         return 1
-    if {"interior", "start"} & set(stages) and not (data / "datasets.json").exists():
+    if {"interior", "start", "probe"} & set(stages) and not (data / "datasets.json").exists():
         print(f"error: {data / 'datasets.json'} not found; build the datasets with `make datasets`", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
@@ -577,7 +692,7 @@ def main() -> int:
             results["map"] = stage_map(home, out)
             results["map"]["seconds"] = time.perf_counter() - t0
             save()
-        if {"interior", "start"} & set(stages):
+        if {"interior", "start", "probe"} & set(stages):
             work.mkdir(parents=True, exist_ok=True)
             if args.report_only:
                 real, base = real_models(home), zoo(home, "ls", "--kind", "base")[0]["name"]
@@ -591,11 +706,14 @@ def main() -> int:
             if "interior" in stages:
                 results["interior"] = stage_interior(work, data, real, base, cache, evargs)
                 save()
+            settings = {"few-shot": {"examples": args.fewshot_examples, "epochs": args.fewshot_epochs, "lr": 1e-4,
+                                     "batch_size": 16, "max_length": 64},
+                        "full": {"epochs": args.full_epochs, "lr": 1e-4, "batch_size": 32, "max_length": 64}}
             if "start" in stages:
-                settings = {"few-shot": {"examples": args.fewshot_examples, "epochs": args.fewshot_epochs, "lr": 1e-4,
-                                         "batch_size": 16, "max_length": 64},
-                            "full": {"epochs": args.full_epochs, "lr": 1e-4, "batch_size": 32, "max_length": 64}}
                 results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds)
+                save()
+            if "probe" in stages:
+                results["probe"] = stage_probe(home, work, data, real, settings, args.report_only, cache.deadline)
                 save()
     except ZooFailed as e:
         print(f"error: {e}\n(rerun to resume: finished steps are cached in {work / 'reproduce-cache.json'})",

@@ -190,7 +190,7 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     cmd = [sys.executable, str(scripts / "reproduce.py"), "--home", str(home), "--data", str(data), "--work", str(work),
-           "--out", str(out), "--stages", "interior,start", "--seeds", "1", "--fewshot-examples", "8",
+           "--out", str(out), "--stages", "interior,start,probe", "--seeds", "1", "--fewshot-examples", "8",
            "--fewshot-epochs", "1", "--full-epochs", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
@@ -220,9 +220,22 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
     # The real zoo holds only what real_zoo.py made; the experiments' models live in the work zoo.
     assert sorted(m["name"] for m in Zoo(home).ls(kind="finetune")) == ["senti-a-s0", "senti-a-s1", "senti-b-s0",
                                                                         "senti-b-s1"]
-    n_work = len(Zoo(work).ls())
+    # select-start --train probed every start on each dataset's training file, in its own zoo.
+    for setting, n_examples in (("few-shot", 8), ("full", 24)):
+        picks = res["probe"]["picks"][setting]
+        assert sorted(picks) == ["senti-a", "senti-b"]
+        for p in picks.values():
+            assert set(p["probe"]) == {"base", "all-centroid", "task-centroid"} and p["probe_examples"] == n_examples
+            assert all(0 <= a <= 1 for a in p["probe"].values())
+            assert p["top"] in {"base", "all-centroid", "task-centroid", "dataset-centroid"}
+            scores = [r[1] for r in p["ranking"]]
+            assert scores == sorted(scores, reverse=True) and p["ranking"][-1][0] != p["ranking"][0][0]
+    assert Zoo(home).ls(kind="centroid") == []
+    n_work, n_probe = len(Zoo(work).ls()), len(Zoo(work / "select-probe-zoo").ls())
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr
-    assert len(Zoo(work).ls()) == n_work
+    assert len(Zoo(work).ls()) == n_work and len(Zoo(work / "select-probe-zoo").ls()) == n_probe
+    assert json.loads((out / "reproduction.json").read_text())["probe"]["picks"] == res["probe"]["picks"]
+    assert "## Choosing the start from the target's data" in (out / "REPRODUCTION.md").read_text()
     assert json.loads((out / "reproduction.json").read_text())["start"]["per_dataset"] == st["per_dataset"]
     assert "## Starting points" in (out / "REPRODUCTION.md").read_text()
