@@ -476,9 +476,9 @@ def report(results: dict, home: Path, data: Path) -> str:
                       ("start", "starting points"), ("probe", "select-start --train probes")):
         if st in results and "seconds" in results[st]:
             wall.append(f"| {label} | `make reproduce` | {results[st]['seconds'] / 60:.1f} min |")
-    if "start" in results:
-        for s, sec in results["start"]["seconds_by_setting"].items():
-            wall.append(f"| … of which {s} fine-tunes | | {sec / 60:.1f} min |")
+        if st == "start" and "start" in results:
+            for s, sec in results["start"]["seconds_by_setting"].items():
+                wall.append(f"| … of which {s} fine-tunes | | {sec / 60:.1f} min |")
     lines += ["## Wall time (2 CPU cores)", "", *wall, "",
               "Experiment stages sum the wall time of every zoo command they ran, across resumed runs.", ""]
 
