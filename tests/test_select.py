@@ -40,6 +40,23 @@ def test_gains_are_relative_to_base_on_same_dataset():
     assert s == pytest.approx((2 * 0.015 + PRIOR_WEIGHT * PRIORS["task-centroid"]) / (2 + PRIOR_WEIGHT))
 
 
+def test_gains_compare_runs_of_the_same_setting_only():
+    few, full = (("train", "few.jsonl"), ("epochs", 5)), (("train", "all.jsonl"), ("epochs", 1))
+    outs = [Outcome("x", "t", "base", 0.40, few), Outcome("x", "t", "base", 0.50, full),
+            Outcome("x", "t", "task-centroid", 0.45, few), Outcome("x", "t", "task-centroid", 0.52, full),
+            Outcome("x", "t", "family-centroid", 0.60, (("train", "other.jsonl"),))]  # no base run like it
+    g = observed_gains(outs, "t")
+    assert g["task-centroid"] == pytest.approx([0.05, 0.02]) and "family-centroid" not in g
+
+
+def test_setting_of_ignores_seed_and_start():
+    from zoo.select import setting_of
+
+    a = {"train": "/d/x.jsonl", "epochs": 3.0, "lr": 1e-4, "seed": 0, "start": "base", "start_kind": "base"}
+    b = dict(a, seed=7, start="centroid:task=t", start_kind="centroid")
+    assert setting_of(a) == setting_of(b) and setting_of(a) != setting_of(dict(a, epochs=1.0))
+
+
 def test_no_history_follows_paper(filled):
     res = filled.select_start("t", dataset="a")
     starts = [c["start"] for c in res["candidates"]]
@@ -192,3 +209,23 @@ def test_select_start_train_bad_input(filled, tmp_path):
     with pytest.raises(ZooValueError, match="--probe-examples"):
         filled.select_start("t", dataset="c", train=ok, probe_examples=0)
     assert filled.ls(kind="centroid") == []  # nothing materialized for input that was refused
+
+
+def test_history_pairs_runs_with_base_runs_of_their_setting(filled):
+    """Few-shot runs from the base and the centroid, and a full-data run from the base, on one
+    dataset: the centroid's gain is against the few-shot base (pooled with the full-data
+    base it would read 0.45 - 0.60 = -0.15)."""
+    ids = {m["name"]: m["id"] for m in filled.ls()}
+    with filled._write() as conn:
+        for train, base_acc, cen_acc in (("few.jsonl", 0.40, 0.45), ("full.jsonl", 0.80, None)):
+            for start, kind, acc in (("base", "base", base_acc), ("centroid:task=t,exclude_dataset=a", "centroid", cen_acc)):
+                if acc is None:
+                    continue
+                rid = catalog.insert_run(conn, start_model_id=ids["ft-a0"], result_model_id=ids["ft-a0"], dataset="a",
+                                         method="full", params={"start": start, "start_kind": kind, "task": "t",
+                                                                "train": train, "epochs": 1.0}, device="cpu",
+                                         status="finished")
+                catalog.insert_evaluation(conn, model_id=ids["ft-a0"], dataset="a", split="eval", metric="accuracy",
+                                          value=acc, run_id=rid)
+    by = {c["category"]: c for c in filled.select_start("t", dataset="c")["candidates"]}
+    assert by["task-centroid"]["n_runs"] == 1 and by["task-centroid"]["observed_gain"] == pytest.approx(0.05)

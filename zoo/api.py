@@ -800,7 +800,7 @@ class Zoo:
                 cat = sel.category(p.get("start", ""), p.get("start_kind"))
                 if cat == "model" and r["id"] in start_members:
                     cat = sel.category_of_members(r["dataset"], p.get("task"), start_members[r["id"]])
-                outcomes.append(sel.Outcome(r["dataset"], p.get("task"), cat, r["accuracy"]))
+                outcomes.append(sel.Outcome(r["dataset"], p.get("task"), cat, r["accuracy"], sel.setting_of(p)))
             ids, x = catalog.sketch_vectors(conn, sp.id, [m["id"] for m in fts])
         by_id = {m["id"]: m for m in fts}
         vec = {int(i): v.astype(np.float64) for i, v in zip(ids, x)}

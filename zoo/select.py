@@ -6,7 +6,8 @@ the nearest dataset regions of the task. Each category carries a prior accuracy 
 starting from the base (Gueta et al. 2023: centroids of other datasets' models beat the
 base in 11 of 12 datasets, +3.06 points on average); the store's finished runs give
 observed gains: a run's accuracy minus the mean accuracy of runs from the base on the same
-dataset. The score shrinks the observed mean towards the prior with ``PRIOR_WEIGHT``
+dataset in the same setting (training and eval files, method, hyperparameters; the seed
+aside), so a few-shot run is never measured against a full-data base run. The score shrinks the observed mean towards the prior with ``PRIOR_WEIGHT``
 pseudo-runs, so a few outcomes move the ranking and many outcomes decide it.
 
 With the target's training data (``select-start --train FILE``), each candidate is also
@@ -24,6 +25,7 @@ from typing import Any, Iterable
 PRIORS = {"task-centroid": 0.0306, "family-centroid": 0.020, "dataset-centroid": 0.010, "base": 0.0, "model": 0.0}
 PRIOR_WEIGHT = 2.0
 PROBE_WEIGHT = 2.0
+SETTING_KEYS = ("train", "eval", "method", "epochs", "lr", "batch_size", "max_length", "warmup_ratio", "weight_decay")
 
 
 def category(start: str, start_kind: str | None) -> str:
@@ -53,29 +55,37 @@ def category_of_members(dataset: str | None, task: str | None, members: Iterable
     return "family-centroid"
 
 
+def setting_of(params: dict[str, Any]) -> tuple:
+    """What must match for two runs' accuracies to be compared: data and hyperparameters."""
+    return tuple((k, params.get(k)) for k in SETTING_KEYS)
+
+
 @dataclass
 class Outcome:
-    """One finished run: its dataset, task, start category and accuracy."""
+    """One finished run: its dataset, task, start category, accuracy and setting."""
 
     dataset: str
     task: str | None
     category: str
     accuracy: float
+    setting: tuple = ()
 
 
 def observed_gains(outcomes: Iterable[Outcome], task: str | None = None) -> dict[str, list[float]]:
-    """Per category, the gains over the base on datasets where both were run (same task first)."""
+    """Per category, the gains over the base on datasets and settings where both were run
+    (same task first)."""
     outs = list(outcomes)
     same = [o for o in outs if task is not None and o.task == task]
     pool = same if any(o.category == "base" for o in same) else outs
-    base_acc: dict[str, list[float]] = defaultdict(list)
+    base_acc: dict[tuple, list[float]] = defaultdict(list)
     for o in pool:
         if o.category == "base":
-            base_acc[o.dataset].append(o.accuracy)
+            base_acc[o.dataset, o.setting].append(o.accuracy)
     gains: dict[str, list[float]] = defaultdict(list)
     for o in pool:
-        if o.category != "base" and o.dataset in base_acc:
-            gains[o.category].append(o.accuracy - sum(base_acc[o.dataset]) / len(base_acc[o.dataset]))
+        ref = base_acc.get((o.dataset, o.setting))
+        if o.category != "base" and ref:
+            gains[o.category].append(o.accuracy - sum(ref) / len(ref))
     for d, accs in base_acc.items():
         gains["base"].extend([0.0] * len(accs))
     return dict(gains)
