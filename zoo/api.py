@@ -778,16 +778,13 @@ class Zoo:
         probe_ex = None
         if train is not None:
             from zoo.data import read_examples
-            from zoo.finetune import TrainParams, sample_examples
+            from zoo.finetune import TrainParams, check_probe_input, sample_examples
 
             check_k(probe_examples, "--probe-examples")
-            if check_k(folds, "--folds") < 2:
-                raise ZooValueError(f"--folds must be at least 2 to cross-validate a probe, got {folds}")
+            check_k(folds, "--folds")
             tp = TrainParams(**params)
             probe_ex = sample_examples(read_examples(train), probe_examples, tp.seed)
-            if len(set(probe_ex.labels)) < 2 or len(probe_ex) < 2 * folds:
-                raise ZooValueError(f"{train}: {len(probe_ex)} example(s) of {len(set(probe_ex.labels))} label(s) "
-                                    f"cannot score a {folds}-fold probe; give at least {2 * folds} examples of 2+ labels")
+            check_probe_input(probe_ex, folds)  # before any centroid is materialized
         with self._read() as conn:
             fam = self._family(conn, family)
             sp = fam.spaces[0]
@@ -840,7 +837,7 @@ class Zoo:
         regions.sort(key=lambda c: c.evidence["distance"])
         cands += regions[:neighbours]
         if probe_ex is not None:
-            self._probe_candidates(cands, probe_ex, tp, folds, family)
+            self._probe_candidates(cands, probe_ex, tp, folds, family, Path(base["uri"]))
         gains = sel.observed_gains(outcomes, task)
         ranked = sel.rank(cands, gains)
         basis = "observed runs and the paper's prior" if any(gains.get(c.category) for c in ranked if c.category != "base") \
@@ -850,7 +847,8 @@ class Zoo:
         return {"task": task, "dataset": dataset, "family": fam.name, "basis": basis, "runs_seen": len(outcomes),
                 "candidates": [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ranked)]}
 
-    def _probe_candidates(self, cands: list[Any], ex: Any, tp: Any, folds: int, family: str | None) -> None:
+    def _probe_candidates(self, cands: list[Any], ex: Any, tp: Any, folds: int, family: str | None,
+                          base_dir: Path) -> None:
         """Set each candidate's probe evidence and gain over the base (materializing centroids)."""
         from tqdm.auto import tqdm
 
@@ -859,10 +857,7 @@ class Zoo:
         accs = {}
         for c in tqdm(cands, desc="probing starts", unit="start", disable=not self.progress, leave=False):
             row = self.resolve_start(c.start, family)
-            with self._read() as conn:
-                fam = next(f for f in catalog.families_snapshot(conn) if f.id == row["family_id"])
-                base_uri = catalog.model_by_id(conn, fam.base_model_id)["uri"]
-            res = probe_cv(Path(row["uri"]), [Path(base_uri)], ex, tp, folds=folds)
+            res = probe_cv(Path(row["uri"]), [base_dir], ex, tp, folds=folds)
             accs[c.start] = res["probe_accuracy"]
             c.evidence.update(probe_accuracy=res["probe_accuracy"], probe_model=row["name"], probe_examples=res["n_examples"])
         ref = next(accs[c.start] for c in cands if c.category == "base")

@@ -328,13 +328,28 @@ def linear_probe(model_dir: Path, tok: Any, train_ex: Examples, test_ex: Example
     return _probe_accuracy(xtr, ytr, xte, yte, len(labels), params.seed)
 
 
+def _by_label(labels: Sequence[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, l in enumerate(labels):
+        out.setdefault(l, []).append(i)
+    return out
+
+
+def check_probe_input(ex: Examples, folds: int) -> None:
+    """Refuse data a ``folds``-fold probe cannot score, naming the file and what it needs."""
+    if folds < 2:
+        raise ZooValueError(f"--folds must be at least 2 to cross-validate a probe, got {folds}")
+    n_labels = len(set(ex.labels))
+    if n_labels < 2 or len(ex) < 2 * folds:
+        raise ZooValueError(f"{ex.path}: {len(ex)} example(s) of {n_labels} label(s) cannot score a {folds}-fold "
+                            f"probe; give at least {2 * folds} examples of 2+ labels")
+
+
 def stratified_folds(labels: Sequence[str], folds: int, seed: int) -> list[int]:
     """A fold number per example: each label's examples, shuffled, dealt round-robin."""
     rng = np.random.default_rng(seed)
     fold = [0] * len(labels)
-    by_label: dict[str, list[int]] = {}
-    for i, l in enumerate(labels):
-        by_label.setdefault(l, []).append(i)
+    by_label = _by_label(labels)
     offset = 0
     for l in sorted(by_label):
         for j, i in enumerate(rng.permutation(by_label[l])):
@@ -348,9 +363,7 @@ def sample_examples(ex: Examples, n: int, seed: int) -> Examples:
     if len(ex) <= n:
         return ex
     rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, l in enumerate(ex.labels):
-        by_label.setdefault(l, []).append(i)
+    by_label = _by_label(ex.labels)
     # Each example's place within its shuffled label, as a fraction: taking the n smallest
     # takes every label in proportion to its share.
     key = {}
@@ -368,11 +381,8 @@ def probe_cv(model_dir: Path, tokenizer_dirs: Sequence[Path], ex: Examples, para
     that costs one forward pass over the examples."""
     import torch
 
+    check_probe_input(ex, folds)
     labels = ex.label_space()
-    if len(labels) < 2:
-        raise ZooValueError(f"{ex.path}: one label only ({labels}); a probe needs at least two")
-    if len(ex) < 2 * folds:
-        raise ZooValueError(f"{ex.path}: {len(ex)} examples are too few for a {folds}-fold probe; give at least {2 * folds}")
     device = resolve_device(params.device)
     seed_everything(params.seed)
     quiet_transformers()

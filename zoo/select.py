@@ -7,8 +7,9 @@ starting from the base (Gueta et al. 2023: centroids of other datasets' models b
 base in 11 of 12 datasets, +3.06 points on average); the store's finished runs give
 observed gains: a run's accuracy minus the mean accuracy of runs from the base on the same
 dataset in the same setting (training and eval files, method, hyperparameters; the seed
-aside), so a few-shot run is never measured against a full-data base run. The score shrinks the observed mean towards the prior with ``PRIOR_WEIGHT``
-pseudo-runs, so a few outcomes move the ranking and many outcomes decide it.
+aside), so a few-shot run is never measured against a full-data base run. The score
+shrinks the observed mean towards the prior with ``PRIOR_WEIGHT`` pseudo-runs, so a few
+outcomes move the ranking and many outcomes decide it.
 
 With the target's training data (``select-start --train FILE``), each candidate is also
 probed: the cross-validated accuracy of a linear probe on its frozen body, minus the
