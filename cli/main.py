@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from cli.fmt import emit, fmt_select, fmt_clusters, fmt_distance, fmt_region, kv_pairs, show_lineage, show_model, table
+from zoo.cli.fmt import emit, fmt_select, fmt_clusters, fmt_distance, fmt_region, kv_pairs, show_lineage, show_model, table
 from zoo import Zoo
 from zoo.errors import ZooError
 

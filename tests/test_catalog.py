@@ -81,7 +81,7 @@ def test_catalog_behind_is_upgraded(tmp_path):
 
     path = tmp_path / "catalog.duckdb"
     with db.connect(path, write=True) as conn:
-        command.upgrade(db._alembic_config(conn), "0001")
+        command.upgrade(db.alembic_config(conn), "0001")
     with db.connect(path, write=False) as conn:
         assert db.current_revision(conn) == "0001"
     db.ensure_schema(path)

@@ -11,7 +11,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from zoo.cli.main import main
 
 
 @pytest.fixture()
@@ -78,7 +78,7 @@ def test_second_writer_gets_busy_error(home, ckpts, tmp_path):
         assert holder.stdout.readline().strip() == "locked"
         env = dict(os.environ, ZOO_LOCK_TIMEOUT="1")
         t0 = time.monotonic()
-        res = subprocess.run([sys.executable, "-m", "cli.main", "--home", str(home), "add", str(ckpts["base"])],
+        res = subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "add", str(ckpts["base"])],
                              capture_output=True, text=True, env=env, timeout=120)
         assert res.returncode != 0
         assert res.stderr.strip().startswith("error: zoo is busy") and "Traceback" not in res.stderr
@@ -87,7 +87,7 @@ def test_second_writer_gets_busy_error(home, ckpts, tmp_path):
         holder.kill()
         holder.wait()
     # Once the other writer is gone the same command works.
-    res = subprocess.run([sys.executable, "-m", "cli.main", "--home", str(home), "add", str(ckpts["base"])],
+    res = subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "add", str(ckpts["base"])],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
 

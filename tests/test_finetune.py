@@ -141,7 +141,7 @@ def _background_finetune(home, ckpts, tmp_path, epochs: int) -> tuple[Zoo, subpr
     z = Zoo(home)
     z.add([ckpts["base"]], name="base")
     big = write_sentiment(tmp_path / "big.jsonl", 400, seed=3)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--home", str(home), "finetune", "--from", "base",
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "finetune", "--from", "base",
                              "--train", str(big), "--dataset", "big", "--epochs", str(epochs), "--batch-size", "4"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return z, proc
@@ -154,7 +154,7 @@ def test_ls_works_while_training_runs(home, ckpts, tmp_path):
     env = {**__import__("os").environ, "ZOO_LOCK_TIMEOUT": "2"}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "cli.main", "--home", str(home), *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), *args], capture_output=True,
                               text=True, env=env)
     try:
         deadline = time.monotonic() + 120

@@ -10,10 +10,11 @@ from zoo import Zoo, catalog
 from zoo.errors import EmptyRegion, FamilyMismatch, ZooValueError
 from zoo.geometry import brute_force
 from zoo.index import FLAT_MAX, SpaceIndex, choose_index
+from zoo.store import Store
 
 
 def _catalog_vectors(z):
-    with z._read() as conn:
+    with z.store.read() as conn:
         return catalog.sketch_vectors(conn, 1)
 
 
@@ -118,7 +119,7 @@ def test_stale_index_is_rebuilt_after_crash(filled, ckpts, tmp_path, monkeypatch
     idx = SpaceIndex(filled.index_dir, 1)
     assert idx.load() and idx.index.ntotal == 7
     # A process killed between the catalog commit and the index write.
-    monkeypatch.setattr(Zoo, "_after_write", lambda self: None)
+    monkeypatch.setattr(Store, "sync_indexes", lambda self: None)
     p = make_finetune(ckpts["base"], tmp_path / "late", seed=77, direction_seed=2)
     filled.add([p], name="late", dataset="b")
     monkeypatch.undo()

@@ -77,7 +77,7 @@ def _fake_run(conn, model_id, dataset, start, start_kind, acc):
 
 def test_history_can_overturn_the_prior(filled):
     ids = {m["name"]: m["id"] for m in filled.ls()}
-    with filled._write() as conn:
+    with filled.store.write() as conn:
         for ds, mid in (("a", ids["ft-a0"]), ("b", ids["ft-b0"])):
             _fake_run(conn, mid, ds, "base", "base", 0.80)
             _fake_run(conn, mid, ds, "centroid:task=t,exclude_dataset=" + ds, "centroid", 0.70)
@@ -100,7 +100,7 @@ def test_history_counts_explicitly_named_centroids(filled):
     """A run from `zoo centroid ft-b0 ft-b1 ft-b2` (by name) counts as a start from b's region."""
     c = filled.centroid(names=["ft-b0", "ft-b1", "ft-b2"], out="b-mean")
     ids = {m["name"]: m["id"] for m in filled.ls()}
-    with filled._write() as conn:
+    with filled.store.write() as conn:
         _fake_run(conn, ids["ft-a0"], "a", "base", "base", 0.60)
         rid = catalog.insert_run(conn, start_model_id=c["id"], result_model_id=ids["ft-a1"], dataset="a",
                                  method="full", params={"start": "b-mean", "start_kind": "centroid", "task": "t"},
@@ -216,7 +216,7 @@ def test_history_pairs_runs_with_base_runs_of_their_setting(filled):
     dataset: the centroid's gain is against the few-shot base (pooled with the full-data
     base it would read 0.45 - 0.60 = -0.15)."""
     ids = {m["name"]: m["id"] for m in filled.ls()}
-    with filled._write() as conn:
+    with filled.store.write() as conn:
         for train, base_acc, cen_acc in (("few.jsonl", 0.40, 0.45), ("full.jsonl", 0.80, None)):
             for start, kind, acc in (("base", "base", base_acc), ("centroid:task=t,exclude_dataset=a", "centroid", cen_acc)):
                 if acc is None:

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_finetune
 from zoo.errors import ZooValueError
-from zoo.sketch import check_dim, sketch_array, sketch_torch
+from zoo.domain import check_dim
+from zoo.sketch import sketch_array, sketch_torch
 
 
 def _sk(x, dim=1024, seed=0, name="t"):

@@ -6,14 +6,13 @@ function runs inside the caller's transaction, so one command is one transaction
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import sqlalchemy as sa
 
-from zoo.errors import Conflict, NotFound, ReadOnlySQL, ZooValueError
+from zoo.domain import Family, Space
+from zoo.errors import Conflict, NotFound
 from zoo.schema import evaluations, families, lineage, models, runs, sketch_spaces, sketches
 
 
@@ -23,46 +22,18 @@ def _json(v: Any) -> Any:
     return json.loads(v)
 
 
-@dataclass
-class Space:
-    """A sketch space of a family: dimension, seed, metric and the base's raw sketch."""
-
-    id: int
-    family_id: int
-    dim: int
-    seed: int
-    metric: str
-    tensor_filter: str | None
-    base_vec: np.ndarray
-    method: str = "countsketch-splitmix64"
-
-    def includes(self, canonical: str) -> bool:
-        return self.tensor_filter is None or re.search(self.tensor_filter, canonical) is not None
-
-
-@dataclass
-class Family:
-    """A family: a base checkpoint's body (canonical name -> shape) and its sketch spaces."""
-
-    id: int
-    name: str
-    arch_signature: str
-    base_model_id: int | None
-    prefix: str
-    body: dict[str, tuple[int, ...]]
-    spaces: list[Space] = field(default_factory=list)
-    base_uri: str | None = None
-
-
 # ---------------------------------------------------------------- reads
 
-def families_snapshot(conn: sa.Connection) -> list[Family]:
-    """All families with their spaces (base sketches included)."""
+def families_snapshot(conn: sa.Connection, family_id: int | None = None) -> list[Family]:
+    """All families (or the one with ``family_id``) with their spaces, base sketches included."""
     fams = {}
-    for r in conn.execute(sa.select(families).order_by(families.c.id)).mappings():
+    q = sa.select(families).order_by(families.c.id)
+    if family_id is not None:
+        q = q.where(families.c.id == family_id)
+    for r in conn.execute(q).mappings():
         body = {k: tuple(v) for k, v in _json(r["body"]).items()}
         fams[r["id"]] = Family(r["id"], r["name"], r["arch_signature"], r["base_model_id"], r["prefix"], body)
-    for s in spaces(conn):
+    for s in spaces(conn, family_id):
         if s.family_id in fams:
             fams[s.family_id].spaces.append(s)
     for f in fams.values():
@@ -75,7 +46,7 @@ def spaces(conn: sa.Connection, family_id: int | None = None) -> list[Space]:
     q = sa.select(sketch_spaces).order_by(sketch_spaces.c.id)
     if family_id is not None:
         q = q.where(sketch_spaces.c.family_id == family_id)
-    return [Space(r["id"], r["family_id"], r["dim"], int(r["seed"]), r["metric"], r["tensor_filter"],
+    return [Space(r["dim"], int(r["seed"]), r["tensor_filter"], r["metric"], r["id"], r["family_id"],
                   np.asarray(r["base_vec"], dtype=np.float64), r["method"])
             for r in conn.execute(q).mappings()]
 
@@ -137,20 +108,24 @@ def name_taken(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.select(models.c.id).where(models.c.name == name)).first() is not None
 
 
+def _model_filter(q: sa.Select, family_id: int | None = None, family: str | None = None, dataset: str | None = None,
+                  task: str | None = None, kind: str | None = None, exclude_dataset: str | None = None) -> sa.Select:
+    """The one filter chain over ``models`` (``family`` by name needs ``families`` joined)."""
+    for col, value in ((models.c.family_id, family_id), (families.c.name, family), (models.c.dataset, dataset),
+                       (models.c.task, task), (models.c.kind, kind)):
+        if value is not None and value != "":
+            q = q.where(col == value)
+    if exclude_dataset:
+        q = q.where(sa.or_(models.c.dataset.is_(None), models.c.dataset != exclude_dataset))
+    return q.order_by(models.c.id)
+
+
 def list_models(conn: sa.Connection, family: str | None = None, dataset: str | None = None, task: str | None = None,
                 kind: str | None = None) -> list[dict[str, Any]]:
     q = (sa.select(models.c.id, models.c.name, families.c.name.label("family"), models.c.kind, models.c.dataset,
                    models.c.task, models.c.seed, models.c.n_params, models.c.dtype, models.c.uri, models.c.created_at)
-         .join(families, families.c.id == models.c.family_id).order_by(models.c.id))
-    if family:
-        q = q.where(families.c.name == family)
-    if dataset:
-        q = q.where(models.c.dataset == dataset)
-    if task:
-        q = q.where(models.c.task == task)
-    if kind:
-        q = q.where(models.c.kind == kind)
-    return [dict(r) for r in conn.execute(q).mappings()]
+         .join(families, families.c.id == models.c.family_id))
+    return [dict(r) for r in conn.execute(_model_filter(q, family=family, dataset=dataset, task=task, kind=kind)).mappings()]
 
 
 def family_by_id(conn: sa.Connection, family_id: int) -> dict[str, Any]:
@@ -246,20 +221,9 @@ def models_meta(conn: sa.Connection, ids: Sequence[int]) -> dict[int, dict[str, 
 
 
 def filtered_ids(conn: sa.Connection, family_id: int, dataset: str | None = None, task: str | None = None,
-                 kind: str | None = None, names: Sequence[str] | None = None,
-                 exclude_dataset: str | None = None) -> list[int]:
-    q = sa.select(models.c.id).where(models.c.family_id == family_id)
-    if dataset:
-        q = q.where(models.c.dataset == dataset)
-    if task:
-        q = q.where(models.c.task == task)
-    if kind:
-        q = q.where(models.c.kind == kind)
-    if names:
-        q = q.where(models.c.name.in_(list(names)))
-    if exclude_dataset:
-        q = q.where(sa.or_(models.c.dataset.is_(None), models.c.dataset != exclude_dataset))
-    return [int(i) for i in conn.execute(q.order_by(models.c.id)).scalars()]
+                 kind: str | None = None, exclude_dataset: str | None = None) -> list[int]:
+    q = _model_filter(sa.select(models.c.id), family_id, None, dataset, task, kind, exclude_dataset)
+    return [int(i) for i in conn.execute(q).scalars()]
 
 
 def finished_runs(conn: sa.Connection, family_id: int) -> list[dict[str, Any]]:
@@ -394,29 +358,3 @@ def delete_model(conn: sa.Connection, model_id: int, force: bool) -> list[str]:
         conn.execute(sketch_spaces.delete().where(sketch_spaces.c.family_id == fam["id"]))
         conn.execute(families.delete().where(families.c.id == fam["id"]))
     return [k["name"] for k in kids]
-
-
-# ---------------------------------------------------------------- SQL surface
-
-_WRITE = re.compile(r"^\s*(insert|update|delete|create|drop|alter|attach|detach|copy|install|load|pragma|set|"
-                    r"checkpoint|vacuum|import|export|begin|commit|rollback|truncate|call|use|reset)\b", re.I)
-
-
-def run_readonly(conn: sa.Connection, sql: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one statement on a read-only connection; (columns, rows)."""
-    if not sql.strip():
-        raise ZooValueError("empty SQL statement; pass a query such as \"SELECT name FROM models\"")
-    if _WRITE.match(sql):
-        raise ReadOnlySQL(f"`zoo sql` is read-only and refuses {sql.split()[0].upper()!r} statements; "
-                          "change the zoo with zoo commands (add, rm, ...)")
-    dbapi = conn.connection.driver_connection
-    try:
-        cur = dbapi.execute(sql)
-    except Exception as e:
-        text = str(e).splitlines()[0]
-        if "read-only" in text.lower() or "read only" in text.lower():
-            raise ReadOnlySQL(f"`zoo sql` is read-only: {text}") from e
-        raise ZooValueError(f"SQL error: {text}") from e
-    cols = [d[0] for d in (cur.description or [])]
-    rows = cur.fetchmany(limit) if limit else cur.fetchall()
-    return cols, rows

@@ -18,7 +18,11 @@ from sqlalchemy.pool import NullPool
 
 from zoo.errors import CatalogVersionError, ZooBusy
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: the ``zoo.migrations`` package (``migrations/`` in the repository)."""
+    import zoo.migrations
+
+    return Path(list(zoo.migrations.__path__)[0])
 # The newest migration. Opening a catalog already at this revision skips importing Alembic
 # (~0.2 s per command); tests check it equals Alembic's head.
 SCHEMA_HEAD = "0002"
@@ -81,11 +85,11 @@ def connect(path: Path, write: bool, timeout: float | None = None) -> Iterator[s
         engine.dispose()
 
 
-def _alembic_config(conn: sa.Connection | None = None):
+def alembic_config(conn: sa.Connection | None = None):
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     if conn is not None:
         cfg.attributes["connection"] = conn
     return cfg
@@ -94,7 +98,7 @@ def _alembic_config(conn: sa.Connection | None = None):
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(conn: sa.Connection) -> str | None:
@@ -117,7 +121,7 @@ def ensure_schema(path: Path) -> None:
     from alembic.script import ScriptDirectory
 
     register_alembic_impl()
-    script = ScriptDirectory.from_config(_alembic_config())
+    script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     if path.exists():
         if cur == head:
@@ -127,4 +131,4 @@ def ensure_schema(path: Path) -> None:
                 f"{path} is at schema revision {cur!r}, newer than this zoo knows (head {head!r}); upgrade zoo to open it")
     path.parent.mkdir(parents=True, exist_ok=True)
     with connect(path, write=True) as conn:
-        command.upgrade(_alembic_config(conn), "head")
+        command.upgrade(alembic_config(conn), "head")

@@ -13,43 +13,45 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from zoo.data import Examples
+from zoo.domain import DEVICES, TRAIN_METHODS, check_choice
 from zoo.errors import ZooValueError
 
-METHODS = ("full", "bitfit")
+
+def _param(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A training parameter; its help and choices become the CLI option's (``zoo.cli``)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class TrainParams:
-    """Hyperparameters of a run (recorded in ``runs.params``)."""
+    """Hyperparameters of a run (recorded in ``runs.params``); the CLI's training options are these fields."""
 
-    method: str = "full"
-    epochs: float = 3.0
-    lr: float | None = None
-    batch_size: int = 16
-    max_length: int = 128
-    seed: int = 0
-    device: str = "auto"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
+    method: str = _param("full", "full: every weight; bitfit: biases and the head only.", TRAIN_METHODS)
+    epochs: float = _param(3.0, "Passes over the training data.")
+    lr: float | None = _param(None, "Learning rate (default 5e-5 full, 1e-3 bitfit).")
+    batch_size: int = _param(16, "Examples per step.")
+    max_length: int = _param(128, "Tokens per example (longer ones are cut).")
+    seed: int = _param(0, "Seed of the head's initialisation and the data order.")
+    device: str = _param("auto", "auto: CUDA when present, else CPU.", DEVICES)
+    warmup_ratio: float = _param(0.1, "Share of steps with a rising learning rate.")
+    weight_decay: float = _param(0.01, "AdamW weight decay.")
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ZooValueError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
+        check_choice(self.method, TRAIN_METHODS, "--method")
         if self.lr is None:
             self.lr = 5e-5 if self.method == "full" else 1e-3
         for name in ("epochs", "lr", "batch_size", "max_length"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ZooValueError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ZooValueError(f"--device {self.device!r} is not auto, cpu or cuda")
+        check_choice(self.device, DEVICES, "--device")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,27 +1,25 @@
-"""Geometry on sketches (pure numpy): distances, regions, membership, clustering purity."""
+"""Geometry (numpy): distances, regions, membership, clustering, and exact Gram matrices of task vectors."""
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from zoo.errors import ZooValueError
 
-METRICS = ("cosine", "l2")
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.checkpoint import Header
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ZooValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
-    return metric
-
-
-def check_k(k: int, what: str = "-k") -> int:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
-        raise ZooValueError(f"{what} must be a positive integer, got {k!r}")
-    return int(k)
+def prepare(vecs: np.ndarray, metric: str) -> np.ndarray:
+    """Vectors as an index or k-means sees them: float32, unit length for cosine (zero stays zero)."""
+    x = np.ascontiguousarray(vecs, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return x
 
 
 def distances(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
@@ -60,11 +58,11 @@ class RegionStats:
                 "mean_pairwise_cosine": self.mean_pairwise_cos, "centroid_norm": float(np.linalg.norm(self.centroid))}
 
 
-def region_stats(x: np.ndarray, metric: str, weights: Sequence[float] | None = None) -> RegionStats:
+def region_stats(x: np.ndarray, metric: str) -> RegionStats:
     """Centroid (exact by linearity: the sketch of the weight average) and spread of a region."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
-    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    w = np.full(n, 1.0 / n)
     centroid = w @ x
     member = np.array([distances(x[i], centroid[None], metric)[0] for i in range(n)])
     if n > 1:
@@ -112,8 +110,6 @@ def kmeans(x: np.ndarray, k: int, metric: str, seed: int = 0, niter: int = 50) -
     """faiss k-means (spherical for cosine); (assignments, centroids). Best of several restarts."""
     import faiss
 
-    from zoo.index import prepare
-
     data = prepare(x, metric)
     if k > len(data):
         raise ZooValueError(f"-k {k} is more than the {len(data)} models to cluster; use -k {len(data)} or fewer")
@@ -122,3 +118,43 @@ def kmeans(x: np.ndarray, k: int, metric: str, seed: int = 0, niter: int = 50) -
     km.train(data)
     _, assign = km.index.search(data, 1)
     return assign[:, 0], km.centroids
+
+
+def exact_gram(base: Header, headers: list[Header], body: dict[str, tuple[int, ...]], chunk: int = 1 << 20) -> np.ndarray:
+    """Exact Gram matrix G[i, j] = <delta_i, delta_j> of task vectors over the body, in float64.
+
+    Reads all checkpoints in lockstep, one tensor (in chunks) at a time: memory holds
+    N + 1 tensors, never N models.
+    """
+    from zoo.checkpoint import Reader
+
+    n = len(headers)
+    g = np.zeros((n, n), dtype=np.float64)
+    rb = Reader(base)
+    readers = [Reader(h, fallback=rb) for h in headers]
+    try:
+        for name in sorted(body):
+            b = rb.get(name).reshape(-1)
+            ts = [r.get(name).reshape(-1) for r in readers]
+            for lo in range(0, b.size, chunk):
+                bb = b[lo:lo + chunk].astype(np.float64)
+                d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
+                g += d @ d.T
+            del b, ts
+            for r in (rb, *readers):
+                r.release_name(name)
+    finally:
+        for r in (*readers, rb):
+            r.close()
+    return g
+
+
+def gram_distances(g: np.ndarray, metric: str) -> np.ndarray:
+    """Pairwise distance matrix from a Gram matrix: 1 - cos or Euclidean."""
+    diag = np.diag(g)
+    if metric == "l2":
+        return np.sqrt(np.maximum(diag[:, None] + diag[None, :] - 2 * g, 0.0))
+    norms = np.sqrt(np.maximum(diag, 0.0))
+    denom = norms[:, None] * norms[None, :]
+    cos = np.divide(g, denom, out=np.zeros_like(g), where=denom > 0)
+    return 1.0 - cos

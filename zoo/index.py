@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import IndexError_
+from zoo.geometry import prepare
 
 FLAT_MAX = 20_000
 
@@ -75,15 +76,6 @@ def choose_index(n: int, dim: int, memory_budget: int = DEFAULT_BUDGET, metric: 
     per_vec = max(8, int(memory_budget // 2 // max(n, 1)))
     m = max(d for d in range(1, dim + 1) if dim % d == 0 and d <= min(per_vec, 64))
     return IndexSpec("ivfpq", f"IVF{nlist},PQ{m}", metric, nlist, nprobe * 2)
-
-
-def prepare(vecs: np.ndarray, metric: str) -> np.ndarray:
-    """Vectors as the index stores them: unit length for cosine (zero stays zero)."""
-    x = np.ascontiguousarray(vecs, dtype=np.float32)
-    if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    return x
 
 
 def to_distance(scores: np.ndarray, metric: str) -> np.ndarray:

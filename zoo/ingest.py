@@ -5,38 +5,15 @@ and the sketch of every requested space. The catalog is not open meanwhile.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 
-from zoo.catalog import Family, Space
 from zoo.checkpoint import ContentHash, Header, as_float, stream
+from zoo.domain import Family, Space
 from zoo.errors import AmbiguousBase, BadWeights, FamilyMismatch
 from zoo.sketch import sketch_array
-
-DEFAULT_DIM = 1024
-DEFAULT_SEED = 0
-DEFAULT_METRIC = "cosine"
-
-
-@dataclass(frozen=True)
-class SpaceSpec:
-    """What a sketch needs: dimension, seed and which body tensors."""
-
-    dim: int
-    seed: int
-    tensor_filter: str | None = None
-
-    @classmethod
-    def of(cls, s: Space) -> "SpaceSpec":
-        return cls(s.dim, s.seed, s.tensor_filter)
-
-    def includes(self, canonical: str) -> bool:
-        import re
-
-        return self.tensor_filter is None or re.search(self.tensor_filter, canonical) is not None
-
 
 @dataclass
 class Scan:
@@ -44,7 +21,11 @@ class Scan:
 
     header: Header
     content_hash: str
-    raw: dict[SpaceSpec, np.ndarray]
+    raw: dict[tuple, np.ndarray]  # Space.key -> raw sketch of the weights (not of the delta)
+
+    def delta(self, sp: Space) -> np.ndarray:
+        """The sketch of the task vector in a stored space: raw minus the base's raw sketch."""
+        return self.raw[sp.key] - sp.base_vec
     body: dict[str, tuple[int, ...]]
     head: list[str]
 
@@ -95,10 +76,10 @@ def check_fits(header: Header, fam: Family, base_name: str) -> None:
             f"more than {MISSING_MAX:.0%} of its parameters; this checkpoint is not a fine-tune of {base_name!r}")
 
 
-def scan(header: Header, specs: Iterable[SpaceSpec], body: dict[str, tuple[int, ...]]) -> Scan:
-    """One pass: content hash of every tensor, sketch of body tensors in every spec, NaN/Inf check."""
-    specs = list(dict.fromkeys(specs))
-    raw = {s: np.zeros(s.dim, dtype=np.float64) for s in specs}
+def scan(header: Header, spaces: Iterable[Space], body: dict[str, tuple[int, ...]]) -> Scan:
+    """One pass: content hash of every tensor, sketch of body tensors in every space, NaN/Inf check."""
+    specs = list({s.key: s for s in spaces}.values())
+    raw = {s.key: np.zeros(s.dim, dtype=np.float64) for s in specs}
     hasher = ContentHash()
     head: list[str] = []
     for info, tensor in stream(header):
@@ -110,17 +91,17 @@ def scan(header: Header, specs: Iterable[SpaceSpec], body: dict[str, tuple[int, 
             head.append(info.name)
         values = as_float(info, tensor)
         for s in used:
-            sketch_array(values, info.canonical, s.seed, s.dim, raw[s])
+            sketch_array(values, info.canonical, s.seed, s.dim, raw[s.key])
         # A NaN or Inf always reaches a bucket, so a sketch that was finite tells for free;
         # tensors no sketch covers get an explicit check.
-        finite = np.isfinite(raw[used[0]]).all() if used else bool(np.isfinite(values).all())
+        finite = np.isfinite(raw[used[0].key]).all() if used else bool(np.isfinite(values).all())
         if not finite:
             raise BadWeights(f"{header.path}: NaN or Inf in tensor {info.name!r}; zoo refuses such checkpoints: "
                              "fix the training run or drop the checkpoint")
     return Scan(header, hasher.hexdigest(), raw, body, head)
 
 
-def fill_missing(sc: Scan, fam: Family, specs: Iterable[SpaceSpec]) -> list[str]:
+def fill_missing(sc: Scan, fam: Family) -> list[str]:
     """Add the base's sketch of body tensors the checkpoint lacks: they count as unchanged.
 
     By linearity this makes S(theta) - S(base) ignore them, as a delta of zero would.
@@ -136,9 +117,9 @@ def fill_missing(sc: Scan, fam: Family, specs: Iterable[SpaceSpec]) -> list[str]
         by = base.by_canonical()
         for name in gone:
             values = as_float(by[name], r.read(by[name]))
-            for s in specs:
-                if s.includes(name) and s in sc.raw:
-                    sketch_array(values, name, s.seed, s.dim, sc.raw[s])
+            for s in fam.spaces:
+                if s.includes(name) and s.key in sc.raw:
+                    sketch_array(values, name, s.seed, s.dim, sc.raw[s.key])
             r.release(by[name])
     return gone
 
@@ -150,7 +131,6 @@ class Decision:
     family: Family | None
     is_base: bool
     note: str = ""
-    candidates: list[tuple[str, float]] = field(default_factory=list)
 
 
 def choose_base(scan_: Scan, fams: list[Family], base_names: dict[int, str]) -> Decision:
@@ -161,55 +141,13 @@ def choose_base(scan_: Scan, fams: list[Family], base_names: dict[int, str]) -> 
     """
     scored = []
     for f in fams:
-        sp = f.spaces[0]
-        delta = scan_.raw[SpaceSpec.of(sp)] - sp.base_vec
-        scored.append((float(np.linalg.norm(delta)), f))
+        scored.append((float(np.linalg.norm(scan_.delta(f.space()))), f))
     scored.sort(key=lambda x: x[0])
     cands = [(base_names.get(f.id, f.name), d) for d, f in scored]
     best, runner = scored[0], scored[1]
     if best[0] <= 0.5 * runner[0]:
         return Decision(best[1], False, f"base inferred from weights: {cands[0][0]} (distance {cands[0][1]:.4g}, "
-                                        f"next {cands[1][0]} at {cands[1][1]:.4g})", cands)
+                                        f"next {cands[1][0]} at {cands[1][1]:.4g})")
     listing = ", ".join(f"{n} ({d:.4g})" for n, d in cands)
     raise AmbiguousBase(f"{scan_.header.path}: several bases fit this checkpoint and its weights do not single one out: "
                         f"{listing}; pass --base NAME")
-
-
-def exact_gram(base: Header, headers: list[Header], body: dict[str, tuple[int, ...]], chunk: int = 1 << 20) -> np.ndarray:
-    """Exact Gram matrix G[i, j] = <delta_i, delta_j> of task vectors over the body, in float64.
-
-    Reads all checkpoints in lockstep, one tensor (in chunks) at a time: memory holds
-    N + 1 tensors, never N models.
-    """
-    from zoo.checkpoint import Reader
-
-    n = len(headers)
-    g = np.zeros((n, n), dtype=np.float64)
-    rb = Reader(base)
-    readers = [Reader(h, fallback=rb) for h in headers]
-    try:
-        for name in sorted(body):
-            b = rb.get(name).reshape(-1)
-            ts = [r.get(name).reshape(-1) for r in readers]
-            for lo in range(0, b.size, chunk):
-                bb = b[lo:lo + chunk].astype(np.float64)
-                d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
-                g += d @ d.T
-            del b, ts
-            for r in (rb, *readers):
-                r.release_name(name)
-    finally:
-        for r in (*readers, rb):
-            r.close()
-    return g
-
-
-def gram_distances(g: np.ndarray, metric: str) -> np.ndarray:
-    """Pairwise distance matrix from a Gram matrix: 1 - cos or Euclidean."""
-    diag = np.diag(g)
-    if metric == "l2":
-        return np.sqrt(np.maximum(diag[:, None] + diag[None, :] - 2 * g, 0.0))
-    norms = np.sqrt(np.maximum(diag, 0.0))
-    denom = norms[:, None] * norms[None, :]
-    cos = np.divide(g, denom, out=np.zeros_like(g), where=denom > 0)
-    return 1.0 - cos

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from numba import njit
 
 from zoo.checkpoint import Header, Reader
 from zoo.errors import ZooValueError
@@ -146,18 +145,14 @@ def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: Me
     return out_dir
 
 
-@njit(nogil=True, cache=True)
-def _axpy(acc, x, w):
-    for i in range(acc.size):
-        acc[i] += w * np.float64(x[i])
-
-
 def axpy(acc: np.ndarray, x: np.ndarray, w: float) -> None:
     """acc += w * x with float64 accumulation (x float32 or float64). One core: the loop is
     memory-bound and two threads measured no faster."""
     if acc.size != x.size:
         raise ValueError(f"size mismatch: {acc.size} vs {x.size}")
-    _axpy(acc, x, float(w))
+    from zoo.kernels import axpy_f64
+
+    axpy_f64(acc, x, float(w))
 
 
 def _copy_support_files(plan: MergePlan, base: Header, dest: Path) -> None:

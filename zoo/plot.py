@@ -6,9 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from zoo.domain import MAP_METHODS, check_choice
 from zoo.errors import ZooValueError
-
-METHODS = ("pca", "tsne")
 
 
 def project(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, list[float]]:
@@ -16,8 +15,7 @@ def project(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarr
 
     ``tsne`` needs scikit-learn; PCA is exact and always available.
     """
-    if method not in METHODS:
-        raise ZooValueError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    check_choice(method, MAP_METHODS, "--method")
     x = np.asarray(x, dtype=np.float64)
     if len(x) < 2:
         raise ZooValueError(f"a map needs at least 2 models, got {len(x)}")

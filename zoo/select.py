@@ -19,9 +19,20 @@ pseudo-runs of its own.
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from zoo.domain import check_k, parse_start
+from zoo.errors import ZooValueError
+from zoo.geometry import distances, region_stats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.store import Store
 
 PRIORS = {"task-centroid": 0.0306, "family-centroid": 0.020, "dataset-centroid": 0.010, "base": 0.0, "model": 0.0}
 PRIOR_WEIGHT = 2.0
@@ -31,18 +42,12 @@ SETTING_KEYS = ("train", "eval", "method", "epochs", "lr", "batch_size", "max_le
 
 def category(start: str, start_kind: str | None) -> str:
     """The category of a start spec, as recorded in a run's params."""
-    if start == "base" or start_kind == "base":
+    if start_kind == "base":
         return "base"
-    if start.startswith("centroid:"):
-        body = start.split(":", 1)[1]
-        keys = {p.split("=", 1)[0].strip() for p in body.split(",") if p.strip()}
-        if "task" in keys:
-            return "task-centroid"
-        if "all" in keys:
-            return "family-centroid"
-        if "dataset" in keys:
-            return "dataset-centroid"
-    return "model"
+    try:
+        return parse_start(start).category
+    except ZooValueError:  # a spec recorded by an older zoo: count it as a plain model
+        return "model"
 
 
 def category_of_members(dataset: str | None, task: str | None, members: Iterable[tuple[str | None, str | None]]) -> str:
@@ -131,3 +136,128 @@ def rank(cands: list[Candidate], gains: dict[str, list[float]]) -> list[Candidat
         c.score, c.observed_gain, c.n_runs = score(c.category, gains, c.probe_gain)
         c.prior_gain = PRIORS.get(c.category, 0.0)
     return sorted(cands, key=lambda c: (-c.score, order.index(c.category), c.evidence.get("distance", 0.0)))
+
+
+# ---------------------------------------------------------------- candidates (pure)
+
+@dataclass
+class Point:
+    """A fine-tuned model as select-start sees it: its labels and its task-vector sketch."""
+
+    id: int
+    dataset: str | None
+    task: str | None
+    vec: np.ndarray
+
+
+def build_candidates(base_name: str, points: Sequence[Point], task: str, dataset: str | None, metric: str,
+                     neighbours: int) -> list[Candidate]:
+    """The starts worth ranking: the base, the task region without the target dataset, the
+    family without it, and the ``neighbours`` dataset regions of the task nearest to the
+    target's own region (or to the task centroid when the target has no models yet)."""
+    def ids(pred: Any) -> list[int]:
+        return [p.id for p in points if pred(p)]
+
+    by_id = {p.id: p for p in points}
+
+    def stats(mids: list[int]) -> tuple[dict[str, Any], np.ndarray]:
+        st = region_stats(np.stack([by_id[i].vec for i in mids]), metric)
+        return {"members": len(mids), "datasets": sorted({by_id[i].dataset for i in mids if by_id[i].dataset}),
+                "radius": st.summary()["radius"]}, st.centroid
+
+    excl = f",exclude_dataset={dataset}" if dataset else ""
+    cands = [Candidate("base", "base", evidence={"model": base_name})]
+    task_ids = ids(lambda p: p.task == task and p.dataset != dataset)
+    ref = None
+    if task_ids:
+        ev, ref = stats(task_ids)
+        cands.append(Candidate(f"centroid:task={task}{excl}", "task-centroid", evidence=ev))
+    all_ids = ids(lambda p: p.dataset != dataset)
+    if all_ids:
+        cands.append(Candidate(f"centroid:all{excl}", "family-centroid", evidence=stats(all_ids)[0]))
+    own = ids(lambda p: dataset is not None and p.dataset == dataset)
+    if own:
+        ref = stats(own)[1]
+    regions = []
+    for d in sorted({by_id[i].dataset for i in task_ids if by_id[i].dataset}):
+        ev, c = stats(ids(lambda p, d=d: p.dataset == d))
+        ev["distance"] = float(distances(c, ref[None], metric)[0]) if ref is not None else 0.0
+        ev["distance_to"] = f"dataset {dataset} region" if own else f"task {task} centroid"
+        regions.append(Candidate(f"centroid:dataset={d}", "dataset-centroid", evidence=ev))
+    regions.sort(key=lambda c: c.evidence["distance"])
+    return cands + regions[:neighbours]
+
+
+def history(runs: Iterable[dict[str, Any]], start_members: dict[int, list[tuple[str | None, str | None]]]) -> list[Outcome]:
+    """The store's finished runs as outcomes; a run from an explicitly named centroid counts by
+    its members' datasets and tasks."""
+    out = []
+    for r in runs:
+        p = r["params"] or {}
+        cat = category(p.get("start", ""), p.get("start_kind"))
+        if cat == "model" and r["id"] in start_members:
+            cat = category_of_members(r["dataset"], p.get("task"), start_members[r["id"]])
+        out.append(Outcome(r["dataset"], p.get("task"), cat, r["accuracy"], setting_of(p)))
+    return out
+
+
+# ---------------------------------------------------------------- the verb
+
+def select_start(store: "Store", task: str, dataset: str | None = None, family: str | None = None,
+                 neighbours: int = 3, train: str | os.PathLike | None = None, probe_examples: int = 256,
+                 folds: int = 5, **params: Any) -> dict[str, Any]:
+    """Rank starting points for fine-tuning on ``dataset`` of ``task`` (see ``Zoo.select_start``)."""
+    from zoo import catalog
+
+    check_k(neighbours, "--neighbours")
+    probe = _probe_input(train, probe_examples, folds, params) if train is not None else None
+    with store.read() as conn:
+        fam = store.family(conn, family)
+        sp = fam.space()
+        base = catalog.model_by_id(conn, fam.base_model_id)
+        fts = catalog.list_models(conn, family=fam.name, kind="finetune")
+        outcomes = history(catalog.finished_runs(conn, fam.id), catalog.run_start_members(conn, fam.id))
+        ids, x = catalog.sketch_vectors(conn, sp.id, [m["id"] for m in fts])
+    vec = {int(i): v.astype(np.float64) for i, v in zip(ids, x)}
+    points = [Point(m["id"], m["dataset"], m["task"], vec[m["id"]]) for m in fts if m["id"] in vec]
+    cands = build_candidates(base["name"], points, task, dataset, sp.metric, neighbours)
+    if probe is not None:
+        probe_candidates(store, cands, *probe, folds, family, Path(base["uri"]))
+    gains = observed_gains(outcomes, task)
+    ranked = rank(cands, gains)
+    basis = "observed runs and the paper's prior" if any(gains.get(c.category) for c in ranked if c.category != "base") \
+        else "the paper's prior (no comparable runs in the store yet)"
+    if probe is not None:
+        basis += f", with a linear probe of each start on {len(probe[0])} examples of {Path(train).name}"
+    return {"task": task, "dataset": dataset, "family": fam.name, "basis": basis, "runs_seen": len(outcomes),
+            "candidates": [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ranked)]}
+
+
+def _probe_input(train: str | os.PathLike, probe_examples: int, folds: int, params: dict[str, Any]) -> tuple[Any, Any]:
+    """(examples, train params) for the probe, checked before any centroid is materialized."""
+    from zoo.data import read_examples
+    from zoo.finetune import TrainParams, check_probe_input, sample_examples
+
+    check_k(probe_examples, "--probe-examples")
+    check_k(folds, "--folds")
+    tp = TrainParams(**params)
+    ex = sample_examples(read_examples(train), probe_examples, tp.seed)
+    check_probe_input(ex, folds)
+    return ex, tp
+
+
+def probe_candidates(store: "Store", cands: list[Candidate], ex: Any, tp: Any, folds: int, family: str | None,
+                     base_dir: Path) -> None:
+    """Set each candidate's probe evidence and its gain over the base's probe (materializing centroids)."""
+    from zoo.finetune import probe_cv
+    from zoo.materialize import resolve_start
+
+    accs = {}
+    for c in store.bar(cands, "probing starts", unit="start"):
+        row = resolve_start(store, c.start, family)
+        res = probe_cv(Path(row["uri"]), [base_dir], ex, tp, folds=folds)
+        accs[c.start] = res["probe_accuracy"]
+        c.evidence.update(probe_accuracy=res["probe_accuracy"], probe_model=row["name"], probe_examples=res["n_examples"])
+    ref = next(accs[c.start] for c in cands if c.category == "base")
+    for c in cands:
+        c.probe_gain = accs[c.start] - ref

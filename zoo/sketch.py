@@ -19,17 +19,12 @@ import os
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit, prange
 
 from zoo.errors import ZooValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-GAMMA = np.uint64(0x9E3779B97F4A7C15)
-C1 = np.uint64(0xBF58476D1CE4E5B9)
-C2 = np.uint64(0x94D049BB133111EB)
-MIN_DIM, MAX_DIM = 8, 1 << 20
 # Below this many elements a tensor is sketched on one thread: thread start-up costs more.
 _PARALLEL_MIN = 1 << 17
 # Chunks of a fixed size (not one per thread) keep float64 summation order, and so the
@@ -50,63 +45,6 @@ def name_key(name: str, seed: int) -> int:
     return int.from_bytes(digest, "little") ^ _mix(int(seed) * 0x9E3779B97F4A7C15 + 1)
 
 
-def check_dim(dim: int) -> int:
-    """Validate a sketch dimension; any integer in [8, 2**20] works (powers of two not required)."""
-    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not MIN_DIM <= int(dim) <= MAX_DIM:
-        raise ZooValueError(f"sketch dimension {dim!r} is out of range: use an integer between {MIN_DIM} and {MAX_DIM}, e.g. 1024")
-    return int(dim)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _bucket_sign(key, k, dim):
-    z = key + np.uint64(k) * GAMMA
-    z = (z ^ (z >> np.uint64(30))) * C1
-    z = (z ^ (z >> np.uint64(27))) * C2
-    z = z ^ (z >> np.uint64(31))
-    b = ((z >> np.uint64(32)) * np.uint64(dim)) >> np.uint64(32)
-    return np.int64(b), np.int64(z & np.uint64(1))
-
-
-@njit(nogil=True, cache=True)
-def _accumulate(x, key, dim, lo, hi, out):
-    """Add elements [lo, hi) of x into out. Four partial sums break the store-to-load
-    chains of consecutive updates to one bucket (about 1.2x faster than one)."""
-    signs = np.array([1.0, -1.0])
-    acc = np.zeros((4, dim), dtype=np.float64)
-    m = lo + (hi - lo) // 4 * 4
-    for k in range(lo, m, 4):
-        b0, s0 = _bucket_sign(key, k, dim)
-        b1, s1 = _bucket_sign(key, k + 1, dim)
-        b2, s2 = _bucket_sign(key, k + 2, dim)
-        b3, s3 = _bucket_sign(key, k + 3, dim)
-        acc[0, b0] += signs[s0] * np.float64(x[k])
-        acc[1, b1] += signs[s1] * np.float64(x[k + 1])
-        acc[2, b2] += signs[s2] * np.float64(x[k + 2])
-        acc[3, b3] += signs[s3] * np.float64(x[k + 3])
-    for k in range(m, hi):
-        b, s = _bucket_sign(key, k, dim)
-        acc[0, b] += signs[s] * np.float64(x[k])
-    for j in range(dim):
-        out[j] += (acc[0, j] + acc[1, j]) + (acc[2, j] + acc[3, j])
-
-
-@njit(nogil=True, cache=True)
-def _sketch_serial(x, key, dim, out):
-    _accumulate(x, key, dim, 0, x.size, out)
-
-
-@njit(nogil=True, cache=True, parallel=True)
-def _sketch_parallel(x, key, dim, out, nchunks):
-    n = x.size
-    acc = np.zeros((nchunks, dim), dtype=np.float64)
-    step = (n + nchunks - 1) // nchunks
-    for c in prange(nchunks):
-        _accumulate(x, key, dim, c * step, min(n, c * step + step), acc[c])
-    for c in range(nchunks):
-        for j in range(dim):
-            out[j] += acc[c, j]
-
-
 def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray) -> None:
     """Add the sketch of one float array ``x`` (canonical tensor ``name``) into ``out``.
 
@@ -122,11 +60,13 @@ def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray)
 
         out += sketch_torch(torch.from_numpy(flat).to("cuda", non_blocking=False), name, seed, dim).cpu().numpy()
         return
+    from zoo.kernels import sketch_parallel, sketch_serial
+
     key = np.uint64(name_key(name, seed))
     if flat.size >= _PARALLEL_MIN:
-        _sketch_parallel(flat, key, dim, out, (flat.size + _CHUNK - 1) // _CHUNK)
+        sketch_parallel(flat, key, dim, out, (flat.size + _CHUNK - 1) // _CHUNK)
     else:
-        _sketch_serial(flat, key, dim, out)
+        sketch_serial(flat, key, dim, out)
 
 
 _CUDA: bool | None = None
@@ -176,6 +116,8 @@ def sketch_torch(t: "torch.Tensor", name: str, seed: int, dim: int, chunk: int =
     dev = flat.device
     out = torch.zeros(dim, dtype=torch.float64, device=dev)
     key = _wrap(name_key(name, seed))
+    from zoo.kernels import C1, C2, GAMMA
+
     gamma, c1, c2 = _wrap(int(GAMMA)), _wrap(int(C1)), _wrap(int(C2))
     for lo in range(0, flat.numel(), chunk):
         part = flat[lo:lo + chunk].to(torch.float64)

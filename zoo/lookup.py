@@ -1,0 +1,67 @@
+"""Reading the catalog as records: models, one model, lineage, runs, sketch spaces, and
+read-only SQL. No weights, no indexes, no heavy imports: these verbs start fast.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from zoo import catalog
+from zoo.domain import RUN_STATUSES, check_choice, check_kind
+from zoo.store import Store
+
+
+def ls(store: Store, family: str | None = None, dataset: str | None = None, task: str | None = None,
+       kind: str | None = None) -> list[dict[str, Any]]:
+    """Models, filtered by family name, dataset, task and kind."""
+    check_kind(kind)
+    with store.read() as conn:
+        if family:
+            catalog.family_by_name(conn, family)
+        return catalog.list_models(conn, family, dataset, task, kind)
+
+
+def show(store: Store, name: str) -> dict[str, Any]:
+    """A model's row, family, parents, children, evaluations and sketch norms."""
+    with store.read() as conn:
+        m = catalog.model(conn, name)
+        m["family"] = catalog.family_by_id(conn, m["family_id"])["name"]
+        m["parents"] = catalog.parents(conn, m["id"])
+        m["children"] = catalog.children(conn, m["id"])
+        m["evaluations"] = catalog.evaluations_of(conn, m["id"])
+        m["sketches"] = [{"space_id": sp.id, "dim": sp.dim, "seed": sp.seed,
+                          "norm": float(np.linalg.norm(catalog.sketch_vectors(conn, sp.id, [m["id"]])[1]))}
+                         for sp in catalog.spaces(conn, m["family_id"])]
+        return m
+
+
+def lineage(store: Store, name: str) -> dict[str, Any]:
+    """The tree above (ancestors) and below (descendants) a model."""
+    with store.read() as conn:
+        m = catalog.model(conn, name)
+        up, down = catalog.lineage_edges(conn, m["id"])
+        return {"name": m["name"], "ancestors": up, "descendants": down}
+
+
+def runs(store: Store, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Fine-tuning runs, newest first, with start and result names and the eval accuracy."""
+    check_choice(status, RUN_STATUSES, "--status")
+    with store.read() as conn:
+        return catalog.list_runs(conn, status, limit)
+
+
+def spaces(store: Store) -> list[dict[str, Any]]:
+    """Sketch spaces with their family and model count."""
+    with store.read() as conn:
+        return [{"id": sp.id, "family": catalog.family_by_id(conn, sp.family_id)["name"], "dim": sp.dim,
+                 "seed": sp.seed, "metric": sp.metric, "tensor_filter": sp.tensor_filter, "method": sp.method,
+                 "sketches": catalog.sketch_fingerprint(conn, sp.id)["count"]} for sp in catalog.spaces(conn)]
+
+
+def sql(store: Store, query: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one read-only statement on the catalog; (columns, rows)."""
+    from zoo.sql import run_readonly
+
+    with store.read() as conn:
+        return run_readonly(conn, query, limit)

@@ -1,0 +1,247 @@
+"""Questions answered from sketches: nearest, distance, region, inside, clusters, map.
+
+Weights are read only where asked for (``exact``) or to sketch a query given as a path.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+
+from zoo import catalog
+from zoo.checkpoint import read_header
+from zoo.domain import COLOR_BY, Family, check_choice, check_k, check_metric, union_body
+from zoo.errors import EmptyRegion, FamilyMismatch, NotFound, ZooValueError
+from zoo.geometry import (brute_force, distances, exact_gram, gram_distances, inside_score, kmeans, purity,
+                          region_stats)
+from zoo.store import Store
+
+
+def target(conn: sa.Connection, name_or_path: str, family: str | None = None
+           ) -> tuple[Family, dict[int, np.ndarray], dict | None]:
+    """(family, {space id: task-vector sketch}, model row or None) of a model name or a checkpoint path."""
+    from zoo.ingest import choose_base, fill_missing, fits, scan
+
+    try:
+        row = catalog.model(conn, name_or_path)
+    except NotFound:
+        if not Path(name_or_path).expanduser().exists():
+            raise
+        row = None
+    if row is not None:
+        fam = Store.family_of(conn, row)
+        return fam, {sp.id: catalog.sketch_vectors(conn, sp.id, [row["id"]])[1][0].astype(np.float64)
+                     for sp in fam.spaces}, row
+    fams = catalog.families_snapshot(conn)
+    header = read_header(name_or_path)
+    fitting = [f for f in fams if fits(header, f) and (family is None or f.name == family)]
+    if not fitting:
+        names = ", ".join(f.name for f in fams) or "(none)"
+        raise FamilyMismatch(f"{name_or_path} fits none of this zoo's families ({names}): its architecture "
+                             f"({len(header.tensors)} tensors, e.g. {header.tensors[0].canonical!r} "
+                             f"{list(header.tensors[0].shape)}) differs; register its base first")
+    sc = scan(header, [sp for f in fitting for sp in f.spaces], union_body(fitting))
+    fam = fitting[0] if len(fitting) == 1 else choose_base(sc, fitting, {f.id: f.name for f in fitting}).family
+    fill_missing(sc, fam)
+    return fam, {sp.id: sc.delta(sp) for sp in fam.spaces}, None
+
+
+def _rows(meta: dict[int, dict[str, Any]], ids: Sequence[int], *keys: str) -> list[dict[str, Any]]:
+    """One dict per id with the requested catalog fields."""
+    return [{k: meta[int(i)][k] for k in keys} for i in ids]
+
+
+def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, task: str | None = None,
+            kind: str | None = None, metric: str | None = None, space: int | None = None,
+            family: str | None = None) -> dict[str, Any]:
+    """The k models nearest to a model name or a checkpoint path (sketched on the fly, not registered)."""
+    from zoo.index import FLAT_MAX
+
+    check_k(k)
+    with store.read() as conn:
+        fam, vecs, row = target(conn, query, family)
+        sp = fam.space(space)
+        metric = check_metric(metric or sp.metric)
+        q = vecs[sp.id]
+        self_id = row["id"] if row else -1
+        allowed = catalog.filtered_ids(conn, fam.id, dataset, task, kind) if (dataset or task or kind) else None
+        if allowed is not None:
+            allowed = [i for i in allowed if i != self_id]
+        if metric != sp.metric or (allowed is not None and len(allowed) <= FLAT_MAX):
+            ids, x = catalog.sketch_vectors(conn, sp.id, allowed)
+            keep = ids != self_id
+            got_ids, got_d = brute_force(q, ids[keep], x[keep], k, metric)
+            how = "exact scan"
+        else:
+            idx = store.index(conn, sp)
+            res_ids, res_d = idx.search(q[None], k + (row is not None), None if allowed is None else np.asarray(allowed))
+            pairs = sorted(((int(i), float(d)) for i, d in zip(res_ids[0], res_d[0]) if i >= 0 and i != self_id),
+                           key=lambda p: (p[1], p[0]))[:k]
+            got_ids, got_d = np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs])
+            how = idx.meta["spec"]["factory"]
+        meta = catalog.models_meta(conn, got_ids.tolist())
+    results = [{"rank": r + 1, "name": m["name"], "id": int(i), "distance": float(d), "kind": m["kind"],
+                "dataset": m["dataset"], "task": m["task"]}
+               for r, (i, d, m) in enumerate(zip(got_ids, got_d, _rows(meta, got_ids, "name", "kind", "dataset", "task")))]
+    return {"query": row["name"] if row else str(query), "registered": row is not None, "family": fam.name,
+            "space_id": sp.id, "metric": metric, "search": how, "results": results}
+
+
+def distance(store: Store, a: str, b: str, exact: bool = False, space: int | None = None) -> dict[str, Any]:
+    """Cosine and L2 distance between two task vectors: sketch estimate, and the exact value from weights."""
+    with store.read() as conn:
+        fa, va, ra = target(conn, a)
+        fb, vb, rb = target(conn, b)
+        if fa.id != fb.id:
+            raise FamilyMismatch(f"{a!r} is in family {fa.name!r} and {b!r} in {fb.name!r}; distances are defined within a family")
+        sp = fa.space(space)
+    x, y = va[sp.id], vb[sp.id]
+    out: dict[str, Any] = {"a": a, "b": b, "family": fa.name, "space_id": sp.id, "dim": sp.dim,
+                           "sketch": {"cosine": float(distances(x, y[None], "cosine")[0]),
+                                      "l2": float(distances(x, y[None], "l2")[0]),
+                                      "norm_a": float(np.linalg.norm(x)), "norm_b": float(np.linalg.norm(y))}}
+    if exact:
+        headers = [read_header(r["uri"] if r else p) for r, p in ((ra, a), (rb, b))]
+        g = exact_gram(read_header(fa.base_uri), headers, fa.body)
+        out["exact"] = {"cosine": float(gram_distances(g, "cosine")[0, 1]), "l2": float(gram_distances(g, "l2")[0, 1]),
+                        "norm_a": float(np.sqrt(g[0, 0])), "norm_b": float(np.sqrt(g[1, 1]))}
+        out["relative_error_l2"] = (abs(out["sketch"]["l2"] - out["exact"]["l2"]) / out["exact"]["l2"]
+                                    if out["exact"]["l2"] > 0 else 0.0)
+    return out
+
+
+def members(conn: sa.Connection, dataset: str | None = None, task: str | None = None,
+            names: Sequence[str] | None = None, family: str | None = None, exclude_dataset: str | None = None,
+            all_models: bool = False) -> tuple[Family, list[int]]:
+    """A region's family and member ids: NAMES, or the fine-tunes (every model with ``all_models``)
+    of a dataset / task, less ``exclude_dataset``."""
+    if not (dataset or task or names or all_models):
+        raise ZooValueError("say which region: --dataset D, --task T, --all, or model NAMES")
+    if names:
+        rows = [catalog.model(conn, n) for n in names]
+        if len({r["family_id"] for r in rows}) > 1:
+            raise FamilyMismatch(f"the models {', '.join(names)} span {len({r['family_id'] for r in rows})} families; "
+                                 "a region lies within one")
+        fam, ids = Store.family_of(conn, rows[0]), [r["id"] for r in rows if r["dataset"] != exclude_dataset or not exclude_dataset]
+    else:
+        fams = catalog.families_snapshot(conn)
+        cand = [f for f in fams if family is None or f.name == family]
+        if family is not None and not cand:
+            raise NotFound(f"no family named {family!r}")
+        hits = {f.id: catalog.filtered_ids(conn, f.id, dataset, task, None if all_models else "finetune",
+                                           exclude_dataset=exclude_dataset) for f in cand}
+        hits = {k: v for k, v in hits.items() if v}
+        if len(hits) > 1:
+            raise ZooValueError(f"the region spans families {', '.join(f.name for f in fams if f.id in hits)}; pass --family")
+        if not hits:
+            what = ", ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("task", task), ("family", family),
+                                                      ("exclude-dataset", exclude_dataset)) if v) or "all"
+            raise EmptyRegion(f"no fine-tuned models match {what}; check the spelling with `zoo ls` or register models first")
+        [(fid, ids)] = hits.items()
+        fam = next(f for f in fams if f.id == fid)
+    if not ids:
+        raise EmptyRegion("the region has no members after exclusions; relax --exclude-dataset")
+    return fam, ids
+
+
+def region(store: Store, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
+           family: str | None = None, metric: str | None = None, space: int | None = None,
+           exclude_dataset: str | None = None, all_models: bool = False) -> dict[str, Any]:
+    """Members, centroid (exact by linearity) and spread of a region in sketch space."""
+    with store.read() as conn:
+        fam, ids = members(conn, dataset, task, names, family, exclude_dataset, all_models)
+        sp = fam.space(space)
+        metric = check_metric(metric or sp.metric)
+        mids, x = catalog.sketch_vectors(conn, sp.id, ids)
+        meta = catalog.models_meta(conn, mids.tolist())
+    st = region_stats(x, metric)
+    rows = _rows(meta, mids, "name", "id", "dataset", "task")
+    for r, d, loo in zip(rows, st.member_dist, st.loo_dist):
+        r.update(distance_to_centroid=float(d), loo_distance=float(loo))
+    return {"family": fam.name, "space_id": sp.id, "metric": metric, "n": len(rows), "members": rows,
+            "stats": st.summary(), "centroid": st.centroid.tolist()}
+
+
+def inside(store: Store, query: str, dataset: str | None = None, task: str | None = None,
+           names: Sequence[str] | None = None, family: str | None = None, metric: str | None = None,
+           space: int | None = None) -> dict[str, Any]:
+    """Whether a model or checkpoint lies inside a region (see geometry.inside_score for the rule)."""
+    with store.read() as conn:
+        fam_t, vecs, row = target(conn, query, family)
+        fam, ids = members(conn, dataset, task, names, family or fam_t.name)
+        if fam.id != fam_t.id:
+            raise FamilyMismatch(f"{query!r} is in family {fam_t.name!r} but the region is in {fam.name!r}")
+        ids = [i for i in ids if row is None or i != row["id"]]
+        if len(ids) < 2:
+            raise EmptyRegion("a region needs at least 2 other members to judge membership; add models or widen it")
+        sp = fam.space(space)
+        metric = check_metric(metric or sp.metric)
+        _, x = catalog.sketch_vectors(conn, sp.id, ids)
+    res = inside_score(vecs[sp.id], region_stats(x, metric), metric)
+    res.update(target=query, family=fam.name, metric=metric, n_members=len(ids),
+               region={k: v for k, v in (("dataset", dataset), ("task", task)) if v} or {"names": list(names or [])})
+    return res
+
+
+def clusters(store: Store, k: int, family: str | None = None, metric: str | None = None, space: int | None = None,
+             seed: int = 0, kind: str | None = "finetune", exact: bool = False) -> dict[str, Any]:
+    """faiss k-means on sketches (or, with ``exact``, on exact task vectors), with purity against
+    dataset and task labels.
+
+    Exact: the Gram matrix comes from the weights in one lockstep pass, and k-means runs on an
+    embedding that reproduces every inner product (rows of V sqrt(L) from its
+    eigendecomposition), so the geometry is exactly that of the full vectors.
+    """
+    check_k(k)
+    with store.read() as conn:
+        fam = store.family(conn, family)
+        sp = fam.space(space)
+        metric = check_metric(metric or sp.metric)
+        ids = catalog.filtered_ids(conn, fam.id, kind=kind)
+        if not ids:
+            raise EmptyRegion(f"family {fam.name!r} has no {kind or ''} models to cluster")
+        mids, x = catalog.sketch_vectors(conn, sp.id, ids)
+        meta = catalog.models_meta(conn, mids.tolist())
+    if exact:
+        g = exact_gram(read_header(fam.base_uri), [read_header(meta[int(i)]["uri"]) for i in mids], fam.body)
+        vals, vecs = np.linalg.eigh(g)
+        x = vecs * np.sqrt(np.clip(vals, 0.0, None))
+    assign, _ = kmeans(x, k, metric, seed)
+    rows = [{"name": m["name"], "cluster": int(a), "dataset": m["dataset"], "task": m["task"]}
+            for m, a in zip(_rows(meta, mids, "name", "dataset", "task"), assign)]
+    groups: dict[int, list[str]] = {}
+    for r in rows:
+        groups.setdefault(r["cluster"], []).append(r["name"])
+    return {"family": fam.name, "space_id": None if exact else sp.id, "exact": exact, "metric": metric, "k": k,
+            "n": len(rows), "purity_dataset": purity(assign, [r["dataset"] for r in rows]),
+            "purity_task": purity(assign, [r["task"] for r in rows]), "assignments": rows,
+            "clusters": [{"cluster": c, "size": len(v), "members": v} for c, v in sorted(groups.items())]}
+
+
+def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None,
+             method: str = "pca", space: int | None = None, kind: str | None = None, annotate: bool = True,
+             seed: int = 0) -> dict[str, Any]:
+    """Draw a 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed)."""
+    from zoo.plot import draw, project
+
+    check_choice(color_by, COLOR_BY, "--color-by")
+    with store.read() as conn:
+        fam = store.family(conn, family)
+        sp = fam.space(space)
+        mids, x = catalog.sketch_vectors(conn, sp.id, catalog.filtered_ids(conn, fam.id, kind=kind))
+        meta = catalog.models_meta(conn, mids.tolist())
+    if sp.metric == "cosine":  # cosine geometry: project directions, not lengths
+        x = np.asarray(x, dtype=np.float64)
+        n = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+    coords, explained = project(x, method, seed)
+    names = [meta[int(i)]["name"] for i in mids]
+    groups = [meta[int(i)][color_by] for i in mids]
+    axes = f" (PC1 {explained[0]:.0%}, PC2 {explained[1]:.0%} of variance)" if explained else ""
+    title = f"zoo map of family {fam.name}: {len(names)} models, {method.upper()} of d={sp.dim} sketches{axes}"
+    path = draw(coords, names, groups, color_by, title, Path(out), annotate)
+    return {"path": str(path), "family": fam.name, "method": method, "explained": explained, "color_by": color_by,
+            "points": [{"name": n, color_by: g, "x": float(c[0]), "y": float(c[1])} for n, g, c in zip(names, groups, coords)]}

@@ -1,0 +1,253 @@
+"""Registration: checkpoints in (one streaming pass each, then one transaction), sketch
+spaces backfilled, models removed.
+
+Reading and sketching happen with the catalog closed; the write transaction only inserts.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+
+from zoo import catalog
+from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, read_header
+from zoo.domain import Family, Space, check_dim, check_filter, check_kind, check_metric, union_body
+from zoo.errors import Conflict, ZooError, ZooValueError
+from zoo.ingest import Decision, Scan, check_fits, choose_base, fill_missing, fits, float_body, scan
+from zoo.store import Store
+
+Lineage = Sequence[tuple[str, str, "float | None"]]
+
+
+@dataclass
+class AddResult:
+    """One registered (or recognised) checkpoint."""
+
+    name: str
+    id: int
+    created: bool
+    kind: str
+    family: str
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Pending:
+    """A scanned checkpoint waiting for the commit: what it is and where it goes."""
+
+    scan: Scan
+    decision: Decision
+    kind: str
+    parent_id: int | None
+    family_key: int  # an existing family's id (>0) or a family founded in this batch (<0)
+    name: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """What one add sees of the catalog before reading any weights."""
+
+    fams: list[Family]
+    base_names: dict[int, str]
+    base_row: dict[str, Any] | None
+    taken: set[str]
+    new_fams: list[Family] = field(default_factory=list)
+
+
+def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = None, base: str | None = None,
+        dataset: str | None = None, task: str | None = None, seed: int | None = None,
+        meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Lineage = (),
+        expected: dict[int, np.ndarray] | None = None,
+        on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None) -> list[AddResult]:
+    """Register checkpoints (see ``Zoo.add``): all of them or none."""
+    files = expand_paths([str(p) for p in paths])
+    if name and len(files) > 1:
+        raise ZooValueError(f"--name {name!r} given for {len(files)} checkpoints; register them one by one or drop --name")
+    check_kind(kind)
+    if base is not None and kind == "base":
+        raise ZooValueError("--base and --kind base contradict each other: a base has no base; drop one")
+    with store.read() as conn:
+        fams = catalog.families_snapshot(conn)
+        # A taken --name is an error only for new weights (found at commit): adding the
+        # same checkpoint again under its own name is a no-op, as scripts expect.
+        batch = _Batch(fams, {f.id: catalog.model_by_id(conn, f.base_model_id)["name"] for f in fams if f.base_model_id},
+                       catalog.model(conn, base) if base else None, {r["name"] for r in catalog.list_models(conn)})
+    pending = []
+    for path in store.bar(files, "sketching"):
+        header = read_header(path)
+        p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
+        p.name = name or catalog.first_free(default_name(path), batch.taken)
+        batch.taken.add(p.name)
+        if p.decision.is_base:
+            _found_family(batch, p, store.default_space)
+        p.fields = dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}))
+        pending.append(p)
+    for p in pending if expected is not None else []:
+        for sp in p.decision.family.spaces if p.decision.family else []:
+            if sp.id in expected:
+                check_linearity(p.scan, sp, expected[sp.id])
+    with store.write() as conn:
+        results = commit(conn, pending, batch.new_fams, lineage)
+        if on_commit is not None:
+            on_commit(conn, results)
+    store.sync_indexes()
+    return results
+
+
+def _found_family(batch: _Batch, p: Pending, default: Space) -> None:
+    """A checkpoint that founds a family: the family exists in this batch until the commit."""
+    header = p.scan.header
+    sp = Space(default.dim, default.seed, None, default.metric, base_vec=p.scan.raw[default.key])
+    fam = Family(-(len(batch.new_fams) + 1), p.name, "", None, header.prefix, p.scan.body, [sp], base_uri=str(header.path))
+    batch.new_fams.append(fam)
+    batch.base_names[fam.id] = p.name
+    p.family_key = fam.id
+
+
+def plan(header: Header, fams: list[Family], base_names: dict[int, str], base_row: dict | None,
+         kind: str | None, default_space: Space) -> Pending:
+    """Scan a checkpoint (one pass) and decide its family: the given base's, the one it fits,
+    the nearest of several, or a new one."""
+    if base_row is not None:
+        fam = next(f for f in fams if f.id == base_row["family_id"])
+        check_fits(header, fam, base_row["name"])
+        sc = scan(header, fam.spaces, fam.body)
+        note = f"base given: {base_row['name']}" + filled_note(fill_missing(sc, fam))
+        return Pending(sc, Decision(fam, False, note), kind or "finetune", base_row["id"], fam.id)
+    fitting = [f for f in fams if fits(header, f)]
+    if not fitting or kind == "base":
+        sc = scan(header, [default_space], float_body(header))
+        why = "registered as a base: new family" if fitting else "no family fits: new family"
+        return Pending(sc, Decision(None, True, why), "base", None, 0)
+    sc = scan(header, [sp for f in fitting for sp in f.spaces], union_body(fitting))
+    decision = Decision(fitting[0], False, "family found by architecture") if len(fitting) == 1 else \
+        choose_base(sc, fitting, base_names)
+    fam = decision.family
+    sc.body = fam.body
+    sc.head = [t.name for t in header.tensors if t.is_float and fam.body.get(t.canonical) != t.shape]
+    decision.note += filled_note(fill_missing(sc, fam))
+    return Pending(sc, decision, kind or "finetune", fam.base_model_id, fam.id)
+
+
+def commit(conn: sa.Connection, pending: list[Pending], new_fams: list[Family], extra_lineage: Lineage) -> list[AddResult]:
+    """Insert the batch in the caller's transaction; weights already registered are recognised, not repeated."""
+    results: list[AddResult] = []
+    fam_ids: dict[int, int] = {}
+    fam_info: dict[int, tuple[str, list[Space]]] = {}  # family id -> (name, spaces), read once per batch
+    seen: dict[str, AddResult] = {}
+    for p in pending:
+        h = p.scan.content_hash
+        prev = seen.get(h) or _existing(conn, h)
+        if prev is not None:
+            results.append(AddResult(prev.name, prev.id, False, prev.kind, prev.family,
+                                     f"same weights as {prev.name!r} (content hash); not registered again"))
+            continue
+        if p.family_key < 0 and p.family_key not in fam_ids:
+            fam_ids[p.family_key] = _insert_family(conn, next(f for f in new_fams if f.id == p.family_key))
+        fid = fam_ids.get(p.family_key, p.family_key)
+        if fid not in fam_info:
+            fam_info[fid] = (catalog.family_by_id(conn, fid)["name"], catalog.spaces(conn, fid))
+        mid = _insert_model(conn, p, fid, fam_info[fid][1])
+        parent = p.parent_id
+        if parent is not None and not extra_lineage:
+            catalog.insert_lineage(conn, mid, parent, "finetuned_from")
+        for parent_name, rel, w in extra_lineage:
+            catalog.insert_lineage(conn, mid, catalog.model(conn, parent_name)["id"], rel, w)
+        seen[h] = AddResult(p.name, mid, True, p.kind, fam_info[fid][0], p.decision.note)
+        results.append(seen[h])
+    return results
+
+
+def _existing(conn: sa.Connection, content_hash: str) -> AddResult | None:
+    row = catalog.model_by_hash(conn, content_hash)
+    if row is None:
+        return None
+    return AddResult(row["name"], row["id"], False, row["kind"], catalog.family_by_id(conn, row["family_id"])["name"])
+
+
+def _insert_family(conn: sa.Connection, fam: Family) -> int:
+    sp = fam.spaces[0]
+    fid = catalog.insert_family(conn, catalog.unique_family_name(conn, fam.name), arch_signature(list(fam.body.items())),
+                                fam.prefix, fam.body)
+    catalog.insert_space(conn, fid, sp.dim, sp.seed, sp.metric, None, sp.base_vec)
+    return fid
+
+
+def _insert_model(conn: sa.Connection, p: Pending, fid: int, spaces: list[Space]) -> int:
+    header = p.scan.header
+    meta = dict(p.fields["meta"])
+    meta.update(prefix=header.prefix, head=p.scan.head, note=p.decision.note)
+    if header.config and header.config.get("id2label"):
+        meta["id2label"] = header.config["id2label"]
+    mid = catalog.insert_model(
+        conn, name=p.name, family_id=fid, kind=p.kind, uri=str(header.path), format=header.format,
+        content_hash=p.scan.content_hash, dataset=p.fields["dataset"], task=p.fields["task"], seed=p.fields["seed"],
+        n_params=header.n_params, dtype=header.dtype, meta=meta)
+    if p.decision.is_base:
+        catalog.set_family_base(conn, fid, mid)
+    for sp in spaces:
+        catalog.insert_sketch(conn, mid, sp.id, np.zeros(sp.dim) if p.decision.is_base else p.scan.delta(sp))
+    return mid
+
+
+def space_add(store: Store, family: str | None, dim: int, seed: int, metric: str,
+              tensor_filter: str | None) -> dict[str, Any]:
+    """Add a sketch space to a family and backfill the sketches of its models (one read each)."""
+    sp = Space(check_dim(dim), seed, check_filter(tensor_filter), check_metric(metric))
+    with store.read() as conn:
+        fam = store.family(conn, family)
+        base = catalog.model_by_id(conn, fam.base_model_id)
+        rows = [catalog.model(conn, m["name"]) for m in catalog.list_models(conn, family=fam.name)]
+    raws: dict[int, np.ndarray] = {}
+    for row in store.bar(rows, "backfilling"):
+        sc = scan(read_header(row["uri"]), [sp], fam.body)
+        if sc.content_hash != row["content_hash"]:
+            raise Conflict(f"{row['uri']} changed since {row['name']!r} was registered (content hash differs); "
+                           "re-register it or remove it before adding a space")
+        raws[row["id"]] = sc.raw[sp.key]
+    base_vec = raws[base["id"]]
+    with store.write() as conn:
+        sid = catalog.insert_space(conn, fam.id, dim, seed, metric, tensor_filter, base_vec)
+        for mid, raw in raws.items():
+            catalog.insert_sketch(conn, mid, sid, np.zeros(dim) if mid == base["id"] else raw - base_vec)
+    store.sync_indexes()
+    return {"id": sid, "family": fam.name, "dim": dim, "seed": seed, "metric": metric, "backfilled": len(raws)}
+
+
+def rm(store: Store, name: str, force: bool = False) -> dict[str, Any]:
+    """Remove a model from the catalog; files the zoo wrote itself (under ``checkpoints/``) go too."""
+    with store.write() as conn:
+        m = catalog.model(conn, name)
+        orphans = catalog.delete_model(conn, m["id"], force)
+    path = Path(m["uri"])
+    owned = store.checkpoints_dir.resolve() in path.resolve().parents
+    if owned:
+        shutil.rmtree(path, ignore_errors=True)
+    store.sync_indexes()
+    return {"removed": m["name"], "id": m["id"], "detached_children": orphans, "deleted_files": str(path) if owned else None}
+
+
+def filled_note(names: list[str]) -> str:
+    if not names:
+        return ""
+    return f"; {len(names)} base tensor(s) absent, counted as unchanged (e.g. {names[0]})"
+
+
+def check_linearity(sc: Scan, sp: Space, want: np.ndarray) -> None:
+    """A materialized point's sketch must equal the weighted average of its members' sketches."""
+    got = sc.delta(sp)
+    scale = max(float(np.linalg.norm(want)), float(np.linalg.norm(got)), 1e-12)
+    err = float(np.linalg.norm(got - want)) / scale
+    if err > 1e-4:
+        raise ZooError(f"internal error: the sketch of {sc.header.path} differs from the weighted average of its "
+                       f"members' sketches by {err:.2e} (relative, space {sp.id}); the merge is wrong, nothing was "
+                       "registered; please report this")

@@ -1,0 +1,155 @@
+"""Fine-tuning runs and evaluations: the catalog side (run rows, results registered back,
+evaluations recorded) around the training and scoring in ``zoo.finetune``.
+
+The catalog is open only to record a run's start and its end, never while it trains.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import sqlalchemy as sa
+
+from zoo import catalog
+from zoo.errors import Conflict
+from zoo.materialize import resolve_start
+from zoo.register import AddResult, add
+from zoo.store import Store
+
+
+def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.PathLike | None = None,
+             dataset: str | None = None, task: str | None = None, out: str | None = None,
+             family: str | None = None, step_hook: Callable[[int], None] | None = None,
+             **params: Any) -> dict[str, Any]:
+    """Fine-tune from START, evaluate, and register the result with a run row and evaluations;
+    a failure marks the run failed with its error and registers nothing."""
+    from zoo.data import read_examples
+    from zoo.finetune import TrainParams, resolve_device
+
+    tp = TrainParams(**params)
+    device = resolve_device(tp.device)
+    train_ex = read_examples(train)
+    eval_ex = read_examples(eval) if eval is not None else None
+    dataset = dataset or Path(train).stem
+    start_row = resolve_start(store, start, family)
+    with store.read() as conn:
+        base_row = catalog.model_by_id(conn, store.family_of(conn, start_row).base_model_id)
+        name = out or catalog.unique_model_name(conn, f"{dataset}-from-{start_row['name']}-s{tp.seed}")
+        if catalog.name_taken(conn, name):
+            raise Conflict(f"a model named {name!r} already exists; choose another --out")
+    out_dir = store.checkpoints_dir / name
+    if out_dir.exists():
+        raise Conflict(f"{out_dir} already exists; choose another --out or remove the folder")
+    run_params = dict(tp.as_dict(), start=start, start_kind=start_row["kind"], start_name=start_row["name"],
+                      task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
+    # Installed before the run row exists (a SIGTERM that finds the row finds the handler too)
+    # and restored after, so a library caller's own handler is left as it was.
+    with sigterm_as_exit() as termination:
+        with store.write() as conn:
+            run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
+                                        params=dict(run_params, pid=os.getpid()), device=device, status="running",
+                                        started_at=_dt.datetime.now())
+        try:
+            metrics, res = _train_and_register(store, run_id, start_row, base_row, (train_ex, eval_ex), tp, out_dir,
+                                               dict(name=name, dataset=dataset, task=task), termination, step_hook)
+        except BaseException as e:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            with store.write() as conn:
+                catalog.update_run(conn, run_id, status="failed", finished_at=_dt.datetime.now(), error=err[:2000])
+            raise
+    return {"run_id": run_id, "name": res.name, "id": res.id, "start": start_row["name"], "start_kind": start_row["kind"],
+            "dataset": dataset, "task": task, "device": device, "path": str(out_dir), **metrics}
+
+
+def _train_and_register(store: Store, run_id: int, start_row: dict[str, Any], base_row: dict[str, Any],
+                        data: tuple[Any, Any], tp: Any, out_dir: Path, what: dict[str, Any],
+                        termination: "Termination", step_hook: Callable[[int], None] | None) -> tuple[dict, AddResult]:
+    """Train, then register the result and finish the run row in one transaction."""
+    from zoo.finetune import train as run_training
+
+    def hook(step: int) -> None:
+        termination.check()
+        if step_hook is not None:
+            step_hook(step)
+
+    metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], data[0], data[1], tp, out_dir,
+                           progress=store.progress, step_hook=hook)
+    termination.check()
+
+    def record(conn: sa.Connection, results: list[AddResult]) -> None:
+        mid = results[0].id
+        catalog.update_run(conn, run_id, result_model_id=mid, status="finished", finished_at=_dt.datetime.now(),
+                           metrics=metrics)
+        for metric in ("accuracy", "loss") if "eval_accuracy" in metrics else ():
+            catalog.insert_evaluation(conn, model_id=mid, dataset=what["dataset"], split="eval", metric=metric,
+                                      value=float(metrics[f"eval_{metric}"]), n_examples=metrics["n_eval"], run_id=run_id)
+
+    [res] = add(store, [out_dir], name=what["name"], base=start_row["name"], dataset=what["dataset"], task=what["task"],
+                seed=tp.seed, kind="finetune", meta={"run_id": run_id, "start_kind": start_row["kind"]}, on_commit=record)
+    return metrics, res
+
+
+def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, train: str | os.PathLike | None = None,
+                  split: str = "test", dataset: str | None = None, probe: bool = False,
+                  **params: Any) -> list[dict[str, Any]]:
+    """Accuracy of each model on one data file, recorded in ``evaluations`` as it comes: through
+    its head when it has the data's label space, else (or with ``probe``) a linear probe on its
+    frozen body. The data is read and every name checked before the first evaluation."""
+    from zoo.data import read_examples
+    from zoo.finetune import TrainParams, evaluate as run_eval
+
+    tp = TrainParams(**params)
+    ex = read_examples(data)
+    probe_ex = read_examples(train) if train is not None else None
+    dataset = dataset or Path(data).stem
+    with store.read() as conn:
+        rows = [catalog.model(conn, n) for n in names]
+        base_uris = [store.family_of(conn, r).base_uri for r in rows]
+    out = []
+    for row, base_uri in zip(rows, base_uris):
+        res = run_eval(Path(row["uri"]), [Path(base_uri)], ex, probe_ex, tp, probe=probe)
+        with store.write() as conn:
+            catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
+                                      value=float(res["value"]), n_examples=res["n_examples"])
+        out.append({"name": row["name"], "dataset": dataset, "split": split, **res})
+    return out
+
+
+class Termination:
+    """What ``sigterm_as_exit`` saw: ``check()`` raises again if a SIGTERM came in, for the case
+    where the handler's exception was raised inside a callback whose caller swallowed it."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise SystemExit(f"terminated by signal {self.signum}")
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[Termination]:
+    """While inside, SIGTERM raises SystemExit in the main thread, so a killed run is recorded
+    as failed; the previous handler is restored on the way out."""
+    import signal
+    import threading
+
+    state = Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def _handler(signum: int, frame: Any) -> None:
+        state.signum = signum
+        state.check()
+
+    previous = signal.signal(signal.SIGTERM, _handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
