@@ -142,3 +142,68 @@ def fmt_select(r: dict[str, Any]) -> str:
     head = (f"starting points for task {r['task']}" + (f", dataset {r['dataset']}" if r["dataset"] else "")
             + f" (ranked by {r['basis']}; score = expected accuracy gain over the base, points)")
     return head + "\n" + table(rows, ["rank", "start", "score", "prior", "evidence"], width=110)
+
+
+def columns(*cols: str, width: int = 48) -> Callable[[Sequence[dict[str, Any]]], str]:
+    """A renderer of rows as a table of these columns."""
+    return lambda rows: table(rows, cols, width)
+
+
+def fmt_init(d: dict[str, Any]) -> str:
+    return f"zoo ready at {d['home']} (schema {d['schema']})"
+
+
+def fmt_add(rows: Sequence[dict[str, Any]]) -> str:
+    return "\n".join(("added " if r["created"] else "exists ") + f"{r['name']} (id {r['id']}, {r['kind']}, "
+                     f"family {r['family']})" + (f": {r['note']}" if r["note"] else "") for r in rows)
+
+
+def fmt_rm(d: dict[str, Any]) -> str:
+    return f"removed {d['removed']} (id {d['id']})"
+
+
+def fmt_nearest(r: dict[str, Any]) -> str:
+    return (f"nearest to {r['query']} ({r['metric']}, space {r['space_id']}, {r['search']}):\n"
+            + table(r["results"], ["rank", "name", "distance", "kind", "dataset", "task"]))
+
+
+def fmt_inside(r: dict[str, Any]) -> str:
+    return (f"{r['target']} is {'INSIDE' if r['inside'] else 'OUTSIDE'} the region "
+            f"(score {r['score']:.3f} = distance {r['distance']:.4g} / threshold {r['threshold']:.4g}; "
+            f"{r['percentile']:.0%} of members are as far or farther)")
+
+
+def fmt_space_add(r: dict[str, Any]) -> str:
+    return f"space {r['id']} (d={r['dim']}, seed={r['seed']}) on {r['family']}: {r['backfilled']} sketches"
+
+
+def fmt_materialized(r: dict[str, Any]) -> str:
+    verb = "wrote" if r["created"] else "exists"
+    return (f"{verb} {r['name']} ({r['kind']}) at {r['path']}\n  members: "
+            + ", ".join(f"{m} ({w:.3g})" for m, w in zip(r["members"], r["weights"])) + f"\n  {r['note']}")
+
+
+def fmt_finetune(r: dict[str, Any]) -> str:
+    return (f"{r['name']}: fine-tuned from {r['start']} ({r['start_kind']}) on {r['dataset']}, "
+            f"{r['steps']} steps in {r['train_seconds']:.1f}s on {r['device']}"
+            + (f"; eval accuracy {r['eval_accuracy']:.4f} (loss {r['eval_loss']:.4f})" if "eval_accuracy" in r else ""))
+
+
+def fmt_eval(res: dict[str, Any] | list[dict[str, Any]]) -> str:
+    return "\n".join(f"{r['name']} on {r['dataset']} ({r['split']}): {r['metric']} {r['value']:.4f} over "
+                     f"{r['n_examples']} examples ({r['how']})" for r in (res if isinstance(res, list) else [res]))
+
+
+def fmt_map(r: dict[str, Any]) -> str:
+    return (f"wrote {r['path']}: {len(r['points'])} models of family {r['family']} "
+            f"({r['method']}, coloured by {r['color_by']})")
+
+
+def floats(text: str | None, option: str) -> list[float] | None:
+    """Parse a comma-separated list of numbers (``--weights 1,3``)."""
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers, e.g. 1,3", param_hint=option) from None
