@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write  # noqa: E402
 
 from zoo import Zoo, catalog  # noqa: E402
-from zoo.index import prepare  # noqa: E402
+from zoo.geometry import prepare  # noqa: E402
 
 
 def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -23,7 +23,8 @@ from common import base_model_dir, timeit, write  # noqa: E402
 
 from zoo import Zoo  # noqa: E402
 from zoo.checkpoint import read_header  # noqa: E402
-from zoo.ingest import SpaceSpec, float_body, scan  # noqa: E402
+from zoo.domain import Space  # noqa: E402
+from zoo.ingest import float_body, scan  # noqa: E402
 
 
 def bare_read(path: Path) -> None:
@@ -44,7 +45,7 @@ def bare_read_touch(path: Path) -> None:
 
 def our_pass(model_dir: Path) -> None:
     h = read_header(model_dir)
-    scan(h, [SpaceSpec(1024, 0)], float_body(h))
+    scan(h, [Space(1024, 0)], float_body(h))
 
 
 def make_big(dir_: Path, gb: float) -> Path:

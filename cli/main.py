@@ -65,11 +65,16 @@ region_opts = [click.option("--dataset"), click.option("--task")]
 
 
 def options(*opts: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+    """Several decorators as one, applied in the order written."""
     def decorate(f: Callable) -> Callable:
         for o in reversed(opts):
             f = o(f)
         return f
     return decorate
+
+
+# --json, then the Zoo as the command's first argument: the tail of every command's decorators.
+json_obj = options(json_opt, click.pass_obj)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,8 +88,7 @@ def main(ctx: click.Context, home: str | None) -> None:
 
 
 @main.command()
-@json_opt
-@click.pass_obj
+@json_obj
 def init(z: Zoo, as_json: bool) -> None:
     """Create the zoo directory and its catalog."""
     fmt.emit(z.init(), as_json, fmt.fmt_init)
@@ -98,8 +102,7 @@ def init(z: Zoo, as_json: bool) -> None:
 @click.option("--seed", type=int)
 @kind_opt
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Extra metadata (repeatable).")
-@json_opt
-@click.pass_obj
+@json_obj
 def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, as_json) -> None:
     """Register checkpoints (model folders, .safetensors/.bin files, or folders of them)."""
     res = z.add(paths, name=name, base=base, dataset=dataset, task=task, seed=seed, kind=kind, meta=fmt.kv_pairs(meta))
@@ -110,37 +113,31 @@ def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, as_json) -> 
 @family_opt
 @options(*region_opts)
 @kind_opt
-@json_opt
-@click.pass_obj
+@json_obj
 def ls_(z: Zoo, family, dataset, task, kind, as_json) -> None:
     """List models."""
     rows = z.ls(family=family, dataset=dataset, task=task, kind=kind)
     fmt.emit(rows, as_json, fmt.columns("id", "name", "family", "kind", "dataset", "task", "seed", "n_params", "dtype"))
 
 
-@main.command()
-@click.argument("name")
-@json_opt
-@click.pass_obj
-def show(z: Zoo, name, as_json) -> None:
-    """Show a model: metadata, lineage, evaluations."""
-    fmt.emit(z.show(name), as_json, fmt.show_model)
+def _by_name(verb: str, render: Callable[[Any], str], doc: str) -> None:
+    """A command that takes one model NAME and prints what ``Zoo.<verb>(name)`` returns."""
+    @main.command(verb, help=doc)
+    @click.argument("name")
+    @json_opt
+    @click.pass_obj
+    def command(z: Zoo, name: str, as_json: bool) -> None:
+        fmt.emit(getattr(z, verb)(name), as_json, render)
 
 
-@main.command()
-@click.argument("name")
-@json_opt
-@click.pass_obj
-def lineage(z: Zoo, name, as_json) -> None:
-    """Show the lineage tree above and below a model."""
-    fmt.emit(z.lineage(name), as_json, fmt.show_lineage)
+_by_name("show", fmt.show_model, "Show a model: metadata, lineage, evaluations.")
+_by_name("lineage", fmt.show_lineage, "Show the lineage tree above and below a model.")
 
 
 @main.command()
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Remove even if other models derive from it.")
-@json_opt
-@click.pass_obj
+@json_obj
 def rm(z: Zoo, name, force, as_json) -> None:
     """Remove a model from the catalog (files zoo wrote itself go too)."""
     fmt.emit(z.rm(name, force=force), as_json, fmt.fmt_rm)
@@ -149,8 +146,7 @@ def rm(z: Zoo, name, force, as_json) -> None:
 @main.command()
 @click.argument("query")
 @click.option("--limit", type=int, help="Return at most this many rows.")
-@json_opt
-@click.pass_obj
+@json_obj
 def sql(z: Zoo, query, limit, as_json) -> None:
     """Run read-only SQL on the catalog."""
     cols, rows = z.sql(query, limit)
@@ -162,8 +158,7 @@ def sql(z: Zoo, query, limit, as_json) -> None:
 @click.option("-k", "k", type=int, default=default(Zoo.nearest, "k"), show_default=True)
 @options(*region_opts)
 @kind_opt
-@options(metric_opt, space_opt, family_opt, json_opt)
-@click.pass_obj
+@options(metric_opt, space_opt, family_opt, json_obj)
 def nearest(z: Zoo, target, k, dataset, task, kind, metric, space, family, as_json) -> None:
     """The k models nearest to NAME or PATH (a path is sketched, not registered)."""
     res = z.nearest(target, k=k, dataset=dataset, task=task, kind=kind, metric=metric, space=space, family=family)
@@ -174,8 +169,7 @@ def nearest(z: Zoo, target, k, dataset, task, kind, metric, space, family, as_js
 @click.argument("a")
 @click.argument("b")
 @click.option("--exact", is_flag=True, help="Also compute the exact distance from the weights.")
-@options(space_opt, json_opt)
-@click.pass_obj
+@options(space_opt, json_obj)
 def distance(z: Zoo, a, b, exact, space, as_json) -> None:
     """Distance between two task vectors (sketch estimate; --exact reads the weights)."""
     fmt.emit(z.distance(a, b, exact=exact, space=space), as_json, fmt.fmt_distance)
@@ -186,8 +180,7 @@ def distance(z: Zoo, a, b, exact, space, as_json) -> None:
 @options(*region_opts)
 @click.option("--all", "all_models", is_flag=True, help="Every model of the family.")
 @click.option("--exclude-dataset")
-@options(family_opt, metric_opt, space_opt, json_opt)
-@click.pass_obj
+@options(family_opt, metric_opt, space_opt, json_obj)
 def region(z: Zoo, names, dataset, task, all_models, exclude_dataset, family, metric, space, as_json) -> None:
     """Members, centroid and spread of a region (--dataset, --task, --all or NAMES)."""
     res = z.region(dataset=dataset, task=task, names=names or None, family=family, metric=metric, space=space,
@@ -199,8 +192,7 @@ def region(z: Zoo, names, dataset, task, all_models, exclude_dataset, family, me
 @click.option("-k", "k", type=int, required=True, help="Number of clusters.")
 @click.option("--seed", type=int, default=default(Zoo.clusters, "seed"), show_default=True)
 @click.option("--exact", is_flag=True, help="Cluster exact task vectors (reads every model's weights once).")
-@options(family_opt, metric_opt, space_opt, json_opt)
-@click.pass_obj
+@options(family_opt, metric_opt, space_opt, json_obj)
 def clusters(z: Zoo, k, seed, exact, family, metric, space, as_json) -> None:
     """k-means on sketches of fine-tuned models, with purity against dataset and task labels."""
     fmt.emit(z.clusters(k, family=family, metric=metric, space=space, seed=seed, exact=exact), as_json, fmt.fmt_clusters)
@@ -210,8 +202,7 @@ def clusters(z: Zoo, k, seed, exact, family, metric, space, as_json) -> None:
 @click.argument("target")
 @click.argument("names", nargs=-1)
 @options(*region_opts)
-@options(family_opt, metric_opt, space_opt, json_opt)
-@click.pass_obj
+@options(family_opt, metric_opt, space_opt, json_obj)
 def inside(z: Zoo, target, names, dataset, task, family, metric, space, as_json) -> None:
     """Is TARGET (name or path) inside a region? Exit 0 either way; see 'inside' in the output."""
     res = z.inside(target, dataset=dataset, task=task, names=names or None, family=family, metric=metric, space=space)
@@ -219,8 +210,7 @@ def inside(z: Zoo, target, names, dataset, task, family, metric, space, as_json)
 
 
 @main.command()
-@json_opt
-@click.pass_obj
+@json_obj
 def reindex(z: Zoo, as_json) -> None:
     """Rebuild every FAISS index from the catalog."""
     fmt.emit(z.reindex(), as_json, fmt.columns("space_id", "count", "index"))
@@ -232,8 +222,7 @@ def space() -> None:
 
 
 @space.command("ls")
-@json_opt
-@click.pass_obj
+@json_obj
 def space_ls(z: Zoo, as_json) -> None:
     """List sketch spaces."""
     fmt.emit(z.spaces(), as_json, fmt.columns("id", "family", "dim", "seed", "metric", "tensor_filter", "sketches"))
@@ -244,8 +233,7 @@ def space_ls(z: Zoo, as_json) -> None:
 @click.option("--seed", type=int, default=default(Zoo.space_add, "seed"), show_default=True)
 @click.option("--metric", type=click.Choice(METRICS), default=default(Zoo.space_add, "metric"), show_default=True)
 @click.option("--filter", "tensor_filter", help="Regex on canonical tensor names to sketch (default: whole body).")
-@options(family_opt, json_opt)
-@click.pass_obj
+@options(family_opt, json_obj)
 def space_add(z: Zoo, dim, seed, metric, tensor_filter, family, as_json) -> None:
     """Add a sketch space and backfill its sketches (reads each model once)."""
     res = z.space_add(family=family, dim=dim, seed=seed, metric=metric, tensor_filter=tensor_filter)
@@ -261,8 +249,7 @@ def space_add(z: Zoo, dim, seed, metric, tensor_filter, family, as_json) -> None
 @click.option("--dirichlet", type=float, help="Sample a point of the convex hull with this concentration.")
 @click.option("--seed", type=int, default=default(Zoo.centroid, "seed"), show_default=True)
 @click.option("--out", help="Name of the new model (default: derived from the members).")
-@options(family_opt, json_opt)
-@click.pass_obj
+@options(family_opt, json_obj)
 def centroid(z: Zoo, names, dataset, task, all_models, exclude_dataset, weights, dirichlet, seed, out, family, as_json):
     """Write the weighted average of a region's members as a checkpoint and register it."""
     res = z.centroid(dataset=dataset, task=task, names=names or None, all_models=all_models, exclude_dataset=exclude_dataset,
@@ -276,8 +263,7 @@ def centroid(z: Zoo, names, dataset, task, all_models, exclude_dataset, weights,
 @click.option("--alpha", type=float, required=True, help="Position on the line: 0 is A, 1 is B.")
 @click.option("--extrapolate", is_flag=True, help="Allow alpha outside [0, 1].")
 @click.option("--out", help="Name of the new model.")
-@json_opt
-@click.pass_obj
+@json_obj
 def interpolate(z: Zoo, a, b, alpha, extrapolate, out, as_json) -> None:
     """Write (1 - alpha) A + alpha B as a checkpoint and register it."""
     fmt.emit(z.interpolate(a, b, alpha, extrapolate=extrapolate, out=out), as_json, fmt.fmt_materialized)
@@ -293,8 +279,7 @@ def interpolate(z: Zoo, a, b, alpha, extrapolate, out, as_json) -> None:
 @click.option("--out", help="Name of the fine-tuned model.")
 @family_opt
 @train_options()
-@json_opt
-@click.pass_obj
+@json_obj
 def finetune(z: Zoo, start, train_file, eval_file, dataset, task, out, family, as_json, **params) -> None:
     """Fine-tune from START, evaluate, and register the result (GPU when present)."""
     res = z.finetune(start, train_file, eval_file, dataset=dataset, task=task, out=out, family=family, **params)
@@ -304,8 +289,7 @@ def finetune(z: Zoo, start, train_file, eval_file, dataset, task, out, family, a
 @main.command()
 @click.option("--status", type=click.Choice(RUN_STATUSES))
 @click.option("--limit", type=int)
-@json_opt
-@click.pass_obj
+@json_obj
 def runs(z: Zoo, status, limit, as_json) -> None:
     """List fine-tuning runs, newest first."""
     fmt.emit(z.runs(status=status, limit=limit), as_json, fmt.columns(
@@ -320,8 +304,7 @@ def runs(z: Zoo, status, limit, as_json) -> None:
 @click.option("--dataset", help="Dataset name (default: the data file's stem).")
 @click.option("--probe", is_flag=True, help="Always use a linear probe on the frozen body, even when the head fits.")
 @train_options("batch_size", "max_length", "device")
-@json_opt
-@click.pass_obj
+@json_obj
 def eval_(z: Zoo, names, data, train_file, split, dataset, probe, as_json, **params) -> None:
     """Accuracy of each NAME on a data file (a linear probe when its head does not fit the labels).
 
@@ -342,8 +325,7 @@ def eval_(z: Zoo, names, data, train_file, split, dataset, probe, as_json, **par
 @click.option("--folds", type=int, default=default(Zoo.select_start, "folds"), show_default=True,
               help="Cross-validation folds of the probe.")
 @train_options("max_length")
-@options(family_opt, json_opt)
-@click.pass_obj
+@options(family_opt, json_obj)
 def select_start(z: Zoo, task, dataset, neighbours, train, probe_examples, folds, family, as_json, **params) -> None:
     """Rank starting points for fine-tuning on DATASET of TASK, with evidence."""
     res = z.select_start(task, dataset=dataset, family=family, neighbours=neighbours, train=train,
@@ -357,8 +339,7 @@ def select_start(z: Zoo, task, dataset, neighbours, train, probe_examples, folds
 @click.option("--method", type=click.Choice(MAP_METHODS), default=default(Zoo.map, "method"), show_default=True)
 @kind_opt
 @click.option("--no-labels", is_flag=True, help="Do not print model names next to points.")
-@options(family_opt, space_opt, json_opt)
-@click.pass_obj
+@options(family_opt, space_opt, json_obj)
 def map_(z: Zoo, out, color_by, method, kind, no_labels, family, space, as_json) -> None:
     """Draw the zoo: a 2-D projection of sketches, coloured by dataset, task or kind."""
     res = z.map(out, color_by=color_by, family=family, method=method, space=space, kind=kind, annotate=not no_labels)

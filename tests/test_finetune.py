@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -136,63 +137,81 @@ def test_bad_finetune_input(filled, data, tmp_path):
     assert filled.sql("SELECT count(*) FROM runs")[1][0][0] == 0
 
 
-def _background_finetune(home, ckpts, tmp_path, epochs: int) -> tuple[Zoo, subprocess.Popen]:
-    """A zoo with a base, and a `zoo finetune` from it running in another process."""
-    z = Zoo(home)
-    z.add([ckpts["base"]], name="base")
-    big = write_sentiment(tmp_path / "big.jsonl", 400, seed=3)
-    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "finetune", "--from", "base",
-                             "--train", str(big), "--dataset", "big", "--epochs", str(epochs), "--batch-size", "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return z, proc
+class BackgroundFinetune:
+    """A fine-tune from the base in another process that pauses at its first step until
+    released: the test acts on state (the run is at a step), never on the clock."""
+
+    def __init__(self, home, ckpts, tmp_path):
+        self.zoo = Zoo(home)
+        self.zoo.add([ckpts["base"]], name="base")
+        big = write_sentiment(tmp_path / "big.jsonl", 64, seed=3)
+        self.at, self.go = tmp_path / "at-step", tmp_path / "go"
+        code = textwrap.dedent(f"""
+            import time
+            from pathlib import Path
+            from zoo import Zoo
+
+            def hook(step):
+                if step == 1:
+                    Path({str(self.at)!r}).touch()
+                    while not Path({str(self.go)!r}).exists():
+                        time.sleep(0.05)
+
+            res = Zoo({str(home)!r}).finetune("base", {str(big)!r}, dataset="big", epochs=1, batch_size=8, step_hook=hook)
+            print(res["name"])
+        """)
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_at_step(self) -> None:
+        while not self.at.exists():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the fine-tune ended before its first step: {self.proc.stderr.read()[-2000:]}")
+            time.sleep(0.05)
+
+    def release(self) -> tuple[str, str]:
+        self.go.touch()
+        return self.proc.communicate()
+
+    def __enter__(self) -> "BackgroundFinetune":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def test_ls_works_while_training_runs(home, ckpts, tmp_path):
-    """A fine-tune in another process never holds the catalog: `zoo ls` answers meanwhile."""
-    z, proc = _background_finetune(home, ckpts, tmp_path, epochs=6)
-    ok_while_running = 0
+    """A fine-tune in another process never holds the catalog: `zoo ls` and `zoo sql` answer meanwhile."""
     env = {**__import__("os").environ, "ZOO_LOCK_TIMEOUT": "2"}
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), *args], capture_output=True,
                               text=True, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            runs = cli("sql", "SELECT status FROM runs", "--json")
-            if runs.returncode == 0 and json.loads(runs.stdout) == [{"status": "running"}]:
-                ls = cli("ls", "--json")
-                if proc.poll() is None and ls.returncode == 0:
-                    assert [m["name"] for m in json.loads(ls.stdout)] == ["base"]
-                    ok_while_running += 1
-                    break
-            time.sleep(0.3)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert ok_while_running >= 1
+
+    with BackgroundFinetune(home, ckpts, tmp_path) as bg:
+        bg.wait_at_step()
+        runs, ls = cli("sql", "SELECT status FROM runs", "--json"), cli("ls", "--json")
+        assert runs.returncode == 0 and json.loads(runs.stdout) == [{"status": "running"}], runs.stderr
+        assert ls.returncode == 0 and [m["name"] for m in json.loads(ls.stdout)] == ["base"], ls.stderr
+        assert bg.proc.poll() is None  # both answered while the run was at its first step
+        out, err = bg.release()
+    assert bg.proc.returncode == 0, err
+    assert [m["name"] for m in Zoo(home).ls()] == ["base", out.strip()]
 
 
 def test_runs_listing_and_sigterm_recorded(home, ckpts, tmp_path):
     import signal
 
-    z, proc = _background_finetune(home, ckpts, tmp_path, epochs=20)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not [r for r in z.runs() if r["status"] == "running"]:
-            time.sleep(0.3)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    [run] = z.runs()
+    with BackgroundFinetune(home, ckpts, tmp_path) as bg:
+        bg.wait_at_step()
+        assert [r["status"] for r in bg.zoo.runs()] == ["running"]
+        bg.proc.send_signal(signal.SIGTERM)
+        _, stderr = bg.proc.communicate()
+    [run] = bg.zoo.runs()
     assert run["status"] == "failed", (run, stderr[-2000:])
     assert "terminated by signal" in run["error"] and run["result"] is None, (run, stderr[-2000:])
-    assert [m["name"] for m in z.ls()] == ["base"]
+    assert [m["name"] for m in bg.zoo.ls()] == ["base"]
     ckdir = home / "checkpoints"
     leftovers = sorted(p.name for p in ckdir.iterdir()) if ckdir.exists() else []
     assert leftovers == []  # neither the output nor its temporary folder remains

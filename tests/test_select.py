@@ -229,3 +229,58 @@ def test_history_pairs_runs_with_base_runs_of_their_setting(filled):
                                           value=acc, run_id=rid)
     by = {c["category"]: c for c in filled.select_start("t", dataset="c")["candidates"]}
     assert by["task-centroid"]["n_runs"] == 1 and by["task-centroid"]["observed_gain"] == pytest.approx(0.05)
+
+
+def test_candidates_are_built_from_points_without_a_zoo():
+    import numpy as np
+
+    from zoo.select import Point, build_candidates
+
+    e = np.eye(4)
+    pts = [Point(1, "a", "t", e[0]), Point(2, "a", "t", e[0] + 0.1 * e[1]), Point(3, "b", "t", e[1]),
+           Point(4, "c", "t", e[2]), Point(5, "x", "u", e[3]), Point(6, "tgt", "t", e[0] + 0.2 * e[2])]
+    cands = build_candidates("minilm", pts, "t", "tgt", "cosine", neighbours=2)
+    assert [c.start for c in cands] == ["base", "centroid:task=t,exclude_dataset=tgt", "centroid:all,exclude_dataset=tgt",
+                                        "centroid:dataset=a", "centroid:dataset=c"]
+    assert cands[0].evidence == {"model": "minilm"}
+    task, fam = cands[1].evidence, cands[2].evidence
+    assert task["members"] == 4 and task["datasets"] == ["a", "b", "c"] and fam["members"] == 5
+    # Dataset regions are ordered by cosine distance of their centroid to the target's own region (model 6).
+    own = e[0] + 0.2 * e[2]
+    want_a = 1 - (e[0] + 0.05 * e[1]) @ own / (np.linalg.norm(e[0] + 0.05 * e[1]) * np.linalg.norm(own))
+    assert cands[3].evidence["distance"] == pytest.approx(want_a) and cands[3].evidence["distance_to"] == "dataset tgt region"
+    assert cands[3].evidence["distance"] < cands[4].evidence["distance"]
+    # Without the target's models the reference is the task centroid; with no dataset, nothing is left out.
+    nodata = build_candidates("minilm", pts[:5], "t", None, "cosine", neighbours=3)
+    assert nodata[1].start == "centroid:task=t" and nodata[2].start == "centroid:all"
+    assert all(c.evidence.get("distance_to", "task t centroid") == "task t centroid" for c in nodata)
+    assert [c.start for c in build_candidates("minilm", [], "t", "tgt", "cosine", 3)] == ["base"]
+
+
+def test_history_counts_runs_by_what_they_started_from():
+    from zoo.select import history
+
+    runs = [{"id": 1, "dataset": "d", "accuracy": 0.5, "params": {"start": "base", "start_kind": "base", "task": "t"}},
+            {"id": 2, "dataset": "d", "accuracy": 0.6, "params": {"start": "centroid:all,exclude_dataset=d",
+                                                                  "start_kind": "centroid", "task": "t"}},
+            {"id": 3, "dataset": "d", "accuracy": 0.7, "params": {"start": "my-cen", "start_kind": "centroid", "task": "t"}},
+            {"id": 4, "dataset": "d", "accuracy": 0.4, "params": {"start": "centroid:colour=red", "task": "t"}},
+            {"id": 5, "dataset": "d", "accuracy": 0.3, "params": None}]
+    outs = history(runs, {3: [("a", "t"), ("b", "t")]})
+    assert [o.category for o in outs] == ["base", "family-centroid", "task-centroid", "model", "model"]
+    assert [o.accuracy for o in outs] == [0.5, 0.6, 0.7, 0.4, 0.3] and outs[0].task == "t" and outs[4].task is None
+
+
+def test_one_parser_for_start_specs():
+    from zoo.domain import parse_start
+    from zoo.errors import ZooValueError
+
+    assert parse_start("base").kind == "base" and parse_start("my-model").kind == "model"
+    s = parse_start("centroid:task=t, exclude-dataset=d")
+    assert s.kind == "centroid" and s.region == {"task": "t", "exclude_dataset": "d"} and s.category == "task-centroid"
+    assert parse_start("centroid:all").region == {"all_models": True} and parse_start("centroid:all").category == "family-centroid"
+    assert parse_start("centroid:dataset=b").category == "dataset-centroid"
+    for bad, msg in (("centroid:colour=red", "bad start spec"), ("centroid:", "names no region"),
+                     ("centroid:exclude_dataset=d", "names no region"), ("centroid:task=", "bad start spec")):
+        with pytest.raises(ZooValueError, match=msg):
+            parse_start(bad)

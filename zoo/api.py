@@ -5,7 +5,6 @@ the work lives in the rooms: ``register``, ``lookup``, ``queries``, ``materializ
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -29,21 +28,10 @@ class Zoo:
                  default_dim: int = DEFAULT_DIM, default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC):
         self.store = Store(home, progress, default_dim, default_seed, default_metric)
 
-    @property
-    def home(self) -> Path:
-        return self.store.home
-
-    @property
-    def catalog_path(self) -> Path:
-        return self.store.catalog_path
-
-    @property
-    def index_dir(self) -> Path:
-        return self.store.index_dir
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.store.checkpoints_dir
+    home = property(lambda self: self.store.home, doc="The zoo's directory.")
+    catalog_path = property(lambda self: self.store.catalog_path, doc="The catalog file (DuckDB).")
+    index_dir = property(lambda self: self.store.index_dir, doc="The FAISS index files (derived from the catalog).")
+    checkpoints_dir = property(lambda self: self.store.checkpoints_dir, doc="Checkpoints zoo wrote itself.")
 
     # ------------------------------------------------------------ the zoo and its models
     def init(self) -> dict[str, Any]:

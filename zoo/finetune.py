@@ -141,6 +141,25 @@ def evaluate_classifier(model: Any, tok: Any, ex: Examples, labels: list[str], p
     return {"accuracy": correct / len(ex), "loss": loss_sum / len(ex), "n_examples": len(ex)}
 
 
+def check_labels(train_ex: Examples, eval_ex: Examples | None) -> list[str]:
+    """The training data's label space; refused when it has one label or the eval data has others."""
+    labels = train_ex.label_space()
+    if len(labels) < 2:
+        raise ZooValueError(f"{train_ex.path}: one label only ({labels}); classification needs at least two")
+    unknown = sorted(set(eval_ex.labels) - set(labels)) if eval_ex is not None else []
+    if unknown:
+        raise ZooValueError(f"{eval_ex.path}: labels {unknown[:5]} never occur in the training data {train_ex.path}")
+    return labels
+
+
+def _trainable(model: Any, method: str) -> list[Any]:
+    """The parameters a method trains: all (full), or biases and the head (bitfit)."""
+    if method == "bitfit":
+        for name, p in model.named_parameters():
+            p.requires_grad = name.endswith("bias") or not name.startswith(model.base_model_prefix + ".")
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, eval_ex: Examples | None,
           params: TrainParams, out_dir: Path, progress: bool = False,
           step_hook: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -155,20 +174,11 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
     device = resolve_device(params.device)
     seed_everything(params.seed)
     quiet_transformers()
-    labels = train_ex.label_space()
-    if len(labels) < 2:
-        raise ZooValueError(f"{train_ex.path}: one label only ({labels}); classification needs at least two")
-    if eval_ex is not None:
-        unknown = sorted(set(eval_ex.labels) - set(labels))
-        if unknown:
-            raise ZooValueError(f"{eval_ex.path}: labels {unknown[:5]} never occur in the training data {train_ex.path}")
+    labels = check_labels(train_ex, eval_ex)
     tok = load_tokenizer([start_dir, *tokenizer_dirs])
     model = load_classifier(start_dir, labels)
-    if params.method == "bitfit":
-        for name, p in model.named_parameters():
-            p.requires_grad = name.endswith("bias") or not name.startswith(model.base_model_prefix + ".")
+    trainable = _trainable(model, params.method)
     model.to(device).train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     steps_per_epoch = math.ceil(len(train_ex) / params.batch_size)
     total = max(1, int(round(params.epochs * steps_per_epoch)))
