@@ -41,7 +41,7 @@ def fill_catalog(z: Zoo, x: np.ndarray) -> None:
 
     z.init()
     n, d = x.shape
-    with z._write() as conn:
+    with z.store.write() as conn:
         dbapi = conn.connection.driver_connection
         dbapi.execute("INSERT INTO families (id, name, arch_signature, base_model_id, prefix, body) "
                       "VALUES (1, 'synthetic', 'x', 1, '', '{}')")
@@ -96,8 +96,8 @@ def main() -> None:
                 truth.append(set((top + 1).tolist()))
             del xn
             t0 = time.perf_counter()
-            with z._read() as conn:
-                idx = z._index(conn, catalog.space(conn, 1))
+            with z.store.read() as conn:
+                idx = z.store.index(conn, catalog.space(conn, 1))
             build_s = time.perf_counter() - t0
             spec = idx.meta["spec"]
             lat_faiss, hits = [], 0
@@ -108,7 +108,7 @@ def main() -> None:
                 hits += len(set(got[0].tolist()) & tr)
             # The SQL macro answers for a model by name: query with existing models' vectors.
             lat_sql = []
-            with z._read() as conn:
+            with z.store.read() as conn:
                 dbapi = conn.connection.driver_connection
                 for i in qi[: args.sql_queries]:
                     t0 = time.perf_counter()

@@ -19,8 +19,16 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
+def plain(data: Any) -> Any:
+    """A verb's typed result (or a list of them) as the plain dicts that JSON and renderers take."""
+    if isinstance(data, list):
+        return [plain(d) for d in data]
+    return data.as_dict() if hasattr(data, "as_dict") else data
+
+
 def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    """Print ``data`` as JSON or through ``render``."""
+    """Print ``data`` (a result, a list, rows) as JSON or through ``render``."""
+    data = plain(data)
     if as_json:
         click.echo(json.dumps(data, default=_plain, indent=2))
     else:

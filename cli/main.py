@@ -106,7 +106,7 @@ def init(z: Zoo, as_json: bool) -> None:
 def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, as_json) -> None:
     """Register checkpoints (model folders, .safetensors/.bin files, or folders of them)."""
     res = z.add(paths, name=name, base=base, dataset=dataset, task=task, seed=seed, kind=kind, meta=fmt.kv_pairs(meta))
-    fmt.emit([r.as_dict() for r in res], as_json, fmt.fmt_add)
+    fmt.emit(res, as_json, fmt.fmt_add)
 
 
 @main.command("ls")

@@ -119,3 +119,21 @@ def test_select_start_with_train(run, ckpts, tmp_path):
     err = _one_line_error(run("select-start", "--task", "t", "--train", train, "--folds", "1", code=2))
     assert "--folds must be at least 2" in err
     assert "does not exist" in run("select-start", "--task", "t", "--train", tmp_path / "nope.jsonl", code=2).stderr
+
+
+def test_json_output_is_the_typed_result_as_a_dict(run, ckpts, home):
+    from zoo import Zoo
+    from zoo.results import Neighbours, Result
+
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], ckpts["a1"], ckpts["b0"], "--dataset", "a", "--task", "t")
+    res = Zoo(home).nearest("ft-a0", k=2)
+    assert isinstance(res, Neighbours) and res.results == res["results"] and res.family == "base"
+    assert json.loads(run("nearest", "ft-a0", "-k", "2", "--json").stdout) == json.loads(json.dumps(res.as_dict()))
+    assert set(res) == {"query", "registered", "family", "space_id", "metric", "search", "results"}
+    dist = Zoo(home).distance("ft-a0", "ft-a1")
+    assert "exact" not in dist and dist.exact is None  # optional parts are left out until computed
+    assert "exact" in Zoo(home).distance("ft-a0", "ft-a1", exact=True)
+    z = Zoo(home)
+    for res in (z.region(task="t"), z.lineage("ft-a0"), z.clusters(2), z.select_start("t", dataset="a")):
+        assert isinstance(res, Result) and dict(res) == res.as_dict() and json.dumps(res.as_dict())

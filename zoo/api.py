@@ -11,8 +11,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from zoo import db, lookup, materialize, queries, register, runs, select
+from zoo import results as r
 from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED
-from zoo.register import AddResult, Lineage
+from zoo.register import Edges
+from zoo.results import AddResult
 from zoo.store import Store, default_home
 
 __all__ = ["Zoo", "AddResult", "default_home"]
@@ -34,16 +36,16 @@ class Zoo:
     checkpoints_dir = property(lambda self: self.store.checkpoints_dir, doc="Checkpoints zoo wrote itself.")
 
     # ------------------------------------------------------------ the zoo and its models
-    def init(self) -> dict[str, Any]:
+    def init(self) -> r.Init:
         """Create the zoo directory and catalog (idempotent)."""
         self.store.ensure()
         self.index_dir.mkdir(exist_ok=True)
         self.checkpoints_dir.mkdir(exist_ok=True)
-        return {"home": str(self.home), "catalog": str(self.catalog_path), "schema": db.head_revision()}
+        return r.Init(str(self.home), str(self.catalog_path), db.head_revision())
 
     def add(self, paths: Sequence[str | os.PathLike], name: str | None = None, base: str | None = None,
             dataset: str | None = None, task: str | None = None, seed: int | None = None,
-            meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Lineage = (),
+            meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
             expected: dict[int, np.ndarray] | None = None,
             on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None) -> list[AddResult]:
         """Register checkpoints: one streaming pass each, then one transaction for all.
@@ -56,13 +58,13 @@ class Zoo:
         """
         return register.add(self.store, paths, name, base, dataset, task, seed, meta, kind, lineage, expected, on_commit)
 
-    def rm(self, name: str, force: bool = False) -> dict[str, Any]:
+    def rm(self, name: str, force: bool = False) -> r.Removed:
         """Remove a model from the catalog. Files the zoo wrote itself (under ``checkpoints/``)
         are deleted too; registered checkpoints elsewhere stay where they are."""
         return register.rm(self.store, name, force)
 
     def space_add(self, family: str | None = None, dim: int = DEFAULT_DIM, seed: int = DEFAULT_SEED,
-                  metric: str = DEFAULT_METRIC, tensor_filter: str | None = None) -> dict[str, Any]:
+                  metric: str = DEFAULT_METRIC, tensor_filter: str | None = None) -> r.SpaceAdded:
         """Add a sketch space to a family and backfill the sketches of its models (one read each)."""
         return register.space_add(self.store, family, dim, seed, metric, tensor_filter)
 
@@ -83,7 +85,7 @@ class Zoo:
         """A model's row, family, parents, children, evaluations and sketch norms."""
         return lookup.show(self.store, name)
 
-    def lineage(self, name: str) -> dict[str, Any]:
+    def lineage(self, name: str) -> r.Lineage:
         """The tree above (ancestors) and below (descendants) a model."""
         return lookup.lineage(self.store, name)
 
@@ -98,33 +100,33 @@ class Zoo:
     # ------------------------------------------------------------ geometry
     def nearest(self, target: str, k: int = 5, dataset: str | None = None, task: str | None = None,
                 kind: str | None = None, metric: str | None = None, space: int | None = None,
-                family: str | None = None) -> dict[str, Any]:
+                family: str | None = None) -> r.Neighbours:
         """The k models nearest to a model name or a checkpoint path (sketched on the fly, not registered)."""
         return queries.nearest(self.store, target, k, dataset, task, kind, metric, space, family)
 
-    def distance(self, a: str, b: str, exact: bool = False, space: int | None = None) -> dict[str, Any]:
+    def distance(self, a: str, b: str, exact: bool = False, space: int | None = None) -> r.Distance:
         """Cosine and L2 distance between two models' task vectors: sketch estimate, or exact from weights."""
         return queries.distance(self.store, a, b, exact, space)
 
     def region(self, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
                family: str | None = None, metric: str | None = None, space: int | None = None,
-               exclude_dataset: str | None = None, all_models: bool = False) -> dict[str, Any]:
+               exclude_dataset: str | None = None, all_models: bool = False) -> r.Region:
         """Members, centroid (exact by linearity) and spread of a region in sketch space."""
         return queries.region(self.store, dataset, task, names, family, metric, space, exclude_dataset, all_models)
 
     def inside(self, target: str, dataset: str | None = None, task: str | None = None,
                names: Sequence[str] | None = None, family: str | None = None, metric: str | None = None,
-               space: int | None = None) -> dict[str, Any]:
+               space: int | None = None) -> r.Inside:
         """Whether a model or checkpoint lies inside a region (see geometry.inside_score for the rule)."""
         return queries.inside(self.store, target, dataset, task, names, family, metric, space)
 
     def clusters(self, k: int, family: str | None = None, metric: str | None = None, space: int | None = None,
-                 seed: int = 0, kind: str | None = "finetune", exact: bool = False) -> dict[str, Any]:
+                 seed: int = 0, kind: str | None = "finetune", exact: bool = False) -> r.Clusters:
         """faiss k-means on sketches (``exact``: on exact task vectors), with purity against dataset and task."""
         return queries.clusters(self.store, k, family, metric, space, seed, kind, exact)
 
     def map(self, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None, method: str = "pca",
-            space: int | None = None, kind: str | None = None, annotate: bool = True, seed: int = 0) -> dict[str, Any]:
+            space: int | None = None, kind: str | None = None, annotate: bool = True, seed: int = 0) -> r.Map:
         """Draw a 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed)."""
         return queries.draw_map(self.store, out, color_by, family, method, space, kind, annotate, seed)
 
@@ -132,7 +134,7 @@ class Zoo:
     def centroid(self, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
                  all_models: bool = False, exclude_dataset: str | None = None, weights: Sequence[float] | None = None,
                  dirichlet: float | None = None, seed: int = 0, out: str | None = None,
-                 family: str | None = None) -> dict[str, Any]:
+                 family: str | None = None) -> r.Materialized:
         """Materialize the (weighted) average of a region's members as a checkpoint and register it.
 
         Weights default to uniform; ``dirichlet`` samples a random point of the convex hull.
@@ -141,7 +143,7 @@ class Zoo:
         return materialize.centroid(self.store, dataset, task, names, all_models, exclude_dataset, weights, dirichlet,
                                     seed, out, family)
 
-    def interpolate(self, a: str, b: str, alpha: float, extrapolate: bool = False, out: str | None = None) -> dict[str, Any]:
+    def interpolate(self, a: str, b: str, alpha: float, extrapolate: bool = False, out: str | None = None) -> r.Materialized:
         """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
         return materialize.interpolate(self.store, a, b, alpha, extrapolate, out)
 
@@ -153,7 +155,7 @@ class Zoo:
     def finetune(self, start: str, train: str | os.PathLike, eval: str | os.PathLike | None = None,
                  dataset: str | None = None, task: str | None = None, out: str | None = None,
                  family: str | None = None, step_hook: Callable[[int], None] | None = None,
-                 **params: Any) -> dict[str, Any]:
+                 **params: Any) -> r.Finetuned:
         """Fine-tune from START, evaluate, and register the result with a run row and evaluations.
 
         ``params`` are ``zoo.finetune.TrainParams`` fields. The catalog is open only to record
@@ -162,7 +164,7 @@ class Zoo:
         return runs.finetune(self.store, start, train, eval, dataset, task, out, family, step_hook, **params)
 
     def evaluate(self, name: str, data: str | os.PathLike, train: str | os.PathLike | None = None,
-                 split: str = "test", dataset: str | None = None, probe: bool = False, **params: Any) -> dict[str, Any]:
+                 split: str = "test", dataset: str | None = None, probe: bool = False, **params: Any) -> r.Evaluation:
         """Accuracy of a model on a data file, recorded in ``evaluations``: through its head
         when it has the data's label space, else (or always, with ``probe``) a linear probe
         on its frozen body."""
@@ -170,13 +172,13 @@ class Zoo:
 
     def evaluate_many(self, names: Sequence[str], data: str | os.PathLike, train: str | os.PathLike | None = None,
                       split: str = "test", dataset: str | None = None, probe: bool = False,
-                      **params: Any) -> list[dict[str, Any]]:
+                      **params: Any) -> list[r.Evaluation]:
         """``evaluate`` for several models on one data file (read once; every name checked first)."""
         return runs.evaluate_many(self.store, names, data, train, split, dataset, probe, **params)
 
     def select_start(self, task: str, dataset: str | None = None, family: str | None = None,
                      neighbours: int = 3, train: str | os.PathLike | None = None, probe_examples: int = 256,
-                     folds: int = 5, **params: Any) -> dict[str, Any]:
+                     folds: int = 5, **params: Any) -> r.Starts:
         """Rank starting points for fine-tuning on ``dataset`` of ``task`` (see zoo.select).
 
         With ``train``, every candidate is materialized and probed on up to ``probe_examples``

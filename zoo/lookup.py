@@ -9,6 +9,7 @@ import numpy as np
 
 from zoo import catalog
 from zoo.domain import RUN_STATUSES, check_choice, check_kind
+from zoo.results import Lineage
 from zoo.store import Store
 
 
@@ -36,12 +37,12 @@ def show(store: Store, name: str) -> dict[str, Any]:
         return m
 
 
-def lineage(store: Store, name: str) -> dict[str, Any]:
+def lineage(store: Store, name: str) -> Lineage:
     """The tree above (ancestors) and below (descendants) a model."""
     with store.read() as conn:
         m = catalog.model(conn, name)
         up, down = catalog.lineage_edges(conn, m["id"])
-        return {"name": m["name"], "ancestors": up, "descendants": down}
+        return Lineage(m["name"], up, down)
 
 
 def runs(store: Store, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:

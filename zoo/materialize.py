@@ -15,6 +15,7 @@ from zoo.errors import Conflict, FamilyMismatch, ZooValueError
 from zoo.merge import dirichlet_weights, interpolation_weights, plan_merge, weighted_merge
 from zoo.queries import members
 from zoo.register import add
+from zoo.results import Materialized
 from zoo.store import Store
 
 
@@ -36,7 +37,7 @@ def member_weights(n: int, names: list[str], weights: Sequence[float] | None, di
 def centroid(store: Store, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
              all_models: bool = False, exclude_dataset: str | None = None, weights: Sequence[float] | None = None,
              dirichlet: float | None = None, seed: int = 0, out: str | None = None,
-             family: str | None = None) -> dict[str, Any]:
+             family: str | None = None) -> Materialized:
     """Materialize the (weighted) average of a region's members as a checkpoint and register it."""
     with store.read() as conn:
         fam, ids = members(conn, dataset, task, names, family, exclude_dataset, all_models)
@@ -52,7 +53,7 @@ def centroid(store: Store, dataset: str | None = None, task: str | None = None, 
 
 
 def interpolate(store: Store, a: str, b: str, alpha: float, extrapolate: bool = False,
-                out: str | None = None) -> dict[str, Any]:
+                out: str | None = None) -> Materialized:
     """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
     w = interpolation_weights(alpha, extrapolate)
     with store.read() as conn:
@@ -64,7 +65,7 @@ def interpolate(store: Store, a: str, b: str, alpha: float, extrapolate: bool = 
 
 
 def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[float], out: str | None, kind: str,
-                relation: str, spec: dict[str, Any]) -> dict[str, Any]:
+                relation: str, spec: dict[str, Any]) -> Materialized:
     """Write sum w_i theta_i (streaming) and register it; the same members and weights again
     return the model made before. Its sketch must equal the weighted sketches (linearity)."""
     import xxhash
@@ -81,10 +82,10 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
             ids, x = catalog.sketch_vectors(conn, sp.id, [r["id"] for r in rows])
             order = [int(np.where(ids == r["id"])[0][0]) for r in rows]
             expected[sp.id] = np.asarray(w) @ x[order].astype(np.float64)
-    common = {"members": [r["name"] for r in rows], "weights": w}
+    names = [r["name"] for r in rows]
     if cached is not None:
-        return {"name": cached["name"], "id": cached["id"], "created": False, "kind": cached["kind"], "path": cached["uri"],
-                **common, "note": f"same members and weights already materialized as {cached['name']!r}"}
+        return Materialized(cached["name"], cached["id"], False, cached["kind"], cached["uri"], names, w,
+                            f"same members and weights already materialized as {cached['name']!r}")
     name = out or f"{kind}-{key[:10]}"
     headers = [read_header(r["uri"]) for r in rows]
     base_h = read_header(base_row["uri"])
@@ -97,8 +98,7 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
-    return {"name": res.name, "id": res.id, "created": res.created, "kind": kind, "path": str(path), **common,
-            "note": plan.note}
+    return Materialized(res.name, res.id, res.created, kind, str(path), names, w, plan.note)
 
 
 def resolve_start(store: Store, start: str, family: str | None = None) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def resolve_start(store: Store, start: str, family: str | None = None) -> dict[s
     if spec.kind == "centroid":
         res = centroid(store, family=family, **spec.region)
         with store.read() as conn:
-            return catalog.model(conn, res["name"])
+            return catalog.model(conn, res.name)
     with store.read() as conn:
         if spec.kind == "base" and not catalog.name_taken(conn, "base"):
             return catalog.model_by_id(conn, store.family(conn, family).base_model_id)

@@ -17,6 +17,7 @@ from zoo.domain import COLOR_BY, Family, check_choice, check_k, check_metric, un
 from zoo.errors import EmptyRegion, FamilyMismatch, NotFound, ZooValueError
 from zoo.geometry import (brute_force, distances, exact_gram, gram_distances, inside_score, kmeans, purity,
                           region_stats)
+from zoo.results import Clusters, Distance, Inside, Map, Neighbours, Region
 from zoo.store import Store
 
 
@@ -56,7 +57,7 @@ def _rows(meta: dict[int, dict[str, Any]], ids: Sequence[int], *keys: str) -> li
 
 def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, task: str | None = None,
             kind: str | None = None, metric: str | None = None, space: int | None = None,
-            family: str | None = None) -> dict[str, Any]:
+            family: str | None = None) -> Neighbours:
     """The k models nearest to a model name or a checkpoint path (sketched on the fly, not registered)."""
     from zoo.index import FLAT_MAX
 
@@ -86,11 +87,10 @@ def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, ta
     results = [{"rank": r + 1, "name": m["name"], "id": int(i), "distance": float(d), "kind": m["kind"],
                 "dataset": m["dataset"], "task": m["task"]}
                for r, (i, d, m) in enumerate(zip(got_ids, got_d, _rows(meta, got_ids, "name", "kind", "dataset", "task")))]
-    return {"query": row["name"] if row else str(query), "registered": row is not None, "family": fam.name,
-            "space_id": sp.id, "metric": metric, "search": how, "results": results}
+    return Neighbours(row["name"] if row else str(query), row is not None, fam.name, sp.id, metric, how, results)
 
 
-def distance(store: Store, a: str, b: str, exact: bool = False, space: int | None = None) -> dict[str, Any]:
+def distance(store: Store, a: str, b: str, exact: bool = False, space: int | None = None) -> Distance:
     """Cosine and L2 distance between two task vectors: sketch estimate, and the exact value from weights."""
     with store.read() as conn:
         fa, va, ra = target(conn, a)
@@ -99,17 +99,15 @@ def distance(store: Store, a: str, b: str, exact: bool = False, space: int | Non
             raise FamilyMismatch(f"{a!r} is in family {fa.name!r} and {b!r} in {fb.name!r}; distances are defined within a family")
         sp = fa.space(space)
     x, y = va[sp.id], vb[sp.id]
-    out: dict[str, Any] = {"a": a, "b": b, "family": fa.name, "space_id": sp.id, "dim": sp.dim,
-                           "sketch": {"cosine": float(distances(x, y[None], "cosine")[0]),
-                                      "l2": float(distances(x, y[None], "l2")[0]),
-                                      "norm_a": float(np.linalg.norm(x)), "norm_b": float(np.linalg.norm(y))}}
+    out = Distance(a, b, fa.name, sp.id, sp.dim, {"cosine": float(distances(x, y[None], "cosine")[0]),
+                                                  "l2": float(distances(x, y[None], "l2")[0]),
+                                                  "norm_a": float(np.linalg.norm(x)), "norm_b": float(np.linalg.norm(y))})
     if exact:
         headers = [read_header(r["uri"] if r else p) for r, p in ((ra, a), (rb, b))]
         g = exact_gram(read_header(fa.base_uri), headers, fa.body)
-        out["exact"] = {"cosine": float(gram_distances(g, "cosine")[0, 1]), "l2": float(gram_distances(g, "l2")[0, 1]),
-                        "norm_a": float(np.sqrt(g[0, 0])), "norm_b": float(np.sqrt(g[1, 1]))}
-        out["relative_error_l2"] = (abs(out["sketch"]["l2"] - out["exact"]["l2"]) / out["exact"]["l2"]
-                                    if out["exact"]["l2"] > 0 else 0.0)
+        out.exact = {"cosine": float(gram_distances(g, "cosine")[0, 1]), "l2": float(gram_distances(g, "l2")[0, 1]),
+                     "norm_a": float(np.sqrt(g[0, 0])), "norm_b": float(np.sqrt(g[1, 1]))}
+        out.relative_error_l2 = abs(out.sketch["l2"] - out.exact["l2"]) / out.exact["l2"] if out.exact["l2"] > 0 else 0.0
     return out
 
 
@@ -149,7 +147,7 @@ def members(conn: sa.Connection, dataset: str | None = None, task: str | None = 
 
 def region(store: Store, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
            family: str | None = None, metric: str | None = None, space: int | None = None,
-           exclude_dataset: str | None = None, all_models: bool = False) -> dict[str, Any]:
+           exclude_dataset: str | None = None, all_models: bool = False) -> Region:
     """Members, centroid (exact by linearity) and spread of a region in sketch space."""
     with store.read() as conn:
         fam, ids = members(conn, dataset, task, names, family, exclude_dataset, all_models)
@@ -161,13 +159,12 @@ def region(store: Store, dataset: str | None = None, task: str | None = None, na
     rows = _rows(meta, mids, "name", "id", "dataset", "task")
     for r, d, loo in zip(rows, st.member_dist, st.loo_dist):
         r.update(distance_to_centroid=float(d), loo_distance=float(loo))
-    return {"family": fam.name, "space_id": sp.id, "metric": metric, "n": len(rows), "members": rows,
-            "stats": st.summary(), "centroid": st.centroid.tolist()}
+    return Region(fam.name, sp.id, metric, len(rows), rows, st.summary(), st.centroid.tolist())
 
 
 def inside(store: Store, query: str, dataset: str | None = None, task: str | None = None,
            names: Sequence[str] | None = None, family: str | None = None, metric: str | None = None,
-           space: int | None = None) -> dict[str, Any]:
+           space: int | None = None) -> Inside:
     """Whether a model or checkpoint lies inside a region (see geometry.inside_score for the rule)."""
     with store.read() as conn:
         fam_t, vecs, row = target(conn, query, family)
@@ -180,14 +177,13 @@ def inside(store: Store, query: str, dataset: str | None = None, task: str | Non
         sp = fam.space(space)
         metric = check_metric(metric or sp.metric)
         _, x = catalog.sketch_vectors(conn, sp.id, ids)
-    res = inside_score(vecs[sp.id], region_stats(x, metric), metric)
-    res.update(target=query, family=fam.name, metric=metric, n_members=len(ids),
-               region={k: v for k, v in (("dataset", dataset), ("task", task)) if v} or {"names": list(names or [])})
-    return res
+    return Inside(**inside_score(vecs[sp.id], region_stats(x, metric), metric), target=query, family=fam.name,
+                  metric=metric, n_members=len(ids),
+                  region={k: v for k, v in (("dataset", dataset), ("task", task)) if v} or {"names": list(names or [])})
 
 
 def clusters(store: Store, k: int, family: str | None = None, metric: str | None = None, space: int | None = None,
-             seed: int = 0, kind: str | None = "finetune", exact: bool = False) -> dict[str, Any]:
+             seed: int = 0, kind: str | None = "finetune", exact: bool = False) -> Clusters:
     """faiss k-means on sketches (or, with ``exact``, on exact task vectors), with purity against
     dataset and task labels.
 
@@ -215,15 +211,14 @@ def clusters(store: Store, k: int, family: str | None = None, metric: str | None
     groups: dict[int, list[str]] = {}
     for r in rows:
         groups.setdefault(r["cluster"], []).append(r["name"])
-    return {"family": fam.name, "space_id": None if exact else sp.id, "exact": exact, "metric": metric, "k": k,
-            "n": len(rows), "purity_dataset": purity(assign, [r["dataset"] for r in rows]),
-            "purity_task": purity(assign, [r["task"] for r in rows]), "assignments": rows,
-            "clusters": [{"cluster": c, "size": len(v), "members": v} for c, v in sorted(groups.items())]}
+    return Clusters(fam.name, None if exact else sp.id, exact, metric, k, len(rows),
+                    purity(assign, [r["dataset"] for r in rows]), purity(assign, [r["task"] for r in rows]), rows,
+                    [{"cluster": c, "size": len(v), "members": v} for c, v in sorted(groups.items())])
 
 
 def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None,
              method: str = "pca", space: int | None = None, kind: str | None = None, annotate: bool = True,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0) -> Map:
     """Draw a 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed)."""
     from zoo.plot import draw, project
 
@@ -243,5 +238,5 @@ def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", fa
     axes = f" (PC1 {explained[0]:.0%}, PC2 {explained[1]:.0%} of variance)" if explained else ""
     title = f"zoo map of family {fam.name}: {len(names)} models, {method.upper()} of d={sp.dim} sketches{axes}"
     path = draw(coords, names, groups, color_by, title, Path(out), annotate)
-    return {"path": str(path), "family": fam.name, "method": method, "explained": explained, "color_by": color_by,
-            "points": [{"name": n, color_by: g, "x": float(c[0]), "y": float(c[1])} for n, g, c in zip(names, groups, coords)]}
+    return Map(str(path), fam.name, method, explained, color_by,
+               [{"name": n, color_by: g, "x": float(c[0]), "y": float(c[1])} for n, g, c in zip(names, groups, coords)])

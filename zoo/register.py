@@ -19,24 +19,10 @@ from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, r
 from zoo.domain import Family, Space, check_dim, check_filter, check_kind, check_metric, union_body
 from zoo.errors import Conflict, ZooError, ZooValueError
 from zoo.ingest import Decision, Scan, check_fits, choose_base, fill_missing, fits, float_body, scan
+from zoo.results import AddResult, Removed, SpaceAdded
 from zoo.store import Store
 
-Lineage = Sequence[tuple[str, str, "float | None"]]
-
-
-@dataclass
-class AddResult:
-    """One registered (or recognised) checkpoint."""
-
-    name: str
-    id: int
-    created: bool
-    kind: str
-    family: str
-    note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+Edges = Sequence[tuple[str, str, "float | None"]]
 
 
 @dataclass
@@ -65,7 +51,7 @@ class _Batch:
 
 def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = None, base: str | None = None,
         dataset: str | None = None, task: str | None = None, seed: int | None = None,
-        meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Lineage = (),
+        meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
         expected: dict[int, np.ndarray] | None = None,
         on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None) -> list[AddResult]:
     """Register checkpoints (see ``Zoo.add``): all of them or none."""
@@ -138,7 +124,7 @@ def plan(header: Header, fams: list[Family], base_names: dict[int, str], base_ro
     return Pending(sc, decision, kind or "finetune", fam.base_model_id, fam.id)
 
 
-def commit(conn: sa.Connection, pending: list[Pending], new_fams: list[Family], extra_lineage: Lineage) -> list[AddResult]:
+def commit(conn: sa.Connection, pending: list[Pending], new_fams: list[Family], extra_lineage: Edges) -> list[AddResult]:
     """Insert the batch in the caller's transaction; weights already registered are recognised, not repeated."""
     results: list[AddResult] = []
     fam_ids: dict[int, int] = {}
@@ -200,7 +186,7 @@ def _insert_model(conn: sa.Connection, p: Pending, fid: int, spaces: list[Space]
 
 
 def space_add(store: Store, family: str | None, dim: int, seed: int, metric: str,
-              tensor_filter: str | None) -> dict[str, Any]:
+              tensor_filter: str | None) -> SpaceAdded:
     """Add a sketch space to a family and backfill the sketches of its models (one read each)."""
     sp = Space(check_dim(dim), seed, check_filter(tensor_filter), check_metric(metric))
     with store.read() as conn:
@@ -220,10 +206,10 @@ def space_add(store: Store, family: str | None, dim: int, seed: int, metric: str
         for mid, raw in raws.items():
             catalog.insert_sketch(conn, mid, sid, np.zeros(dim) if mid == base["id"] else raw - base_vec)
     store.sync_indexes()
-    return {"id": sid, "family": fam.name, "dim": dim, "seed": seed, "metric": metric, "backfilled": len(raws)}
+    return SpaceAdded(sid, fam.name, dim, seed, metric, len(raws))
 
 
-def rm(store: Store, name: str, force: bool = False) -> dict[str, Any]:
+def rm(store: Store, name: str, force: bool = False) -> Removed:
     """Remove a model from the catalog; files the zoo wrote itself (under ``checkpoints/``) go too."""
     with store.write() as conn:
         m = catalog.model(conn, name)
@@ -233,7 +219,7 @@ def rm(store: Store, name: str, force: bool = False) -> dict[str, Any]:
     if owned:
         shutil.rmtree(path, ignore_errors=True)
     store.sync_indexes()
-    return {"removed": m["name"], "id": m["id"], "detached_children": orphans, "deleted_files": str(path) if owned else None}
+    return Removed(m["name"], m["id"], orphans, str(path) if owned else None)
 
 
 def filled_note(names: list[str]) -> str:

@@ -18,13 +18,14 @@ from zoo import catalog
 from zoo.errors import Conflict
 from zoo.materialize import resolve_start
 from zoo.register import AddResult, add
+from zoo.results import Evaluation, Finetuned
 from zoo.store import Store
 
 
 def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.PathLike | None = None,
              dataset: str | None = None, task: str | None = None, out: str | None = None,
              family: str | None = None, step_hook: Callable[[int], None] | None = None,
-             **params: Any) -> dict[str, Any]:
+             **params: Any) -> Finetuned:
     """Fine-tune from START, evaluate, and register the result with a run row and evaluations;
     a failure marks the run failed with its error and registers nothing."""
     from zoo.data import read_examples
@@ -62,8 +63,8 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
             with store.write() as conn:
                 catalog.update_run(conn, run_id, status="failed", finished_at=_dt.datetime.now(), error=err[:2000])
             raise
-    return {"run_id": run_id, "name": res.name, "id": res.id, "start": start_row["name"], "start_kind": start_row["kind"],
-            "dataset": dataset, "task": task, "device": device, "path": str(out_dir), **metrics}
+    return Finetuned(run_id, res.name, res.id, start_row["name"], start_row["kind"], dataset, task, device, str(out_dir),
+                     metrics)
 
 
 def _train_and_register(store: Store, run_id: int, start_row: dict[str, Any], base_row: dict[str, Any],
@@ -96,7 +97,7 @@ def _train_and_register(store: Store, run_id: int, start_row: dict[str, Any], ba
 
 def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, train: str | os.PathLike | None = None,
                   split: str = "test", dataset: str | None = None, probe: bool = False,
-                  **params: Any) -> list[dict[str, Any]]:
+                  **params: Any) -> list[Evaluation]:
     """Accuracy of each model on one data file, recorded in ``evaluations`` as it comes: through
     its head when it has the data's label space, else (or with ``probe``) a linear probe on its
     frozen body. The data is read and every name checked before the first evaluation."""
@@ -116,7 +117,7 @@ def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, t
         with store.write() as conn:
             catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
                                       value=float(res["value"]), n_examples=res["n_examples"])
-        out.append({"name": row["name"], "dataset": dataset, "split": split, **res})
+        out.append(Evaluation(row["name"], dataset, split, res))
     return out
 
 

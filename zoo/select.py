@@ -30,6 +30,7 @@ import numpy as np
 from zoo.domain import check_k, parse_start
 from zoo.errors import ZooValueError
 from zoo.geometry import distances, region_stats
+from zoo.results import Starts
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.store import Store
@@ -205,7 +206,7 @@ def history(runs: Iterable[dict[str, Any]], start_members: dict[int, list[tuple[
 
 def select_start(store: "Store", task: str, dataset: str | None = None, family: str | None = None,
                  neighbours: int = 3, train: str | os.PathLike | None = None, probe_examples: int = 256,
-                 folds: int = 5, **params: Any) -> dict[str, Any]:
+                 folds: int = 5, **params: Any) -> Starts:
     """Rank starting points for fine-tuning on ``dataset`` of ``task`` (see ``Zoo.select_start``)."""
     from zoo import catalog
 
@@ -229,8 +230,7 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
         else "the paper's prior (no comparable runs in the store yet)"
     if probe is not None:
         basis += f", with a linear probe of each start on {len(probe[0])} examples of {Path(train).name}"
-    return {"task": task, "dataset": dataset, "family": fam.name, "basis": basis, "runs_seen": len(outcomes),
-            "candidates": [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ranked)]}
+    return Starts(task, dataset, fam.name, basis, len(outcomes), [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ranked)])
 
 
 def _probe_input(train: str | os.PathLike, probe_examples: int, folds: int, params: dict[str, Any]) -> tuple[Any, Any]:
