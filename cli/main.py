@@ -22,13 +22,17 @@ from zoo.finetune import TrainParams
 
 
 class ZooGroup(click.Group):
-    """Turns ZooError into one line on stderr and a non-zero exit."""
+    """Turns ZooError and bad arguments into one line on stderr and a non-zero exit (2 for arguments)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ZooError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = " ".join(["zoo", *(e.ctx.command_path.split()[1:] if e.ctx else []), "--help"])
+            click.echo(f"error: {e.format_message().rstrip('.')}; see `{where}`", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was committed for the interrupted step", err=True)

@@ -137,3 +137,13 @@ def test_json_output_is_the_typed_result_as_a_dict(run, ckpts, home):
     z = Zoo(home)
     for res in (z.region(task="t"), z.lineage("ft-a0"), z.clusters(2), z.select_start("t", dataset="a")):
         assert isinstance(res, Result) and dict(res) == res.as_dict() and json.dumps(res.as_dict())
+
+
+def test_bad_arguments_get_one_line_and_exit_2(run):
+    err = _one_line_error(run("ls", "--kind", "bogus", code=2))
+    assert "'bogus' is not one of 'base'" in err and err.endswith("see `zoo ls --help`")
+    assert "Missing argument 'TARGET'" in _one_line_error(run("nearest", code=2))
+    assert "'1,a' is not a comma-separated list" in _one_line_error(run("centroid", "--weights", "1,a", code=2))
+    assert "'x' is not a valid integer" in _one_line_error(run("space", "add", "--dim", "x", code=2))
+    assert "No such command 'bogus'" in _one_line_error(run("bogus", code=2))
+    assert run("runs", "--status", "done", code=2).stderr.count("\n") == 1
