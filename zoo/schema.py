@@ -14,6 +14,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.types import UserDefinedType
 
+from zoo.domain import KINDS, METRICS, RELATIONS
+
+
+def one_of(column: str, values: tuple[str, ...], name: str) -> sa.CheckConstraint:
+    """``column IN (...)`` from a vocabulary of ``zoo.domain``."""
+    return sa.CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=name)
+
 
 class FloatList(UserDefinedType):
     """DuckDB ``FLOAT[]``."""
@@ -72,7 +79,7 @@ models = sa.Table(
     sa.Column("dtype", sa.String, nullable=False),
     sa.Column("meta", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=NOW),
-    sa.CheckConstraint("kind IN ('base', 'finetune', 'centroid', 'interpolation', 'external')", name="models_kind"),
+    one_of("kind", KINDS, "models_kind"),
 )
 
 sketch_spaces = sa.Table(
@@ -87,7 +94,7 @@ sketch_spaces = sa.Table(
     sa.Column("base_vec", DoubleList(), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=NOW),
     sa.UniqueConstraint("family_id", "dim", "seed", "tensor_filter", name="sketch_spaces_unique"),
-    sa.CheckConstraint("metric IN ('cosine', 'l2')", name="sketch_spaces_metric"),
+    one_of("metric", METRICS, "sketch_spaces_metric"),
 )
 
 sketches = sa.Table(
@@ -104,7 +111,7 @@ lineage = sa.Table(
     sa.Column("parent_id", sa.Integer, primary_key=True),
     sa.Column("relation", sa.String, primary_key=True),
     sa.Column("weight", sa.Float(53)),
-    sa.CheckConstraint("relation IN ('finetuned_from', 'averaged_from', 'interpolated_from')", name="lineage_relation"),
+    one_of("relation", RELATIONS, "lineage_relation"),
 )
 
 runs = sa.Table(
