@@ -157,6 +157,21 @@ def columns(*cols: str, width: int = 48) -> Callable[[Sequence[dict[str, Any]]],
     return lambda rows: table(rows, cols, width)
 
 
+def to_csv(cols: Sequence[str]) -> Callable[[Sequence[dict[str, Any]]], str]:
+    """A renderer of rows as CSV with a header row."""
+    import csv
+    import io
+
+    def render(rows: Sequence[dict[str, Any]]) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows([["" if r[c] is None else (_plain(r[c]) if not isinstance(r[c], (str, int, float)) else r[c])
+                      for c in cols] for r in rows])
+        return buf.getvalue().rstrip("\n")
+    return render
+
+
 def fmt_init(d: dict[str, Any]) -> str:
     return f"zoo ready at {d['home']} (schema {d['schema']})"
 

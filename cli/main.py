@@ -149,12 +149,14 @@ def rm(z: Zoo, name, force, as_json) -> None:
 
 @main.command()
 @click.argument("query")
-@click.option("--limit", type=int, help="Return at most this many rows.")
+@click.option("--limit", type=click.IntRange(min=1), help="Return at most this many rows.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the query after this many seconds (default 30).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (with a header row) instead of a table.")
 @json_obj
-def sql(z: Zoo, query, limit, as_json) -> None:
-    """Run read-only SQL on the catalog."""
-    cols, rows = z.sql(query, limit)
-    fmt.emit([dict(zip(cols, r)) for r in rows], as_json, fmt.columns(*cols))
+def sql(z: Zoo, query, limit, timeout, as_csv, as_json) -> None:
+    """Run one read-only query on the catalog (sandboxed: no files, no writes)."""
+    cols, rows = z.sql(query, limit, timeout)
+    fmt.emit([dict(zip(cols, r)) for r in rows], as_json, fmt.to_csv(cols) if as_csv else fmt.columns(*cols))
 
 
 @main.command()

@@ -16,7 +16,7 @@ conn = config.attributes.get("connection")
 if conn is None:
     url = config.get_main_option("sqlalchemy.url") or ""
     if not url or "%(" in url:
-        url = f"duckdb:///{Path(os.environ.get('ZOO_HOME', '.zoo')) / 'catalog.duckdb'}"
+        url = zoo.db.catalog_url(Path(os.environ.get("ZOO_HOME", ".zoo")) / "catalog.duckdb")
     engine = zoo.db.sa.create_engine(url)
     with engine.begin() as c:
         context.configure(connection=c, target_metadata=metadata)

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from zoo.cli.main import main
+from zoo.errors import ZooValueError
 
 
 @pytest.fixture()
@@ -147,3 +148,55 @@ def test_bad_arguments_get_one_line_and_exit_2(run):
     assert "'x' is not a valid integer" in _one_line_error(run("space", "add", "--dim", "x", code=2))
     assert "No such command 'bogus'" in _one_line_error(run("bogus", code=2))
     assert run("runs", "--status", "done", code=2).stderr.count("\n") == 1
+
+
+def test_home_path_is_never_parsed_as_a_url(tmp_path, ckpts):
+    from zoo import Zoo
+
+    for odd in ("a%58b", "h#sh", "s p"):
+        home = tmp_path / odd
+        Zoo(home).add([ckpts["base"]], name="base")
+        assert (home / "catalog.duckdb").is_file() and [m["name"] for m in Zoo(home).ls()] == ["base"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a%58b", "h#sh", "s p"]  # no aXb: nothing was decoded
+    with pytest.raises(ZooValueError, match="contains '\\?'.*without it"):
+        Zoo(tmp_path / "q?x=1").ls()
+    assert not (tmp_path / "q?x=1").exists()
+
+
+@pytest.mark.parametrize("var,value", [("ZOO_LOCK_TIMEOUT", "abc"), ("ZOO_LOCK_TIMEOUT", "-1"),
+                                       ("ZOO_INDEX_MEMORY", "lots"), ("ZOO_INDEX_MEMORY", "0")])
+def test_bad_environment_numbers_get_one_line(run, ckpts, monkeypatch, var, value):
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], "--dataset", "a")
+    monkeypatch.setenv(var, value)
+    err = _one_line_error(run("nearest", "ft-a0", code=2))
+    assert err.startswith(f"error: {var}={value!r} is not a") and "fix or unset it" in err
+
+
+def test_bounded_inputs_get_one_line_errors(run, ckpts):
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], ckpts["a1"], ckpts["b0"], "--dataset", "a", "--task", "t")
+    before = run("ls", "--json").stdout
+    # A huge -k is clamped to what exists (it used to allocate for k).
+    res = json.loads(run("nearest", "ft-a0", "-k", "1000000000", "--json").stdout)
+    assert [r["name"] for r in res["results"]] == [r["name"] for r in json.loads(run("nearest", "ft-a0", "-k", "3",
+                                                                                       "--json").stdout)["results"]]
+    assert len(json.loads(run("nearest", "ft-a0", "-k", str(2**31), "--dataset", "a", "--json").stdout)["results"]) == 2
+    cases = [
+        (("centroid", "--task", "t", "--seed", str(2**70)), "--seed 1180591620717411303424 is out of range"),
+        (("clusters", "-k", "2", "--seed", "-1"), "--seed -1 is out of range"),
+        (("centroid", "--task", "t", "--weights", "1e308,1e308,1"), "their sum must be finite"),
+        (("centroid", "--task", "t", "--weights", "1,-1,1"), "include negative ones"),
+        (("centroid", "--task", "t", "--dirichlet", "nan"), "--dirichlet nan must be a positive number"),
+        (("centroid", "--task", "t", "--dirichlet", "-1"), "must be a positive number"),
+        (("interpolate", "ft-a0", "ft-a1", "--alpha", "1e308", "--extrapolate"), "more than 100 times"),
+        (("centroid", "--task", "t", "--out", ""), "is empty"),
+        (("centroid", "--task", "t", "--out", "bad\nname"), "control characters"),
+        (("add", ckpts["a2"], "--name", "x\x1b[31m"), "control characters"),
+        (("add", ckpts["a2"], "--name", " "), "is empty"),
+        (("add", ckpts["a2"], "--meta", "members_key=abc"), "members_key are zoo's own"),
+    ]
+    for args, msg in cases:
+        err = _one_line_error(run(*args, code=2))
+        assert msg in err, (args, err)
+    assert run("ls", "--json").stdout == before  # nothing was registered or materialized

@@ -107,7 +107,7 @@ def test_unknown_name_and_readonly_sql(zoo, ckpts):
         zoo.show("bsae")
     for stmt in ("DELETE FROM models", "insert into models(name) values ('x')", "DROP TABLE models",
                  "WITH x AS (SELECT 1) DELETE FROM models"):
-        with pytest.raises((ReadOnlySQL, Exception)):
+        with pytest.raises(ReadOnlySQL, match="read-only and refuses"):
             zoo.sql(stmt)
     assert _count(zoo)[0] == 1
 

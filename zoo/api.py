@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from zoo import db, lookup, materialize, queries, register, runs, select
 from zoo import results as r
-from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED
+from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, check_meta
 from zoo.register import Edges
 from zoo.results import AddResult
 from zoo.store import Store, default_home
@@ -55,8 +55,10 @@ class Zoo:
         ``base`` or the family it fits; when several fit, the nearest base by sketch
         distance is taken if it is clearly nearest. Same weights twice: the existing model
         is returned with ``created=False``. Either every path is registered or none is.
+        ``meta`` may not set the keys zoo writes itself (``zoo.domain.RESERVED_META``).
         """
-        return register.add(self.store, paths, name, base, dataset, task, seed, meta, kind, lineage, expected, on_commit)
+        return register.add(self.store, paths, name, base, dataset, task, seed, check_meta(meta), kind, lineage, expected,
+                            on_commit)
 
     def rm(self, name: str, force: bool = False) -> r.Removed:
         """Remove a model from the catalog. Files the zoo wrote itself (under ``checkpoints/``)
@@ -93,9 +95,10 @@ class Zoo:
         """Fine-tuning runs, newest first, with start and result names and the eval accuracy."""
         return lookup.runs(self.store, status, limit)
 
-    def sql(self, query: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
-        """Run read-only SQL on the catalog; (columns, rows)."""
-        return lookup.sql(self.store, query, limit)
+    def sql(self, query: str, limit: int | None = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+        """Run one read-only query on the catalog, sandboxed (no files, no writes; ``timeout``
+        seconds, default 30); (columns, rows)."""
+        return lookup.sql(self.store, query, limit, timeout)
 
     # ------------------------------------------------------------ geometry
     def nearest(self, target: str, k: int = 5, dataset: str | None = None, task: str | None = None,

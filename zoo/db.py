@@ -7,16 +7,18 @@ process that finds the file locked retries until ``ZOO_LOCK_TIMEOUT`` seconds (d
 """
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from zoo.domain import env_number
 from zoo.errors import CatalogVersionError, ZooBusy
+
+T = TypeVar("T")
 
 def migrations_dir() -> Path:
     """Where the Alembic scripts are: the ``zoo.migrations`` package (``migrations/`` in the repository)."""
@@ -44,29 +46,33 @@ def _is_lock_error(e: BaseException) -> bool:
 
 
 def lock_timeout() -> float:
-    return float(os.environ.get("ZOO_LOCK_TIMEOUT", "30"))
+    """Seconds a command waits for another process's write lock (``ZOO_LOCK_TIMEOUT``, default 30)."""
+    return env_number("ZOO_LOCK_TIMEOUT", 30.0)
+
+
+def catalog_url(path: Path) -> sa.engine.URL:
+    """The catalog's SQLAlchemy URL, built from parts: a path is never parsed as a URL
+    (``%58`` stays three characters, ``?x=1`` is part of the name)."""
+    return sa.engine.URL.create("duckdb", database=str(path))
 
 
 def make_engine(path: Path, read_only: bool) -> sa.Engine:
-    engine = sa.create_engine(f"duckdb:///{path}", poolclass=NullPool, connect_args={"read_only": read_only})
+    engine = sa.create_engine(catalog_url(path), poolclass=NullPool, connect_args={"read_only": read_only})
     # DuckDB draws a progress bar on long scans; zoo has its own output.
     sa.event.listen(engine, "connect", lambda dbapi_conn, _rec: dbapi_conn.execute("SET enable_progress_bar = false"))
     return engine
 
 
-@contextmanager
-def connect(path: Path, write: bool, timeout: float | None = None) -> Iterator[sa.Connection]:
-    """A connection to the catalog: one transaction when ``write``, closed on exit."""
+def open_waiting(path: Path, opener: Callable[[], T], timeout: float | None = None) -> T:
+    """``opener()``, retried while another process holds the catalog's lock, up to ``timeout``
+    seconds (``ZOO_LOCK_TIMEOUT``), then ``ZooBusy``."""
     timeout = lock_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
-        engine = make_engine(path, read_only=not write)
         try:
-            conn = engine.connect()
-            break
+            return opener()
         except Exception as e:
-            engine.dispose()
             if not _is_lock_error(e):
                 raise
             if time.monotonic() >= deadline:
@@ -74,6 +80,17 @@ def connect(path: Path, write: bool, timeout: float | None = None) -> Iterator[s
                               "retry when it finishes or raise ZOO_LOCK_TIMEOUT") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+@contextmanager
+def connect(path: Path, write: bool, timeout: float | None = None) -> Iterator[sa.Connection]:
+    """A connection to the catalog: one transaction when ``write``, closed on exit."""
+    engine = make_engine(path, read_only=not write)
+    try:
+        conn = open_waiting(path, engine.connect, timeout)
+    except BaseException:
+        engine.dispose()
+        raise
     try:
         if write:
             with conn.begin():

@@ -29,6 +29,24 @@ SKETCH_METHOD = "countsketch-splitmix64"
 MIN_DIM, MAX_DIM = 8, 1 << 20
 
 
+def env_number(name: str, default: float, kind: type = float, minimum: float = 0.0) -> Any:
+    """A numeric environment variable, or ``default`` when unset; a one-line error when malformed."""
+    import math
+    import os
+
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum:
+        raise ZooValueError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number >= {minimum:g}; "
+                            f"fix or unset it (default {default:g})")
+    return value
+
+
 def check_choice(value: str | None, choices: tuple[str, ...], what: str) -> str | None:
     """``value`` when it is one of ``choices`` (or None), else a ZooValueError naming both."""
     if value is not None and value not in choices:
@@ -49,6 +67,43 @@ def check_k(k: int, what: str = "-k") -> int:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
         raise ZooValueError(f"{what} must be a positive integer, got {k!r}")
     return int(k)
+
+
+MAX_SEED = 2**31 - 1
+# Keys zoo writes into a model's meta itself; a user's --meta may not set them.
+RESERVED_META = ("members_key", "merge", "spec", "prefix", "head", "note", "id2label", "run_id", "start_kind")
+
+
+def check_seed(seed: int | None, what: str = "--seed") -> int | None:
+    """A seed in [0, 2**31 - 1] (what the catalog column, numpy and torch all take), or None."""
+    if seed is None:
+        return None
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= int(seed) <= MAX_SEED:
+        raise ZooValueError(f"{what} {seed!r} is out of range: use an integer between 0 and {MAX_SEED}")
+    return int(seed)
+
+
+def check_name(name: str | None, what: str = "--name") -> str | None:
+    """A model name: not empty, no control characters (they break tables and terminals), or None."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ZooValueError(f"{what} {name!r} is empty or has leading/trailing spaces; give a plain name")
+    bad = [c for c in name if ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0]
+    if bad:
+        raise ZooValueError(f"{what} {name!r} contains control characters ({', '.join(repr(c) for c in bad[:3])}); "
+                            "use letters, digits and punctuation")
+    return name
+
+
+def check_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """User metadata: string keys, none of those zoo writes itself."""
+    meta = dict(meta or {})
+    taken = sorted(k for k in meta if k in RESERVED_META)
+    if taken:
+        raise ZooValueError(f"--meta key(s) {', '.join(taken)} are zoo's own (reserved: {', '.join(RESERVED_META)}); "
+                            "choose other keys")
+    return meta
 
 
 def check_dim(dim: int) -> int:

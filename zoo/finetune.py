@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from zoo.data import Examples
-from zoo.domain import DEVICES, TRAIN_METHODS, check_choice
+from zoo.domain import DEVICES, TRAIN_METHODS, check_choice, check_seed
 from zoo.errors import ZooValueError
 
 
@@ -52,6 +52,7 @@ class TrainParams:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ZooValueError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
         check_choice(self.device, DEVICES, "--device")
+        check_seed(self.seed)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

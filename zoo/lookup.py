@@ -60,9 +60,9 @@ def spaces(store: Store) -> list[dict[str, Any]]:
                  "sketches": catalog.sketch_fingerprint(conn, sp.id)["count"]} for sp in catalog.spaces(conn)]
 
 
-def sql(store: Store, query: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one read-only statement on the catalog; (columns, rows)."""
-    from zoo.sql import run_readonly
+def sql(store: Store, query: str, limit: int | None = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one read-only query on the catalog in the SQL sandbox (see ``zoo.sql``); (columns, rows)."""
+    from zoo.sql import DEFAULT_TIMEOUT, run_readonly
 
-    with store.read() as conn:
-        return run_readonly(conn, query, limit)
+    store.ensure()
+    return run_readonly(store.catalog_path, query, limit, DEFAULT_TIMEOUT if timeout is None else timeout)

@@ -10,7 +10,7 @@ import numpy as np
 
 from zoo import catalog
 from zoo.checkpoint import read_header
-from zoo.domain import Family, parse_start
+from zoo.domain import Family, check_name, check_seed, parse_start
 from zoo.errors import Conflict, FamilyMismatch, ZooValueError
 from zoo.merge import dirichlet_weights, interpolation_weights, plan_merge, weighted_merge
 from zoo.queries import members
@@ -26,9 +26,14 @@ def member_weights(n: int, names: list[str], weights: Sequence[float] | None, di
         if len(weights) != n:
             raise ZooValueError(f"{len(weights)} weights for {n} members ({', '.join(names)}); give one weight per member")
         w = np.asarray(weights, dtype=np.float64)
-        if not np.all(np.isfinite(w)) or w.sum() == 0:
-            raise ZooValueError(f"weights {list(weights)} must be finite and not sum to zero")
-        return (w / w.sum()).tolist()
+        with np.errstate(over="ignore"):
+            total = w.sum()
+        if not (np.all(np.isfinite(w)) and np.isfinite(total)) or total == 0:
+            raise ZooValueError(f"weights {list(weights)} must be finite, not sum to zero, and their sum must be finite")
+        if np.any(w < 0):
+            raise ZooValueError(f"weights {list(weights)} include negative ones: a centroid lies inside its members' hull; "
+                                "use `zoo interpolate A B --alpha X --extrapolate` to go past a member")
+        return (w / total).tolist()
     if dirichlet is not None:
         return dirichlet_weights(n, dirichlet, seed)
     return [1.0 / n] * n
@@ -42,6 +47,8 @@ def centroid(store: Store, dataset: str | None = None, task: str | None = None, 
     with store.read() as conn:
         fam, ids = members(conn, dataset, task, names, family, exclude_dataset, all_models)
         rows = [catalog.model_by_id(conn, i) for i in ids]
+    check_name(out, "--out")
+    check_seed(seed)
     w = member_weights(len(rows), [r["name"] for r in rows], weights, dirichlet, seed)
     spec: dict[str, Any] = {k: v for k, v in (("dataset", dataset), ("task", task), ("exclude_dataset", exclude_dataset)) if v}
     if all_models:
@@ -56,6 +63,7 @@ def interpolate(store: Store, a: str, b: str, alpha: float, extrapolate: bool = 
                 out: str | None = None) -> Materialized:
     """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
     w = interpolation_weights(alpha, extrapolate)
+    check_name(out, "--out")
     with store.read() as conn:
         rows = [catalog.model(conn, a), catalog.model(conn, b)]
         if rows[0]["family_id"] != rows[1]["family_id"]:

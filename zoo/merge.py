@@ -170,11 +170,19 @@ def _copy_support_files(plan: MergePlan, base: Header, dest: Path) -> None:
                 shutil.copy2(src / name, dest / name)
 
 
+# How far past an endpoint an extrapolation may go, in units of the A-B distance: beyond
+# that the weights overflow float32 checkpoints long before they mean anything.
+MAX_EXTRAPOLATION = 100.0
+
+
 def dirichlet_weights(n: int, concentration: float, seed: int) -> list[float]:
     """Weights of a random point in the members' convex hull."""
-    if concentration <= 0:
-        raise ZooValueError(f"--dirichlet {concentration} must be positive (1.0 samples the hull uniformly)")
-    return np.random.default_rng(seed).dirichlet([concentration] * n).tolist()
+    if not (np.isfinite(concentration) and concentration > 0):
+        raise ZooValueError(f"--dirichlet {concentration} must be a positive number (1.0 samples the hull uniformly)")
+    w = np.random.default_rng(seed).dirichlet([concentration] * n)
+    if not np.all(np.isfinite(w)):
+        raise ZooValueError(f"--dirichlet {concentration} is too small to sample from; use 0.01 or more")
+    return w.tolist()
 
 
 def interpolation_weights(alpha: float, extrapolate: bool) -> list[float]:
@@ -183,4 +191,7 @@ def interpolation_weights(alpha: float, extrapolate: bool) -> list[float]:
         raise ZooValueError(f"--alpha {alpha} is not a finite number")
     if not 0.0 <= alpha <= 1.0 and not extrapolate:
         raise ZooValueError(f"--alpha {alpha} lies outside [0, 1]; pass --extrapolate to go past the endpoints")
+    if not -MAX_EXTRAPOLATION <= alpha <= 1.0 + MAX_EXTRAPOLATION:
+        raise ZooValueError(f"--alpha {alpha} goes more than {MAX_EXTRAPOLATION:g} times the distance past an endpoint; "
+                            f"use a value in [{-MAX_EXTRAPOLATION:g}, {1 + MAX_EXTRAPOLATION:g}]")
     return [1.0 - alpha, alpha]

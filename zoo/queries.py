@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from zoo import catalog
 from zoo.checkpoint import read_header
-from zoo.domain import COLOR_BY, Family, check_choice, check_k, check_metric, union_body
+from zoo.domain import COLOR_BY, Family, check_choice, check_k, check_metric, check_seed, union_body
 from zoo.errors import EmptyRegion, FamilyMismatch, NotFound, ZooValueError
 from zoo.geometry import (brute_force, distances, exact_gram, gram_distances, inside_score, kmeans, purity,
                           region_stats)
@@ -78,7 +78,9 @@ def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, ta
             how = "exact scan"
         else:
             idx = store.index(conn, sp)
-            res_ids, res_d = idx.search(q[None], k + (row is not None), None if allowed is None else np.asarray(allowed))
+            # Never ask FAISS for more than the index holds: it allocates k results per query.
+            kk = min(k + (row is not None), int(idx.index.ntotal))
+            res_ids, res_d = idx.search(q[None], kk, None if allowed is None else np.asarray(allowed)) if kk else ([[]], [[]])
             pairs = sorted(((int(i), float(d)) for i, d in zip(res_ids[0], res_d[0]) if i >= 0 and i != self_id),
                            key=lambda p: (p[1], p[0]))[:k]
             got_ids, got_d = np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs])
@@ -192,6 +194,7 @@ def clusters(store: Store, k: int, family: str | None = None, metric: str | None
     eigendecomposition), so the geometry is exactly that of the full vectors.
     """
     check_k(k)
+    check_seed(seed)
     with store.read() as conn:
         fam = store.family(conn, family)
         sp = fam.space(space)

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from zoo import catalog
 from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, read_header
-from zoo.domain import Family, Space, check_dim, check_filter, check_kind, check_metric, union_body
+from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_metric, check_name,
+                         check_seed, union_body)
 from zoo.errors import Conflict, ZooError, ZooValueError
 from zoo.ingest import Decision, Scan, check_fits, choose_base, fill_missing, fits, float_body, scan
 from zoo.results import AddResult, Removed, SpaceAdded
@@ -59,6 +60,8 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
     if name and len(files) > 1:
         raise ZooValueError(f"--name {name!r} given for {len(files)} checkpoints; register them one by one or drop --name")
     check_kind(kind)
+    check_name(name)
+    check_seed(seed)
     if base is not None and kind == "base":
         raise ZooValueError("--base and --kind base contradict each other: a base has no base; drop one")
     with store.read() as conn:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import sqlalchemy as sa
 
 from zoo import catalog
+from zoo.domain import check_name
 from zoo.errors import Conflict
 from zoo.materialize import resolve_start
 from zoo.register import AddResult, add
@@ -32,6 +33,7 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
     from zoo.finetune import TrainParams, resolve_device
 
     tp = TrainParams(**params)
+    check_name(out, "--out")
     device = resolve_device(tp.device)
     train_ex = read_examples(train)
     eval_ex = read_examples(eval) if eval is not None else None

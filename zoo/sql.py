@@ -1,35 +1,77 @@
-"""The SQL surface: the read-only runner behind ``zoo sql``.
+"""The SQL surface's runner behind ``zoo sql``: exactly one read-only query, sandboxed.
 
 The macros and views it reads (``zoo_nearest``, ``zoo_regions``...) are installed by the
-migration ``0002_sql_surface``; this module runs a user's statement against them.
+migration ``0002_sql_surface``. A statement is checked with DuckDB's own parser (one
+statement, a query), then run on its own read-only connection whose configuration is
+locked with external access off (no file reads or writes, ATTACH, COPY, INSTALL/LOAD),
+a memory cap and a time limit: it can neither change the catalog nor reach other files.
 """
 from __future__ import annotations
 
-import re
+import threading
+from pathlib import Path
+from typing import Any
 
-import sqlalchemy as sa
-
+from zoo.domain import env_number
 from zoo.errors import ReadOnlySQL, ZooValueError
 
-_WRITE = re.compile(r"^\s*(insert|update|delete|create|drop|alter|attach|detach|copy|install|load|pragma|set|"
-                    r"checkpoint|vacuum|import|export|begin|commit|rollback|truncate|call|use|reset)\b", re.I)
+DEFAULT_TIMEOUT = 30.0
+# What one query may take of memory (``ZOO_SQL_MEMORY``, e.g. 1GB).
+DEFAULT_MEMORY = "1GB"
+
+SANDBOX = {"enable_external_access": False, "autoinstall_known_extensions": False,
+           "autoload_known_extensions": False}
 
 
-def run_readonly(conn: sa.Connection, sql: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one statement on a read-only connection; (columns, rows)."""
+def check_statement(sql: str) -> None:
+    """Refuse anything but exactly one query statement (SELECT, FROM, WITH, VALUES, SHOW, DESCRIBE)."""
+    import duckdb
+
     if not sql.strip():
         raise ZooValueError("empty SQL statement; pass a query such as \"SELECT name FROM models\"")
-    if _WRITE.match(sql):
-        raise ReadOnlySQL(f"`zoo sql` is read-only and refuses {sql.split()[0].upper()!r} statements; "
-                          "change the zoo with zoo commands (add, rm, ...)")
-    dbapi = conn.connection.driver_connection
     try:
-        cur = dbapi.execute(sql)
-    except Exception as e:
+        stmts = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise ZooValueError(f"SQL error: {str(e).splitlines()[0]}") from None
+    if len(stmts) != 1:
+        raise ReadOnlySQL(f"`zoo sql` runs exactly one statement, got {len(stmts)}; send them one at a time")
+    kind = stmts[0].type.name
+    if kind != "SELECT":
+        raise ReadOnlySQL(f"`zoo sql` is read-only and refuses {kind!r} statements; "
+                          "change the zoo with zoo commands (add, rm, ...)")
+
+
+def run_readonly(path: Path, sql: str, limit: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one checked query on a sandboxed read-only connection; (columns, rows)."""
+    import duckdb
+
+    from zoo.db import open_waiting
+
+    check_statement(sql)
+    if limit is not None and limit <= 0:
+        raise ZooValueError(f"--limit must be a positive integer, got {limit!r}")
+    if not timeout > 0:
+        raise ZooValueError(f"--timeout must be a positive number of seconds, got {timeout!r}")
+    memory = str(env_number("ZOO_SQL_MEMORY", 0, int) or DEFAULT_MEMORY)
+    con = open_waiting(path, lambda: duckdb.connect(str(path), read_only=True, config=dict(SANDBOX, memory_limit=memory)))
+    # Session settings first (no progress bar on zoo's output), then nothing can change.
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET lock_configuration = true")
+    timer = threading.Timer(timeout, con.interrupt)
+    timer.start()
+    try:
+        cur = con.execute(sql)
+        cols = [d[0] for d in (cur.description or [])]
+        rows = cur.fetchmany(limit) if limit else cur.fetchall()
+    except duckdb.InterruptException:
+        raise ZooValueError(f"the query ran past --timeout {timeout:g}s and was stopped; narrow it or raise --timeout") from None
+    except duckdb.Error as e:
         text = str(e).splitlines()[0]
-        if "read-only" in text.lower() or "read only" in text.lower():
-            raise ReadOnlySQL(f"`zoo sql` is read-only: {text}") from e
-        raise ZooValueError(f"SQL error: {text}") from e
-    cols = [d[0] for d in (cur.description or [])]
-    rows = cur.fetchmany(limit) if limit else cur.fetchall()
+        if isinstance(e, duckdb.PermissionException) or "read-only" in text.lower():
+            raise ReadOnlySQL(f"`zoo sql` cannot reach outside the catalog or write: {text}") from None
+        raise ZooValueError(f"SQL error: {text}") from None
+    finally:
+        timer.cancel()
+        con.close()
     return cols, rows

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 import sqlalchemy as sa
 
 from zoo import catalog, db
-from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, Family, Space, check_dim, check_metric
+from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, Family, Space, check_dim, check_metric, env_number
 from zoo.errors import NotFound, ZooValueError
 
 
@@ -26,7 +26,7 @@ def default_memory_budget() -> int:
     """Bytes the index-type choice may plan for: ``ZOO_INDEX_MEMORY``, else half the machine."""
     from zoo.index import DEFAULT_BUDGET
 
-    return int(os.environ.get("ZOO_INDEX_MEMORY", DEFAULT_BUDGET))
+    return env_number("ZOO_INDEX_MEMORY", DEFAULT_BUDGET, int, minimum=1)
 
 
 class Store:
@@ -64,6 +64,9 @@ class Store:
         if not self._ready:
             if self.home.exists() and not self.home.is_dir():
                 raise ZooValueError(f"zoo home {str(self.home)!r} is a file; pass a directory with --home or ZOO_HOME")
+            if "?" in str(self.home):  # DuckDB reads what follows '?' in a database path as options
+                raise ZooValueError(f"zoo home {str(self.home)!r} contains '?', which DuckDB cannot open as a "
+                                    "catalog path; choose a --home (or ZOO_HOME) without it")
             self.home.mkdir(parents=True, exist_ok=True)
             db.ensure_schema(self.catalog_path)
             self._ready = True

@@ -1,0 +1,96 @@
+"""The SQL surface cannot write or reach out: one query, parsed by DuckDB, sandboxed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from zoo.cli.main import main
+from zoo.errors import ReadOnlySQL, ZooValueError
+
+
+def _counts(z):
+    return {t: z.sql(f"SELECT count(*) FROM {t}")[1][0][0] for t in ("models", "lineage", "sketches")}
+
+
+ATTACKS = [
+    # several statements: the first a harmless query, the rest writes
+    "SELECT 1; ATTACH '{tmp}/x.duckdb' AS m (READ_WRITE); USE m; DETACH catalog; "
+    "ATTACH '{catalog}' AS c2 (READ_WRITE); DELETE FROM c2.lineage",
+    "SELECT 1; COPY (SELECT 'pwned') TO '{tmp}/pwned.csv'",
+    "COPY (SELECT 'pwned') TO '{tmp}/pwned.csv'",
+    "COPY lineage TO '{tmp}/pwned.csv'",
+    "ATTACH '{catalog}' AS c2 (READ_WRITE)",
+    "DETACH catalog",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "PRAGMA enable_profiling",
+    "CALL pragma_version()",
+    "DELETE FROM lineage",
+    "WITH x AS (SELECT 1) DELETE FROM lineage",
+    "insert into models(name) values ('x')",
+    "DROP TABLE models",
+    "CREATE TABLE t AS SELECT 1",
+    "CHECKPOINT",
+    "EXPORT DATABASE '{tmp}/dump'",
+]
+READS = ["SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM read_text('/etc/hostname')",
+         "SELECT * FROM glob('/*')", "SELECT * FROM '{tmp}/x.csv'", "SELECT * FROM read_parquet('{tmp}/x.parquet')"]
+
+
+@pytest.mark.parametrize("attack", ATTACKS + READS)
+def test_attack_is_refused_and_changes_nothing(filled, tmp_path, attack):
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    before = _counts(filled)
+    sql = attack.format(tmp=tmp_path, catalog=filled.catalog_path)
+    with pytest.raises((ReadOnlySQL, ZooValueError)) as e:
+        filled.sql(sql)
+    assert "\n" not in str(e.value)
+    assert _counts(filled) == before
+    assert not (tmp_path / "pwned.csv").exists() and not (tmp_path / "dump").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "zoo"]
+
+
+def test_refusals_name_the_statement(filled):
+    with pytest.raises(ReadOnlySQL, match="refuses 'DELETE' statements"):
+        filled.sql("DELETE FROM models")
+    with pytest.raises(ReadOnlySQL, match="exactly one statement, got 2"):
+        filled.sql("SELECT 1; SELECT 2")
+    with pytest.raises(ReadOnlySQL, match="cannot reach outside the catalog"):
+        filled.sql("SELECT * FROM read_csv('/etc/passwd')")
+    with pytest.raises(ZooValueError, match="syntax error"):
+        filled.sql("SELEC 1")
+    with pytest.raises(ZooValueError, match="empty SQL"):
+        filled.sql("  ")
+
+
+def test_queries_and_macros_still_answer(filled):
+    cols, rows = filled.sql("SELECT name FROM zoo_nearest('ft-a0', 2)")
+    assert cols == ["name"] and [r[0] for r in rows] == [r["name"] for r in filled.nearest("ft-a0", k=2).results]
+    assert filled.sql("SELECT count(*) FROM models", limit=1)[1] == [(7,)]
+    assert filled.sql("WITH x AS (SELECT name FROM models) SELECT count(*) FROM x")[1] == [(7,)]
+    assert len(filled.sql("SHOW TABLES")[1]) >= 7 and filled.sql("DESCRIBE models")[1]
+
+
+def test_a_long_query_is_stopped_at_its_timeout(filled):
+    with pytest.raises(ZooValueError, match="ran past --timeout 0.2s"):
+        filled.sql("SELECT sum(a.range * b.range) FROM range(300000) a, range(300000) b", timeout=0.2)
+    assert filled.sql("SELECT 1")[1] == [(1,)]
+
+
+def test_cli_sql_csv_json_and_bad_options(filled):
+    def run(*args, code=0):
+        res = CliRunner().invoke(main, ["--home", str(filled.home), "sql", *args])
+        assert res.exit_code == code, res.output
+        return res
+
+    out = run("SELECT name, dataset, NULL AS x FROM models WHERE name IN ('base', 'ft-a0') ORDER BY name", "--csv").stdout
+    assert out.splitlines() == ["name,dataset,x", "base,,", "ft-a0,a,"]
+    assert json.loads(run("SELECT 1 AS one", "--json").stdout) == [{"one": 1}]
+    for args in (("SELECT 1", "--limit", "0"), ("SELECT 1", "--timeout", "-1")):
+        err = run(*args, code=2).stderr.strip()
+        assert err.startswith("error: ") and "\n" not in err
+    err = run("SELECT 1; DELETE FROM models", code=1).stderr.strip()
+    assert err == "error: `zoo sql` runs exactly one statement, got 2; send them one at a time"
