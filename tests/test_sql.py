@@ -94,3 +94,12 @@ def test_cli_sql_csv_json_and_bad_options(filled):
         assert err.startswith("error: ") and "\n" not in err
     err = run("SELECT 1; DELETE FROM models", code=1).stderr.strip()
     assert err == "error: `zoo sql` runs exactly one statement, got 2; send them one at a time"
+
+
+def test_memory_cap_comes_from_the_environment(filled, monkeypatch):
+    assert filled.sql("SELECT current_setting('memory_limit')")[1][0][0] == "953.6 MiB"  # 1 GB by default
+    monkeypatch.setenv("ZOO_SQL_MEMORY", "100000000")
+    assert filled.sql("SELECT current_setting('memory_limit')")[1][0][0] == "95.3 MiB"
+    monkeypatch.setenv("ZOO_SQL_MEMORY", "1GB")
+    with pytest.raises(ZooValueError, match="ZOO_SQL_MEMORY='1GB' is not a whole number"):
+        filled.sql("SELECT 1")

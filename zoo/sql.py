@@ -16,8 +16,8 @@ from zoo.domain import env_number
 from zoo.errors import ReadOnlySQL, ZooValueError
 
 DEFAULT_TIMEOUT = 30.0
-# What one query may take of memory (``ZOO_SQL_MEMORY``, e.g. 1GB).
-DEFAULT_MEMORY = "1GB"
+# Bytes one query may take of memory (``ZOO_SQL_MEMORY``).
+DEFAULT_MEMORY = 10**9
 
 SANDBOX = {"enable_external_access": False, "autoinstall_known_extensions": False,
            "autoload_known_extensions": False}
@@ -53,7 +53,7 @@ def run_readonly(path: Path, sql: str, limit: int | None = None,
         raise ZooValueError(f"--limit must be a positive integer, got {limit!r}")
     if not timeout > 0:
         raise ZooValueError(f"--timeout must be a positive number of seconds, got {timeout!r}")
-    memory = str(env_number("ZOO_SQL_MEMORY", 0, int) or DEFAULT_MEMORY)
+    memory = f'{env_number("ZOO_SQL_MEMORY", DEFAULT_MEMORY, int, minimum=10**6) // 10**6}MB'
     con = open_waiting(path, lambda: duckdb.connect(str(path), read_only=True, config=dict(SANDBOX, memory_limit=memory)))
     # Session settings first (no progress bar on zoo's output), then nothing can change.
     con.execute("SET enable_progress_bar = false")
