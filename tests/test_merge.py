@@ -108,3 +108,52 @@ def test_rm_deletes_only_files_the_zoo_wrote(filled, ckpts):
     assert not path.exists()
     filled.rm("ft-b0")
     assert (ckpts["b0"] / "model.safetensors").is_file()  # registered from outside: left alone
+
+
+def test_out_is_a_name_inside_the_store(filled, tmp_path):
+    for bad in ("../../escape", str(tmp_path / "abs"), ".hidden", "a/b"):
+        with pytest.raises(ZooValueError, match="is a model name, not a path"):
+            filled.centroid(dataset="a", out=bad)
+    assert not (tmp_path / "abs").exists() and not (filled.home.parent / "escape").exists()
+    assert not filled.checkpoints_dir.exists() or list(filled.checkpoints_dir.iterdir()) == []
+
+
+def test_a_killed_materialization_does_not_block_the_retry(filled):
+    import os
+    import stat
+
+    # What a process killed between the folder's rename and the catalog commit leaves behind.
+    left = filled.checkpoints_dir / "cen"
+    left.mkdir(parents=True)
+    (left / "model.safetensors").write_bytes(b"half")
+    res = filled.centroid(dataset="a", out="cen")
+    assert res.created and (left / "model.safetensors").stat().st_size > 4
+    mode = stat.S_IMODE(os.stat(left).st_mode)
+    assert mode == 0o777 & ~_umask() and mode & 0o040  # like mkdir: group-readable under the usual umask
+    # A registered model's folder is never taken over.
+    with pytest.raises(Conflict, match="already exists"):
+        filled.centroid(dataset="b", out="cen")
+    assert sorted(p.name for p in filled.checkpoints_dir.iterdir()) == ["cen"]  # no lock or temp files left
+
+
+def test_a_second_writer_of_the_same_output_is_refused(filled):
+    from zoo.files import exclusive
+
+    with exclusive(filled.checkpoints_dir / ".cen.lock", "checkpoints/cen"):
+        with pytest.raises(Conflict, match="another zoo process is writing checkpoints/cen"):
+            filled.centroid(dataset="a", out="cen")
+    assert filled.centroid(dataset="a", out="cen").created
+
+
+def test_weights_that_pick_one_member_keep_no_second_copy(filled):
+    res = filled.centroid(names=["ft-a0", "ft-a1"], weights=[1, 0], out="just-a0")
+    assert not res.created and res.name == "ft-a0" and "same weights" in res.note
+    assert not (filled.checkpoints_dir / "just-a0").exists()
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m

@@ -104,6 +104,11 @@ def model_by_meta(conn: sa.Connection, key: str, value: str) -> dict[str, Any] |
     return _model_dict(row) if row else None
 
 
+def model_by_uri(conn: sa.Connection, uri: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(models).where(models.c.uri == uri).order_by(models.c.id)).mappings().first()
+    return _model_dict(row) if row else None
+
+
 def name_taken(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.select(models.c.id).where(models.c.name == name)).first() is not None
 

@@ -83,8 +83,12 @@ def check_seed(seed: int | None, what: str = "--seed") -> int | None:
     return int(seed)
 
 
-def check_name(name: str | None, what: str = "--name") -> str | None:
-    """A model name: not empty, no control characters (they break tables and terminals), or None."""
+def check_name(name: str | None, what: str = "--name", folder: bool = False) -> str | None:
+    """A model name: not empty, no control characters (they break tables and terminals), or None.
+
+    ``folder``: the name also names the folder zoo writes in its store, so it may not be a
+    path (no ``/`` or ``\\``, no leading dot).
+    """
     if name is None:
         return None
     if not isinstance(name, str) or not name.strip() or name != name.strip():
@@ -93,7 +97,17 @@ def check_name(name: str | None, what: str = "--name") -> str | None:
     if bad:
         raise ZooValueError(f"{what} {name!r} contains control characters ({', '.join(repr(c) for c in bad[:3])}); "
                             "use letters, digits and punctuation")
+    if folder and ("/" in name or "\\" in name or name.startswith(".")):
+        raise ZooValueError(f"{what} {name!r} is a model name, not a path: zoo writes only inside its store; "
+                            "drop the slashes and leading dots")
     return name
+
+
+def folder_safe(name: str) -> str:
+    """A derived name made fit to name a folder in the store (path separators and control
+    characters replaced, no leading dot)."""
+    out = "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in name).lstrip(".")
+    return out or "model"
 
 
 def check_meta(meta: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,10 +8,7 @@ ways zoo can record. Nothing here touches the catalog: the caller records result
 from __future__ import annotations
 
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -223,18 +220,11 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
 
 def save_model(model: Any, tok: Any, out_dir: Path) -> None:
     """save_pretrained into a temporary folder, then rename: the folder appears whole."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise ZooValueError(f"output folder {out_dir} already exists; choose another --out name")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    from zoo.files import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def head_fits(model_dir: Path, labels: list[str]) -> bool:

@@ -4,6 +4,7 @@ checkpoints and registered with lineage; start specs resolved to a model row.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -47,7 +48,7 @@ def centroid(store: Store, dataset: str | None = None, task: str | None = None, 
     with store.read() as conn:
         fam, ids = members(conn, dataset, task, names, family, exclude_dataset, all_models)
         rows = [catalog.model_by_id(conn, i) for i in ids]
-    check_name(out, "--out")
+    check_name(out, "--out", folder=True)
     check_seed(seed)
     w = member_weights(len(rows), [r["name"] for r in rows], weights, dirichlet, seed)
     spec: dict[str, Any] = {k: v for k, v in (("dataset", dataset), ("task", task), ("exclude_dataset", exclude_dataset)) if v}
@@ -63,7 +64,7 @@ def interpolate(store: Store, a: str, b: str, alpha: float, extrapolate: bool = 
                 out: str | None = None) -> Materialized:
     """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
     w = interpolation_weights(alpha, extrapolate)
-    check_name(out, "--out")
+    check_name(out, "--out", folder=True)
     with store.read() as conn:
         rows = [catalog.model(conn, a), catalog.model(conn, b)]
         if rows[0]["family_id"] != rows[1]["family_id"]:
@@ -98,14 +99,20 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
     headers = [read_header(r["uri"]) for r in rows]
     base_h = read_header(base_row["uri"])
     plan = plan_merge(headers, fam.body, base_h, [r["meta"].get("id2label") for r in rows])
-    path = weighted_merge(headers, w, plan, base_h, store.checkpoints_dir / name, progress=store.progress)
-    try:
-        [res] = add(store, [path], name=name, kind=kind, base=base_row["name"],
-                    meta={"members_key": key, "merge": plan.note, "spec": spec},
-                    lineage=[(r["name"], relation, wi) for r, wi in zip(rows, w)], expected=expected)
-    except BaseException:
+    with store.output(name) as out_dir:
+        path = weighted_merge(headers, w, plan, base_h, out_dir, progress=store.progress)
+        try:
+            [res] = add(store, [path], name=name, kind=kind, base=base_row["name"],
+                        meta={"members_key": key, "merge": plan.note, "spec": spec},
+                        lineage=[(r["name"], relation, wi) for r, wi in zip(rows, w)], expected=expected)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+    if not res.created:  # the weights are an existing model's (e.g. --weights 1,0): keep no second copy
         shutil.rmtree(path, ignore_errors=True)
-        raise
+        with store.read() as conn:
+            path = Path(catalog.model_by_id(conn, res.id)["uri"])
+        return Materialized(res.name, res.id, False, res.kind, str(path), names, w, res.note)
     return Materialized(res.name, res.id, res.created, kind, str(path), names, w, plan.note)
 
 

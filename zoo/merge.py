@@ -8,10 +8,8 @@ written under a temporary name and renamed when whole.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +18,7 @@ import numpy as np
 
 from zoo.checkpoint import Header, Reader
 from zoo.errors import ZooValueError
+from zoo.files import atomic_dir
 
 _ST_DTYPE = {"F32": (np.float32, "F32"), "F16": (np.float16, "F16"), "F64": (np.float64, "F64"), "BF16": (None, "BF16")}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
@@ -113,32 +112,25 @@ def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: Me
         raise ZooValueError(f"{len(members)} members but {len(weights)} weights")
     w = [float(x) for x in weights]
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise ZooValueError(f"output folder {out_dir} already exists; choose another --out name or remove it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     base_reader = Reader(base)
     readers = [Reader(h, fallback=base_reader) for h in members]
     try:
-        shapes = {c: readers[0].info(c).shape for c, _ in plan.names}
-        layout = []
-        for c, name in plan.names:
-            dt = readers[0].info(c).dtype
-            layout.append((name, shapes[c], dt if dt in _ST_DTYPE else "F32"))
-        writer = SafetensorsWriter(tmp / "model.safetensors", layout)
-        for c, name in tqdm(plan.names, desc="merging", unit="tensor", disable=not progress, leave=False):
-            acc = np.zeros(int(np.prod(shapes[c], dtype=np.int64)), dtype=np.float64)
-            for r, wi in zip(readers, w):
-                axpy(acc, r.get(c).reshape(-1), wi)
-                r.release_name(c)
-            writer.write(name, acc.reshape(shapes[c]))
-            del acc
-        writer.close()
-        _copy_support_files(plan, base, tmp)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out_dir) as tmp:
+            shapes = {c: readers[0].info(c).shape for c, _ in plan.names}
+            layout = []
+            for c, name in plan.names:
+                dt = readers[0].info(c).dtype
+                layout.append((name, shapes[c], dt if dt in _ST_DTYPE else "F32"))
+            writer = SafetensorsWriter(tmp / "model.safetensors", layout)
+            for c, name in tqdm(plan.names, desc="merging", unit="tensor", disable=not progress, leave=False):
+                acc = np.zeros(int(np.prod(shapes[c], dtype=np.int64)), dtype=np.float64)
+                for r, wi in zip(readers, w):
+                    axpy(acc, r.get(c).reshape(-1), wi)
+                    r.release_name(c)
+                writer.write(name, acc.reshape(shapes[c]))
+                del acc
+            writer.close()
+            _copy_support_files(plan, base, tmp)
     finally:
         for r in (*readers, base_reader):
             r.close()

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import sqlalchemy as sa
 
 from zoo import catalog
-from zoo.domain import check_name
+from zoo.domain import check_name, folder_safe
 from zoo.errors import Conflict
 from zoo.materialize import resolve_start
 from zoo.register import AddResult, add
@@ -33,7 +33,7 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
     from zoo.finetune import TrainParams, resolve_device
 
     tp = TrainParams(**params)
-    check_name(out, "--out")
+    check_name(out, "--out", folder=True)
     device = resolve_device(tp.device)
     train_ex = read_examples(train)
     eval_ex = read_examples(eval) if eval is not None else None
@@ -41,17 +41,14 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
     start_row = resolve_start(store, start, family)
     with store.read() as conn:
         base_row = catalog.model_by_id(conn, store.family_of(conn, start_row).base_model_id)
-        name = out or catalog.unique_model_name(conn, f"{dataset}-from-{start_row['name']}-s{tp.seed}")
+        name = out or catalog.unique_model_name(conn, folder_safe(f"{dataset}-from-{start_row['name']}-s{tp.seed}"))
         if catalog.name_taken(conn, name):
             raise Conflict(f"a model named {name!r} already exists; choose another --out")
-    out_dir = store.checkpoints_dir / name
-    if out_dir.exists():
-        raise Conflict(f"{out_dir} already exists; choose another --out or remove the folder")
     run_params = dict(tp.as_dict(), start=start, start_kind=start_row["kind"], start_name=start_row["name"],
                       task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
     # Installed before the run row exists (a SIGTERM that finds the row finds the handler too)
     # and restored after, so a library caller's own handler is left as it was.
-    with sigterm_as_exit() as termination:
+    with store.output(name) as out_dir, sigterm_as_exit() as termination:
         with store.write() as conn:
             run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
                                         params=dict(run_params, pid=os.getpid()), device=device, status="running",

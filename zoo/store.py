@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from zoo import catalog, db
 from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, Family, Space, check_dim, check_metric, env_number
-from zoo.errors import NotFound, ZooValueError
+from zoo.errors import Conflict, NotFound, ZooValueError
 
 
 def default_home() -> Path:
@@ -112,6 +112,29 @@ class Store:
         """The family of a model row."""
         [fam] = catalog.families_snapshot(conn, row["family_id"])
         return fam
+
+    # ------------------------------------------------------------ outputs
+    @contextmanager
+    def output(self, name: str) -> Iterator[Path]:
+        """``checkpoints/NAME`` for a model zoo is about to write, held exclusively for the block.
+
+        A folder already there that no model was registered from is what a killed run left
+        (its writer would hold the lock): it is cleared so a retry works. A registered one
+        is a Conflict.
+        """
+        import shutil
+
+        from zoo.files import exclusive
+
+        path = self.checkpoints_dir / name
+        with exclusive(self.checkpoints_dir / f".{name}.lock", f"checkpoints/{name}"):
+            if path.exists():
+                with self.read() as conn:
+                    owner = catalog.model_by_uri(conn, str(path))
+                if owner is not None:
+                    raise Conflict(f"{path} holds model {owner['name']!r}; choose another --out")
+                shutil.rmtree(path)
+            yield path
 
     # ------------------------------------------------------------ indexes
     def sync_indexes(self) -> None:
