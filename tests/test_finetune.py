@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -141,7 +142,7 @@ class BackgroundFinetune:
     """A fine-tune from the base in another process that pauses at its first step until
     released: the test acts on state (the run is at a step), never on the clock."""
 
-    def __init__(self, home, ckpts, tmp_path):
+    def __init__(self, home, ckpts, tmp_path, env=None):
         self.zoo = Zoo(home)
         self.zoo.add([ckpts["base"]], name="base")
         big = write_sentiment(tmp_path / "big.jsonl", 64, seed=3)
@@ -160,7 +161,8 @@ class BackgroundFinetune:
             res = Zoo({str(home)!r}).finetune("base", {str(big)!r}, dataset="big", epochs=1, batch_size=8, step_hook=hook)
             print(res["name"])
         """)
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
 
     def wait_at_step(self) -> None:
         while not self.at.exists():
@@ -215,3 +217,55 @@ def test_runs_listing_and_sigterm_recorded(home, ckpts, tmp_path):
     ckdir = home / "checkpoints"
     leftovers = sorted(p.name for p in ckdir.iterdir()) if ckdir.exists() else []
     assert leftovers == []  # neither the output nor its temporary folder remains
+
+
+def test_runs_whose_process_is_gone_are_marked_failed(home, ckpts):
+    import datetime as dt
+    import os
+    import socket
+
+    from zoo import catalog
+
+    z = Zoo(home)
+    z.add([ckpts["base"]], name="base")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now, host = dt.datetime.now(), socket.gethostname()
+    with z.store.write() as conn:
+        base_id = catalog.model(conn, "base")["id"]
+        for pid, h in ((dead.pid, host), (os.getpid(), host), (dead.pid, "another-machine")):
+            catalog.insert_run(conn, start_model_id=base_id, dataset="d", method="full", params={"pid": pid, "host": h},
+                               device="cpu", status="running", started_at=now)
+    runs = {r["id"]: r for r in Zoo(home).runs()}  # a new Zoo, as the next command would be
+    assert runs[1]["status"] == "failed" and f"process {dead.pid} on {host} ended" in runs[1]["error"]
+    assert runs[2]["status"] == "running"  # this test's own process is alive
+    assert runs[3]["status"] == "running"  # another machine's process cannot be checked from here
+    # A pid reused by a process that started after the run is not the run's process.
+    with z.store.write() as conn:
+        catalog.update_run(conn, 2, started_at=now - dt.timedelta(days=3650))
+    assert {r["id"]: r["status"] for r in Zoo(home).runs()} == {1: "failed", 2: "failed", 3: "running"}
+
+
+def test_an_outside_reader_never_costs_a_finished_finetune(home, ckpts, tmp_path):
+    """A notebook holding the catalog open while a fine-tune finishes: the write-back cannot get
+    the lock, so the weights are kept and the next zoo command registers them."""
+    with BackgroundFinetune(home, ckpts, tmp_path, env={"ZOO_LOCK_TIMEOUT": "0.5"}) as bg:
+        bg.wait_at_step()
+        reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys
+            con = duckdb.connect({str(home / 'catalog.duckdb')!r}, read_only=True)
+            print('reading', flush=True)
+            sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert reader.stdout.readline().strip() == "reading"
+            out, err = bg.release()
+        finally:
+            reader.communicate("")
+    assert bg.proc.returncode != 0 and "the next zoo command registers it" in err, err[-2000:]
+    assert (home / "checkpoints" / "big-from-base-s0" / "model.safetensors").is_file()
+    z = Zoo(home)  # the next command
+    [run] = z.runs()
+    assert run["status"] == "finished" and run["result"] == "big-from-base-s0", run
+    assert [m["name"] for m in z.ls()] == ["base", "big-from-base-s0"]
+    assert list((home / "pending").iterdir()) == []

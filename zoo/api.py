@@ -29,6 +29,7 @@ class Zoo:
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False,
                  default_dim: int = DEFAULT_DIM, default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC):
         self.store = Store(home, progress, default_dim, default_seed, default_metric)
+        self.store.on_open = lambda: runs.finish_pending(self.store)
 
     home = property(lambda self: self.store.home, doc="The zoo's directory.")
     catalog_path = property(lambda self: self.store.catalog_path, doc="The catalog file (DuckDB).")

@@ -255,6 +255,12 @@ def run_start_members(conn: sa.Connection, family_id: int) -> dict[int, list[tup
     return out
 
 
+def running_runs(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Runs still marked running: id, params (pid, host) and start time."""
+    q = sa.select(runs.c.id, runs.c.params, runs.c.started_at).where(runs.c.status == "running").order_by(runs.c.id)
+    return [dict(r, params=_json(r["params"]) or {}) for r in conn.execute(q).mappings()]
+
+
 def list_runs(conn: sa.Connection, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     q = """
         SELECT r.id, r.status, s.name AS start, m.name AS result, r.dataset, r.method, r.device,

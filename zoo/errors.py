@@ -50,6 +50,10 @@ class ZooBusy(ZooError):
     """Another process holds the catalog for writing longer than the lock timeout."""
 
 
+class WriteBackPending(ZooBusy):
+    """A finished fine-tune whose registration found the catalog busy: kept, registered by the next command."""
+
+
 class CatalogVersionError(ZooError):
     """The catalog was written by a newer zoo than this one."""
 

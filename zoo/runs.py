@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 
 from zoo import catalog
 from zoo.domain import check_name, folder_safe
-from zoo.errors import Conflict
+from zoo.errors import Conflict, WriteBackPending, ZooBusy, ZooError
 from zoo.materialize import resolve_start
 from zoo.register import AddResult, add
 from zoo.results import Evaluation, Finetuned
@@ -51,11 +52,20 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
     with store.output(name) as out_dir, sigterm_as_exit() as termination:
         with store.write() as conn:
             run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
-                                        params=dict(run_params, pid=os.getpid()), device=device, status="running",
-                                        started_at=_dt.datetime.now())
+                                        params=dict(run_params, pid=os.getpid(), host=socket.gethostname()),
+                                        device=device, status="running", started_at=_dt.datetime.now())
         try:
-            metrics, res = _train_and_register(store, run_id, start_row, base_row, (train_ex, eval_ex), tp, out_dir,
-                                               dict(name=name, dataset=dataset, task=task), termination, step_hook)
+            metrics = _train(store, start_row, base_row, (train_ex, eval_ex), tp, out_dir, termination, step_hook)
+            rec = dict(run_id=run_id, path=str(out_dir), name=name, base=start_row["name"], dataset=dataset, task=task,
+                       seed=tp.seed, start_kind=start_row["kind"], metrics=metrics)
+            try:
+                res = register_result(store, rec)
+            except ZooBusy as e:  # a reader holds the catalog: the weights are kept, never discarded
+                store.save_pending(rec)
+                raise WriteBackPending(f"{e}; the trained model is kept at {out_dir} and the next zoo command "
+                                       "registers it") from None
+        except WriteBackPending:
+            raise
         except BaseException as e:
             shutil.rmtree(out_dir, ignore_errors=True)
             err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
@@ -66,10 +76,9 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
                      metrics)
 
 
-def _train_and_register(store: Store, run_id: int, start_row: dict[str, Any], base_row: dict[str, Any],
-                        data: tuple[Any, Any], tp: Any, out_dir: Path, what: dict[str, Any],
-                        termination: "Termination", step_hook: Callable[[int], None] | None) -> tuple[dict, AddResult]:
-    """Train, then register the result and finish the run row in one transaction."""
+def _train(store: Store, start_row: dict[str, Any], base_row: dict[str, Any], data: tuple[Any, Any], tp: Any,
+           out_dir: Path, termination: "Termination", step_hook: Callable[[int], None] | None) -> dict[str, Any]:
+    """Train (checking for SIGTERM at every step) and save into ``out_dir``; the metrics."""
     from zoo.finetune import train as run_training
 
     def hook(step: int) -> None:
@@ -80,18 +89,47 @@ def _train_and_register(store: Store, run_id: int, start_row: dict[str, Any], ba
     metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], data[0], data[1], tp, out_dir,
                            progress=store.progress, step_hook=hook)
     termination.check()
+    return metrics
+
+
+def register_result(store: Store, rec: dict[str, Any]) -> AddResult:
+    """Register a run's trained model and finish its run row with evaluations, in one transaction.
+
+    ``rec``: run_id, path, name, base (the start's name), dataset, task, seed, start_kind, metrics.
+    """
+    metrics, run_id = rec["metrics"], rec["run_id"]
 
     def record(conn: sa.Connection, results: list[AddResult]) -> None:
         mid = results[0].id
         catalog.update_run(conn, run_id, result_model_id=mid, status="finished", finished_at=_dt.datetime.now(),
                            metrics=metrics)
         for metric in ("accuracy", "loss") if "eval_accuracy" in metrics else ():
-            catalog.insert_evaluation(conn, model_id=mid, dataset=what["dataset"], split="eval", metric=metric,
+            catalog.insert_evaluation(conn, model_id=mid, dataset=rec["dataset"], split="eval", metric=metric,
                                       value=float(metrics[f"eval_{metric}"]), n_examples=metrics["n_eval"], run_id=run_id)
 
-    [res] = add(store, [out_dir], name=what["name"], base=start_row["name"], dataset=what["dataset"], task=what["task"],
-                seed=tp.seed, kind="finetune", meta={"run_id": run_id, "start_kind": start_row["kind"]}, on_commit=record)
-    return metrics, res
+    [res] = add(store, [rec["path"]], name=rec["name"], base=rec["base"], dataset=rec["dataset"], task=rec["task"],
+                seed=rec["seed"], kind="finetune", meta={"run_id": run_id, "start_kind": rec["start_kind"]},
+                on_commit=record)
+    return res
+
+
+def finish_pending(store: Store) -> list[int]:
+    """Register the fine-tunes whose write-back found the catalog busy; their run ids. One that
+    cannot be registered any more (its folder gone) is marked failed; a busy catalog waits for
+    the next command."""
+    done = []
+    for rec in store.pending():
+        try:
+            register_result(store, rec)
+        except ZooBusy:
+            break
+        except ZooError as e:
+            with store.write() as conn:
+                catalog.update_run(conn, rec["run_id"], status="failed", finished_at=_dt.datetime.now(),
+                                   error=f"the write-back of {rec['path']} failed: {e}"[:2000])
+        store.drop_pending(rec["run_id"])
+        done.append(rec["run_id"])
+    return done
 
 
 def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, train: str | os.PathLike | None = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -29,6 +29,31 @@ def default_memory_budget() -> int:
     return env_number("ZOO_INDEX_MEMORY", DEFAULT_BUDGET, int, minimum=1)
 
 
+def process_alive(pid: Any, since: Any = None) -> bool:
+    """Whether process ``pid`` runs on this machine and, where /proc tells, started no later
+    than ``since`` (a reused pid belongs to a newer process)."""
+    import datetime as _dt
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    if since is None:
+        return True
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    # started_at is local time without zone; a second of slack for clock-tick rounding
+    return started <= since.timestamp() + 1.0 if isinstance(since, _dt.datetime) else True
+
+
 class Store:
     """A zoo on disk: ``catalog.duckdb`` (the truth), ``index/`` (derived) and ``checkpoints/``."""
 
@@ -40,6 +65,8 @@ class Store:
         self.default_space = Space(check_dim(default_dim), default_seed, None, check_metric(default_metric))
         self._memory_budget: int | None = None
         self._ready = False
+        # Run once when the catalog is first opened: the facade finishes pending write-backs here.
+        self.on_open: Callable[[], Any] | None = None
 
     @property
     def catalog_path(self) -> Path:
@@ -70,6 +97,9 @@ class Store:
             self.home.mkdir(parents=True, exist_ok=True)
             db.ensure_schema(self.catalog_path)
             self._ready = True
+            if self.on_open is not None:
+                self.on_open()
+            self.fail_orphaned_runs()
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -90,6 +120,32 @@ class Store:
         from tqdm.auto import tqdm
 
         return tqdm(items, desc=desc, unit=unit, disable=not self.progress or len(items) < 2, leave=False)
+
+    def fail_orphaned_runs(self) -> list[int]:
+        """Mark failed the runs still ``running`` whose process on this host is gone (killed
+        with -9, a crashed machine's reboot): their ids. Only when some are found does it
+        write; a busy or read-only catalog leaves them for the next command."""
+        import datetime as _dt
+        import socket
+
+        from zoo.errors import ZooBusy
+
+        host = socket.gethostname()
+        waiting = {rec["run_id"] for rec in self.pending()}  # finished, only not yet registered
+        with self.read() as conn:
+            gone = [r for r in catalog.running_runs(conn) if r["id"] not in waiting and r["params"].get("host", host) == host
+                    and not process_alive(r["params"].get("pid"), r["started_at"])]
+        if not gone:
+            return []
+        try:
+            with self.write() as conn:
+                for r in gone:
+                    catalog.update_run(conn, r["id"], status="failed", finished_at=_dt.datetime.now(),
+                                       error=f"process {r['params'].get('pid')} on {host} ended without finishing the run "
+                                             "(killed?); marked failed by a later zoo command")
+        except (ZooBusy, PermissionError, OSError):
+            return []
+        return [r["id"] for r in gone]
 
     # ------------------------------------------------------------ families
     @staticmethod
@@ -133,8 +189,37 @@ class Store:
                     owner = catalog.model_by_uri(conn, str(path))
                 if owner is not None:
                     raise Conflict(f"{path} holds model {owner['name']!r}; choose another --out")
+                if any(rec["path"] == str(path) for rec in self.pending()):
+                    raise Conflict(f"{path} holds a fine-tune waiting to be registered; choose another --out")
                 shutil.rmtree(path)
             yield path
+
+    # ------------------------------------------------------------ pending write-backs
+    @property
+    def pending_dir(self) -> Path:
+        return self.home / "pending"
+
+    def save_pending(self, rec: dict[str, Any]) -> Path:
+        """Record a finished run whose registration must wait (written whole: temp name, then rename)."""
+        import json
+
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+        path = self.pending_dir / f"run-{int(rec['run_id'])}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rec, default=str))
+        os.replace(tmp, path)
+        return path
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Recorded write-backs, oldest run first."""
+        import json
+
+        files = sorted(self.pending_dir.glob("run-*.json"), key=lambda p: int(p.stem.split("-")[1])) \
+            if self.pending_dir.is_dir() else []
+        return [json.loads(p.read_text()) for p in files]
+
+    def drop_pending(self, run_id: int) -> None:
+        (self.pending_dir / f"run-{int(run_id)}.json").unlink(missing_ok=True)
 
     # ------------------------------------------------------------ indexes
     def sync_indexes(self) -> None:
