@@ -34,6 +34,11 @@ class ZooGroup(click.Group):
             where = " ".join(["zoo", *(e.ctx.command_path.split()[1:] if e.ctx else []), "--help"])
             click.echo(f"error: {e.format_message().rstrip('.')}; see `{where}`", err=True)
             sys.exit(e.exit_code)
+        except OSError as e:  # disk full, read-only home, a file vanished: the system's words, one line
+            where = f" ({e.filename})" if e.filename else ""
+            click.echo(f"error: {e.strerror or e}{where}; check the free space and permissions of the zoo home "
+                       "and the paths given", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was committed for the interrupted step", err=True)
             sys.exit(130)

@@ -200,3 +200,34 @@ def test_bounded_inputs_get_one_line_errors(run, ckpts):
         err = _one_line_error(run(*args, code=2))
         assert msg in err, (args, err)
     assert run("ls", "--json").stdout == before  # nothing was registered or materialized
+
+
+def test_a_corrupt_catalog_gets_one_line(run, home):
+    home.mkdir(parents=True)
+    (home / "catalog.duckdb").write_bytes(b"not a database" * 1000)
+    for args in (("ls",), ("sql", "SELECT 1"), ("reindex",)):
+        err = _one_line_error(run(*args, code=1))
+        assert "is not a readable zoo catalog" in err and "move it aside" in err, err
+
+
+def test_busy_error_names_the_holder(home, ckpts):
+    from zoo import Zoo
+
+    Zoo(home).init()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, sys
+        con = duckdb.connect({str(home / 'catalog.duckdb')!r}, read_only=True)
+        print('reading', flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "reading"
+        res = subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "add", str(ckpts["base"])],
+                             capture_output=True, text=True, env=dict(os.environ, ZOO_LOCK_TIMEOUT="0.5"))
+    finally:
+        holder.communicate("")
+    assert res.returncode == 1
+    err = res.stderr.strip()
+    assert err.startswith(f"error: zoo is busy: PID {holder.pid} (") and "\n" not in err, err
+    assert err.endswith(f"holds {home / 'catalog.duckdb'} (waited 0.5s); retry when it closes the catalog or raise "
+                        "ZOO_LOCK_TIMEOUT"), err

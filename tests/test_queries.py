@@ -207,3 +207,18 @@ def test_map_projects_and_draws(filled, tmp_path):
     assert coords[:10, 0].mean() * coords[10:, 0].mean() < 0  # the two groups split on PC1
     with pytest.raises(ZooValueError, match="color-by"):
         filled.map(out, color_by="colour")
+
+
+def test_flipped_bytes_in_an_index_are_caught_by_its_checksum(filled):
+    want = filled.nearest("ft-a0", k=3).results
+    path = filled.index_dir / "space_1.faiss"
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - 4096, len(data) - 64, 97):  # inside the stored vectors: still a valid FAISS file
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert not SpaceIndex(filled.index_dir, 1).load()
+    got = filled.nearest("ft-a0", k=3).results
+    assert [r["name"] for r in got] == [r["name"] for r in want]
+    assert [r["distance"] for r in got] == pytest.approx([r["distance"] for r in want])
+    assert all(0 <= r["distance"] <= 2 for r in got)
+    assert SpaceIndex(filled.index_dir, 1).load()  # rebuilt whole

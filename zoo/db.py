@@ -7,16 +7,17 @@ process that finds the file locked retries until ``ZOO_LOCK_TIMEOUT`` seconds (d
 """
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from zoo.domain import env_number
-from zoo.errors import CatalogVersionError, ZooBusy
+from zoo.errors import CatalogUnreadable, CatalogVersionError, ZooBusy
 
 T = TypeVar("T")
 
@@ -63,31 +64,57 @@ def make_engine(path: Path, read_only: bool) -> sa.Engine:
     return engine
 
 
-def open_waiting(path: Path, opener: Callable[[], T], timeout: float | None = None) -> T:
+def lock_holder(error: BaseException) -> str:
+    """Who holds the catalog, from DuckDB's lock error: ``PID 123 (python3.11)``, or ``another process``."""
+    m = re.search(r"held in (\S+) \(PID (\d+)\)", str(error))
+    return f"PID {m.group(2)} ({Path(m.group(1)).name})" if m else "another process"
+
+
+def open_waiting(path: Path, opener: Callable[[], T], timeout: float | None = None,
+                 on_wait: Callable[[str], Any] | None = None) -> T:
     """``opener()``, retried while another process holds the catalog's lock, up to ``timeout``
-    seconds (``ZOO_LOCK_TIMEOUT``), then ``ZooBusy``."""
+    seconds (``ZOO_LOCK_TIMEOUT``), then ``ZooBusy`` naming the holder. ``on_wait`` hears once
+    who holds it and how long this will wait. A file that is no catalog is ``CatalogUnreadable``."""
     timeout = lock_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
-    delay = 0.05
+    delay, told = 0.05, False
     while True:
         try:
             return opener()
         except Exception as e:
             if not _is_lock_error(e):
-                raise
+                raise unreadable(path, e) from None
+            holder = lock_holder(e)
+            if on_wait is not None and not told:
+                on_wait(f"zoo: {path} is held by {holder} (a reader or writer); waiting up to {timeout:g}s "
+                        "(ZOO_LOCK_TIMEOUT)")
+                told = True
             if time.monotonic() >= deadline:
-                raise ZooBusy(f"zoo is busy: another process holds {path} for writing (waited {timeout:g}s); "
-                              "retry when it finishes or raise ZOO_LOCK_TIMEOUT") from None
+                raise ZooBusy(f"zoo is busy: {holder} holds {path} (waited {timeout:g}s); retry when it closes "
+                              "the catalog or raise ZOO_LOCK_TIMEOUT") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
 
+def unreadable(path: Path, e: BaseException) -> BaseException:
+    """A ZooError for a catalog DuckDB cannot open (corrupt, not DuckDB, permissions); other errors as they are."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "not a valid DuckDB database" in text or "corrupt" in text.lower() or "checksum" in text.lower():
+        return CatalogUnreadable(f"{path} is not a readable zoo catalog ({text}); move it aside to start a new "
+                                 "catalog, or restore it from a copy")
+    if "Permission denied" in text or "Read-only file system" in text:
+        return CatalogUnreadable(f"cannot open {path} ({text}); check the zoo home's permissions and free space, "
+                                 "or use another --home")
+    return e
+
+
 @contextmanager
-def connect(path: Path, write: bool, timeout: float | None = None) -> Iterator[sa.Connection]:
+def connect(path: Path, write: bool, timeout: float | None = None,
+            on_wait: Callable[[str], Any] | None = None) -> Iterator[sa.Connection]:
     """A connection to the catalog: one transaction when ``write``, closed on exit."""
     engine = make_engine(path, read_only=not write)
     try:
-        conn = open_waiting(path, engine.connect, timeout)
+        conn = open_waiting(path, engine.connect, timeout, on_wait)
     except BaseException:
         engine.dispose()
         raise

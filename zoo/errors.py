@@ -54,6 +54,10 @@ class WriteBackPending(ZooBusy):
     """A finished fine-tune whose registration found the catalog busy: kept, registered by the next command."""
 
 
+class CatalogUnreadable(ZooError):
+    """A catalog file that cannot be opened: corrupt, not DuckDB, or not readable/writable here."""
+
+
 class CatalogVersionError(ZooError):
     """The catalog was written by a newer zoo than this one."""
 

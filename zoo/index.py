@@ -83,6 +83,12 @@ def to_distance(scores: np.ndarray, metric: str) -> np.ndarray:
     return 1.0 - scores if metric == "cosine" else np.sqrt(np.maximum(scores, 0.0))
 
 
+def _checksum(data: np.ndarray) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(memoryview(np.ascontiguousarray(data)))
+
+
 def gpu_count() -> int:
     import faiss
 
@@ -118,7 +124,11 @@ class SpaceIndex:
             return False
         try:
             self.meta = json.loads(self.meta_path.read_text())
-            self.index = faiss.read_index(str(self.path))
+            data = np.fromfile(self.path, dtype=np.uint8)
+            # Flipped bytes inside the vectors are still a valid index to FAISS: the checksum tells.
+            if self.meta.get("checksum") != _checksum(data):
+                raise ValueError("index file checksum mismatch")
+            self.index = faiss.deserialize_index(data)
         except Exception:
             self.index, self.meta = None, {}
             return False
@@ -164,8 +174,10 @@ class SpaceIndex:
         import faiss
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        data = faiss.serialize_index(self.index)
+        self.meta["checksum"] = _checksum(data)
         tmp = self.path.with_suffix(".faiss.tmp")
-        faiss.write_index(self.index, str(tmp))
+        data.tofile(tmp)
         os.replace(tmp, self.path)
         tmp_meta = self.meta_path.with_suffix(".json.tmp")
         tmp_meta.write_text(json.dumps(self.meta))

@@ -29,6 +29,12 @@ def default_memory_budget() -> int:
     return env_number("ZOO_INDEX_MEMORY", DEFAULT_BUDGET, int, minimum=1)
 
 
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
 def process_alive(pid: Any, since: Any = None) -> bool:
     """Whether process ``pid`` runs on this machine and, where /proc tells, started no later
     than ``since`` (a reused pid belongs to a newer process)."""
@@ -67,6 +73,8 @@ class Store:
         self._ready = False
         # Run once when the catalog is first opened: the facade finishes pending write-backs here.
         self.on_open: Callable[[], Any] | None = None
+        # Told about waits (who holds the catalog); on stderr when progress is shown.
+        self.notify: Callable[[str], Any] | None = _stderr if progress else None
 
     @property
     def catalog_path(self) -> Path:
@@ -105,14 +113,14 @@ class Store:
     def read(self) -> Iterator[sa.Connection]:
         """A read-only connection, closed on exit."""
         self.ensure()
-        with db.connect(self.catalog_path, write=False) as conn:
+        with db.connect(self.catalog_path, write=False, on_wait=self.notify) as conn:
             yield conn
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """One write transaction, committed on a clean exit; indexes are not touched (see ``sync_indexes``)."""
         self.ensure()
-        with db.connect(self.catalog_path, write=True) as conn:
+        with db.connect(self.catalog_path, write=True, on_wait=self.notify) as conn:
             yield conn
 
     def bar(self, items: Sequence[Any], desc: str, unit: str = "ckpt") -> Any:
