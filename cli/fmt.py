@@ -181,6 +181,11 @@ def fmt_add(rows: Sequence[dict[str, Any]]) -> str:
                      f"family {r['family']})" + (f": {r['note']}" if r["note"] else "") for r in rows)
 
 
+def fmt_edited(r: dict[str, Any]) -> str:
+    return f"{r['name']} (id {r['id']}): " + ", ".join(f"{k} {_cell(v['old'])!r} -> {_cell(v['new'])!r}"
+                                                       for k, v in r["changed"].items())
+
+
 def fmt_rm(d: dict[str, Any]) -> str:
     return f"removed {d['removed']} (id {d['id']})"
 

@@ -139,6 +139,20 @@ def _by_name(verb: str, render: Callable[[Any], str], doc: str) -> None:
         fmt.emit(getattr(z, verb)(name), as_json, render)
 
 
+@main.command("set")
+@click.argument("name")
+@click.option("--name", "new_name", help="A new name.")
+@click.option("--dataset", help="The dataset ('' clears it).")
+@click.option("--task", help="The task ('' clears it).")
+@click.option("--seed", type=int)
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Set a metadata key (repeatable).")
+@json_obj
+def set_(z: Zoo, name, new_name, dataset, task, seed, meta, as_json) -> None:
+    """Edit a model's metadata (name, dataset, task, seed, meta keys); weights stay as they are."""
+    res = z.set(name, new_name=new_name, dataset=dataset, task=task, seed=seed, meta=fmt.kv_pairs(meta))
+    fmt.emit(res, as_json, fmt.fmt_edited)
+
+
 _by_name("show", fmt.show_model, "Show a model: metadata, lineage, evaluations.")
 _by_name("lineage", fmt.show_lineage, "Show the lineage tree above and below a model.")
 

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_bert_base, make_finetune
 from zoo import Zoo
-from zoo.errors import AmbiguousBase, BadWeights, CheckpointError, Conflict, FamilyMismatch, NotFound, ReadOnlySQL
+from zoo.errors import (AmbiguousBase, BadWeights, CheckpointError, Conflict, FamilyMismatch, NotFound, ReadOnlySQL,
+                        ZooValueError)
 
 
 def _count(z: Zoo) -> tuple[int, int, int]:
@@ -184,3 +185,28 @@ def test_same_name_same_weights_is_noop_but_new_weights_conflict(zoo, ckpts):
     with pytest.raises(Conflict, match="already exists"):
         zoo.add([ckpts["a0"]], name="base")
     assert _count(zoo)[0] == 1
+
+
+def test_set_edits_metadata_and_nothing_else(zoo, ckpts):
+    zoo.add([ckpts["base"]], name="base")
+    [r] = zoo.add([ckpts["a0"]], dataset="a", task="t")
+    again = zoo.add([ckpts["a0"]], dataset="other", task="u")  # same weights: recognised, metadata unchanged
+    assert not again[0].created and "zoo set" in again[0].note and zoo.show("ft-a0")["dataset"] == "a"
+    norm = zoo.show("ft-a0")["sketches"][0]["norm"]
+    res = zoo.set("ft-a0", new_name="a-zero", dataset="b", task="", meta={"lr": "1e-5"})
+    assert res.changed == {"name": {"old": "ft-a0", "new": "a-zero"}, "dataset": {"old": "a", "new": "b"},
+                           "task": {"old": "t", "new": None},
+                           "meta": {"old": res.changed["meta"]["old"], "new": dict(res.changed["meta"]["old"], lr="1e-5")}}
+    m = zoo.show("a-zero")
+    assert (m["id"], m["dataset"], m["task"], m["meta"]["lr"]) == (r.id, "b", None, "1e-5")
+    assert m["sketches"][0]["norm"] == norm and zoo.nearest("a-zero", k=1).results[0]["name"] == "base"
+    with pytest.raises(ZooValueError, match="nothing to change"):
+        zoo.set("a-zero", dataset="b")
+    with pytest.raises(Conflict, match="already exists"):
+        zoo.set("a-zero", new_name="base")
+    with pytest.raises(ZooValueError, match="members_key are zoo's own"):
+        zoo.set("a-zero", meta={"members_key": "x"})
+    with pytest.raises(ZooValueError, match="control characters"):
+        zoo.set("a-zero", new_name="a\tb")
+    with pytest.raises(NotFound):
+        zoo.set("nope", task="t")

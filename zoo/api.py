@@ -66,6 +66,11 @@ class Zoo:
         are deleted too; registered checkpoints elsewhere stay where they are."""
         return register.rm(self.store, name, force)
 
+    def set(self, name: str, new_name: str | None = None, dataset: str | None = None, task: str | None = None,
+            seed: int | None = None, meta: dict[str, Any] | None = None) -> r.Edited:
+        """Edit a model's name, dataset, task, seed or metadata keys ('' clears dataset or task)."""
+        return register.edit(self.store, name, new_name, dataset, task, seed, meta)
+
     def space_add(self, family: str | None = None, dim: int = DEFAULT_DIM, seed: int = DEFAULT_SEED,
                   metric: str = DEFAULT_METRIC, tensor_filter: str | None = None) -> r.SpaceAdded:
         """Add a sketch space to a family and backfill the sketches of its models (one read each)."""

@@ -343,6 +343,12 @@ def update_run(conn: sa.Connection, run_id: int, **values: Any) -> None:
     conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
 
 
+def update_model(conn: sa.Connection, model_id: int, **values: Any) -> None:
+    if "name" in values and name_taken(conn, values["name"]):
+        raise Conflict(f"a model named {values['name']!r} already exists; choose another --name")
+    conn.execute(models.update().where(models.c.id == model_id).values(**values))
+
+
 def delete_model(conn: sa.Connection, model_id: int, force: bool) -> list[str]:
     """Delete a model with its sketches, edges and evaluations; returns the names of children it had.
 

@@ -16,11 +16,11 @@ import sqlalchemy as sa
 
 from zoo import catalog
 from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, read_header
-from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_metric, check_name,
+from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_meta, check_metric, check_name,
                          check_seed, union_body)
 from zoo.errors import Conflict, ZooError, ZooValueError
 from zoo.ingest import Decision, Scan, check_fits, choose_base, fill_missing, fits, float_body, scan
-from zoo.results import AddResult, Removed, SpaceAdded
+from zoo.results import AddResult, Edited, Removed, SpaceAdded
 from zoo.store import Store
 
 Edges = Sequence[tuple[str, str, "float | None"]]
@@ -138,7 +138,8 @@ def commit(conn: sa.Connection, pending: list[Pending], new_fams: list[Family], 
         prev = seen.get(h) or _existing(conn, h)
         if prev is not None:
             results.append(AddResult(prev.name, prev.id, False, prev.kind, prev.family,
-                                     f"same weights as {prev.name!r} (content hash); not registered again"))
+                                     f"same weights as {prev.name!r} (content hash); not registered again; "
+                                     "change its metadata with `zoo set`"))
             continue
         if p.family_key < 0 and p.family_key not in fam_ids:
             fam_ids[p.family_key] = _insert_family(conn, next(f for f in new_fams if f.id == p.family_key))
@@ -210,6 +211,31 @@ def space_add(store: Store, family: str | None, dim: int, seed: int, metric: str
             catalog.insert_sketch(conn, mid, sid, np.zeros(dim) if mid == base["id"] else raw - base_vec)
     store.sync_indexes()
     return SpaceAdded(sid, fam.name, dim, seed, metric, len(raws))
+
+
+def edit(store: Store, name: str, new_name: str | None = None, dataset: str | None = None, task: str | None = None,
+         seed: int | None = None, meta: dict[str, Any] | None = None) -> Edited:
+    """Change a model's name, dataset, task, seed or metadata keys (its weights and sketches stay);
+    an empty string clears dataset or task."""
+    check_name(new_name)
+    check_seed(seed)
+    with store.write() as conn:
+        row = catalog.model(conn, name)
+        values: dict[str, Any] = {k: v for k, v in (("name", new_name), ("dataset", dataset), ("task", task),
+                                                   ("seed", seed)) if v is not None and v != row[k]}
+        for key in ("dataset", "task"):
+            if values.get(key) == "":
+                values[key] = None
+        if meta:
+            merged = dict(row["meta"], **check_meta(meta))
+            if merged != row["meta"]:
+                values["meta"] = merged
+        if not values:
+            raise ZooValueError(f"nothing to change on {row['name']!r}: give --name, --dataset, --task, --seed or --meta "
+                                "with a new value")
+        catalog.update_model(conn, row["id"], **values)
+    changed = {k: {"old": row[k], "new": v} for k, v in values.items()}
+    return Edited(new_name or row["name"], row["id"], changed)
 
 
 def rm(store: Store, name: str, force: bool = False) -> Removed:

@@ -58,6 +58,15 @@ class AddResult(Result):
 
 
 @dataclass
+class Edited(Result):
+    """``zoo set``: what changed on a model, old and new values."""
+
+    name: str
+    id: int
+    changed: dict[str, dict[str, Any]]
+
+
+@dataclass
 class Init(Result):
     """``zoo init``: where the zoo is and its schema revision."""
 
