@@ -153,6 +153,15 @@ def set_(z: Zoo, name, new_name, dataset, task, seed, meta, as_json) -> None:
     fmt.emit(res, as_json, fmt.fmt_edited)
 
 
+@main.command()
+@click.argument("name")
+@click.argument("path")
+@json_obj
+def relocate(z: Zoo, name, path, as_json) -> None:
+    """Point model NAME at its checkpoint's new PATH (checked: same weights as registered)."""
+    fmt.emit(z.relocate(name, path), as_json, fmt.fmt_edited)
+
+
 _by_name("show", fmt.show_model, "Show a model: metadata, lineage, evaluations.")
 _by_name("lineage", fmt.show_lineage, "Show the lineage tree above and below a model.")
 

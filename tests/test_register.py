@@ -210,3 +210,35 @@ def test_set_edits_metadata_and_nothing_else(zoo, ckpts):
         zoo.set("a-zero", new_name="a\tb")
     with pytest.raises(NotFound):
         zoo.set("nope", task="t")
+
+
+def test_moved_or_changed_checkpoints_are_named_and_relocatable(zoo, ckpts, tmp_path):
+    import shutil
+
+    from conftest import make_finetune
+    from zoo.errors import SourceChanged
+
+    zoo.add([ckpts["base"]], name="base")
+    a = make_finetune(ckpts["base"], tmp_path / "a", seed=5)
+    b = make_finetune(ckpts["base"], tmp_path / "b", seed=6)
+    zoo.add([a, b], dataset="d", task="t")
+    exact = zoo.distance("a", "b", exact=True).exact
+    moved = tmp_path / "elsewhere" / "a"
+    shutil.move(a, moved)
+    for call in (lambda: zoo.distance("a", "b", exact=True), lambda: zoo.centroid(dataset="d"),
+                 lambda: zoo.clusters(1, exact=True), lambda: zoo.space_add(dim=64)):
+        with pytest.raises(SourceChanged, match=r"model 'a': .*a/model.safetensors is gone .*zoo relocate a NEW_PATH"):
+            call()
+    with pytest.raises(Conflict, match="holds other weights than model 'a'"):
+        zoo.relocate("a", b)
+    res = zoo.relocate("a", moved)
+    assert res.changed["uri"] == {"old": str(a), "new": str(moved)} and zoo.show("a")["uri"] == str(moved)
+    assert zoo.distance("a", "b", exact=True).exact == exact
+    # Overwritten in place: refused, never a silent 0 or an internal error.
+    shutil.rmtree(b)
+    make_finetune(ckpts["base"], b, seed=7)
+    with pytest.raises(SourceChanged, match=r"model 'b': .* changed since it was registered"):
+        zoo.distance("a", "b", exact=True)
+    with pytest.raises(SourceChanged, match="changed since it was registered"):
+        zoo.centroid(names=["a", "b"])
+    assert zoo.ls(kind="centroid") == []

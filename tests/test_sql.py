@@ -10,6 +10,18 @@ from zoo.cli.main import main
 from zoo.errors import ReadOnlySQL, ZooValueError
 
 
+@pytest.fixture(scope="module")
+def zoo_ro(ckpts, tmp_path_factory):
+    """One filled zoo for the whole module: every test here only reads (or is refused)."""
+    from zoo import Zoo
+
+    z = Zoo(tmp_path_factory.mktemp("sqlzoo") / "zoo")
+    z.add([ckpts["base"]], name="base")
+    for ds in ("a", "b"):
+        z.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
+    return z
+
+
 def _counts(z):
     return {t: z.sql(f"SELECT count(*) FROM {t}")[1][0][0] for t in ("models", "lineage", "sketches")}
 
@@ -41,43 +53,42 @@ READS = ["SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM read_text('/etc
 
 
 @pytest.mark.parametrize("attack", ATTACKS + READS)
-def test_attack_is_refused_and_changes_nothing(filled, tmp_path, attack):
+def test_attack_is_refused_and_changes_nothing(zoo_ro, tmp_path, attack):
     (tmp_path / "x.csv").write_text("a\n1\n")
-    before = _counts(filled)
-    sql = attack.format(tmp=tmp_path, catalog=filled.catalog_path)
+    before = _counts(zoo_ro)
+    sql = attack.format(tmp=tmp_path, catalog=zoo_ro.catalog_path)
     with pytest.raises((ReadOnlySQL, ZooValueError)) as e:
-        filled.sql(sql)
+        zoo_ro.sql(sql)
     assert "\n" not in str(e.value)
-    assert _counts(filled) == before
-    assert not (tmp_path / "pwned.csv").exists() and not (tmp_path / "dump").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "zoo"]
+    assert _counts(zoo_ro) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]  # nothing written: no pwned.csv, no dump, no x.duckdb
 
 
-def test_refusals_name_the_statement(filled):
+def test_refusals_name_the_statement(zoo_ro):
     with pytest.raises(ReadOnlySQL, match="refuses 'DELETE' statements"):
-        filled.sql("DELETE FROM models")
+        zoo_ro.sql("DELETE FROM models")
     with pytest.raises(ReadOnlySQL, match="exactly one statement, got 2"):
-        filled.sql("SELECT 1; SELECT 2")
+        zoo_ro.sql("SELECT 1; SELECT 2")
     with pytest.raises(ReadOnlySQL, match="cannot reach outside the catalog"):
-        filled.sql("SELECT * FROM read_csv('/etc/passwd')")
+        zoo_ro.sql("SELECT * FROM read_csv('/etc/passwd')")
     with pytest.raises(ZooValueError, match="syntax error"):
-        filled.sql("SELEC 1")
+        zoo_ro.sql("SELEC 1")
     with pytest.raises(ZooValueError, match="empty SQL"):
-        filled.sql("  ")
+        zoo_ro.sql("  ")
 
 
-def test_queries_and_macros_still_answer(filled):
-    cols, rows = filled.sql("SELECT name FROM zoo_nearest('ft-a0', 2)")
-    assert cols == ["name"] and [r[0] for r in rows] == [r["name"] for r in filled.nearest("ft-a0", k=2).results]
-    assert filled.sql("SELECT count(*) FROM models", limit=1)[1] == [(7,)]
-    assert filled.sql("WITH x AS (SELECT name FROM models) SELECT count(*) FROM x")[1] == [(7,)]
-    assert len(filled.sql("SHOW TABLES")[1]) >= 7 and filled.sql("DESCRIBE models")[1]
+def test_queries_and_macros_still_answer(zoo_ro):
+    cols, rows = zoo_ro.sql("SELECT name FROM zoo_nearest('ft-a0', 2)")
+    assert cols == ["name"] and [r[0] for r in rows] == [r["name"] for r in zoo_ro.nearest("ft-a0", k=2).results]
+    assert zoo_ro.sql("SELECT count(*) FROM models", limit=1)[1] == [(7,)]
+    assert zoo_ro.sql("WITH x AS (SELECT name FROM models) SELECT count(*) FROM x")[1] == [(7,)]
+    assert len(zoo_ro.sql("SHOW TABLES")[1]) >= 7 and zoo_ro.sql("DESCRIBE models")[1]
 
 
-def test_a_long_query_is_stopped_at_its_timeout(filled):
+def test_a_long_query_is_stopped_at_its_timeout(zoo_ro):
     with pytest.raises(ZooValueError, match="ran past --timeout 0.2s"):
-        filled.sql("SELECT sum(a.range * b.range) FROM range(300000) a, range(300000) b", timeout=0.2)
-    assert filled.sql("SELECT 1")[1] == [(1,)]
+        zoo_ro.sql("SELECT sum(a.range * b.range) FROM range(300000) a, range(300000) b", timeout=0.2)
+    assert zoo_ro.sql("SELECT 1")[1] == [(1,)]
 
 
 def test_cli_sql_csv_json_and_bad_options(filled):
@@ -96,10 +107,10 @@ def test_cli_sql_csv_json_and_bad_options(filled):
     assert err == "error: `zoo sql` runs exactly one statement, got 2; send them one at a time"
 
 
-def test_memory_cap_comes_from_the_environment(filled, monkeypatch):
-    assert filled.sql("SELECT current_setting('memory_limit')")[1][0][0] == "953.6 MiB"  # 1 GB by default
+def test_memory_cap_comes_from_the_environment(zoo_ro, monkeypatch):
+    assert zoo_ro.sql("SELECT current_setting('memory_limit')")[1][0][0] == "953.6 MiB"  # 1 GB by default
     monkeypatch.setenv("ZOO_SQL_MEMORY", "100000000")
-    assert filled.sql("SELECT current_setting('memory_limit')")[1][0][0] == "95.3 MiB"
+    assert zoo_ro.sql("SELECT current_setting('memory_limit')")[1][0][0] == "95.3 MiB"
     monkeypatch.setenv("ZOO_SQL_MEMORY", "1GB")
     with pytest.raises(ZooValueError, match="ZOO_SQL_MEMORY='1GB' is not a whole number"):
-        filled.sql("SELECT 1")
+        zoo_ro.sql("SELECT 1")

@@ -71,6 +71,10 @@ class Zoo:
         """Edit a model's name, dataset, task, seed or metadata keys ('' clears dataset or task)."""
         return register.edit(self.store, name, new_name, dataset, task, seed, meta)
 
+    def relocate(self, name: str, path: str | os.PathLike) -> r.Edited:
+        """Point a model at its checkpoint's new place (the weights must hash as registered)."""
+        return register.relocate(self.store, name, path)
+
     def space_add(self, family: str | None = None, dim: int = DEFAULT_DIM, seed: int = DEFAULT_SEED,
                   metric: str = DEFAULT_METRIC, tensor_filter: str | None = None) -> r.SpaceAdded:
         """Add a sketch space to a family and backfill the sketches of its models (one read each)."""

@@ -85,6 +85,15 @@ class Header:
         return self.path if self.path.is_dir() else None
 
 
+def file_stats(header: Header) -> list[list[Any]]:
+    """[path, size, mtime_ns] of each weight file: what a registered checkpoint must still match."""
+    out = []
+    for f in header.shards:
+        st = f.stat()
+        out.append([str(f), st.st_size, st.st_mtime_ns])
+    return out
+
+
 def _load_config(directory: Path) -> dict[str, Any] | None:
     cfg = directory / "config.json"
     if not cfg.is_file():

@@ -30,6 +30,10 @@ class BadWeights(CheckpointError):
     """Weights that hold NaN or Inf."""
 
 
+class SourceChanged(ZooError):
+    """A registered checkpoint's files moved, vanished or changed since registration."""
+
+
 class FamilyMismatch(ZooError):
     """A checkpoint whose tensors do not fit the family it is compared with."""
 

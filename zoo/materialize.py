@@ -96,8 +96,8 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
         return Materialized(cached["name"], cached["id"], False, cached["kind"], cached["uri"], names, w,
                             f"same members and weights already materialized as {cached['name']!r}")
     name = out or f"{kind}-{key[:10]}"
-    headers = [read_header(r["uri"]) for r in rows]
-    base_h = read_header(base_row["uri"])
+    headers = [read_header(store.weights(r)) for r in rows]
+    base_h = read_header(store.weights(base_row))
     plan = plan_merge(headers, fam.body, base_h, [r["meta"].get("id2label") for r in rows])
     with store.output(name) as out_dir:
         path = weighted_merge(headers, w, plan, base_h, out_dir, progress=store.progress)

@@ -100,13 +100,14 @@ def distance(store: Store, a: str, b: str, exact: bool = False, space: int | Non
         if fa.id != fb.id:
             raise FamilyMismatch(f"{a!r} is in family {fa.name!r} and {b!r} in {fb.name!r}; distances are defined within a family")
         sp = fa.space(space)
+        paths = [store.base_weights(conn, fa), *(store.weights(r) if r else p for r, p in ((ra, a), (rb, b)))] if exact else []
     x, y = va[sp.id], vb[sp.id]
     out = Distance(a, b, fa.name, sp.id, sp.dim, {"cosine": float(distances(x, y[None], "cosine")[0]),
                                                   "l2": float(distances(x, y[None], "l2")[0]),
                                                   "norm_a": float(np.linalg.norm(x)), "norm_b": float(np.linalg.norm(y))})
     if exact:
-        headers = [read_header(r["uri"] if r else p) for r, p in ((ra, a), (rb, b))]
-        g = exact_gram(read_header(fa.base_uri), headers, fa.body)
+        base, *headers = [read_header(p) for p in paths]
+        g = exact_gram(base, headers, fa.body)
         out.exact = {"cosine": float(gram_distances(g, "cosine")[0, 1]), "l2": float(gram_distances(g, "l2")[0, 1]),
                      "norm_a": float(np.sqrt(g[0, 0])), "norm_b": float(np.sqrt(g[1, 1]))}
         out.relative_error_l2 = abs(out.sketch["l2"] - out.exact["l2"]) / out.exact["l2"] if out.exact["l2"] > 0 else 0.0
@@ -204,8 +205,11 @@ def clusters(store: Store, k: int, family: str | None = None, metric: str | None
             raise EmptyRegion(f"family {fam.name!r} has no {kind or ''} models to cluster")
         mids, x = catalog.sketch_vectors(conn, sp.id, ids)
         meta = catalog.models_meta(conn, mids.tolist())
+        paths = [store.base_weights(conn, fam), *(store.weights(catalog.model_by_id(conn, int(i))) for i in mids)] \
+            if exact else []
     if exact:
-        g = exact_gram(read_header(fam.base_uri), [read_header(meta[int(i)]["uri"]) for i in mids], fam.body)
+        base, *headers = [read_header(p) for p in paths]
+        g = exact_gram(base, headers, fam.body)
         vals, vecs = np.linalg.eigh(g)
         x = vecs * np.sqrt(np.clip(vals, 0.0, None))
     assign, _ = kmeans(x, k, metric, seed)

@@ -15,7 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from zoo import catalog
-from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, read_header
+from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, file_stats, read_header
 from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_meta, check_metric, check_name,
                          check_seed, union_body)
 from zoo.errors import Conflict, ZooError, ZooValueError
@@ -175,7 +175,7 @@ def _insert_family(conn: sa.Connection, fam: Family) -> int:
 def _insert_model(conn: sa.Connection, p: Pending, fid: int, spaces: list[Space]) -> int:
     header = p.scan.header
     meta = dict(p.fields["meta"])
-    meta.update(prefix=header.prefix, head=p.scan.head, note=p.decision.note)
+    meta.update(prefix=header.prefix, head=p.scan.head, note=p.decision.note, files=file_stats(header))
     if header.config and header.config.get("id2label"):
         meta["id2label"] = header.config["id2label"]
     mid = catalog.insert_model(
@@ -199,7 +199,7 @@ def space_add(store: Store, family: str | None, dim: int, seed: int, metric: str
         rows = [catalog.model(conn, m["name"]) for m in catalog.list_models(conn, family=fam.name)]
     raws: dict[int, np.ndarray] = {}
     for row in store.bar(rows, "backfilling"):
-        sc = scan(read_header(row["uri"]), [sp], fam.body)
+        sc = scan(read_header(store.weights(row)), [sp], fam.body)
         if sc.content_hash != row["content_hash"]:
             raise Conflict(f"{row['uri']} changed since {row['name']!r} was registered (content hash differs); "
                            "re-register it or remove it before adding a space")
@@ -236,6 +236,23 @@ def edit(store: Store, name: str, new_name: str | None = None, dataset: str | No
         catalog.update_model(conn, row["id"], **values)
     changed = {k: {"old": row[k], "new": v} for k, v in values.items()}
     return Edited(new_name or row["name"], row["id"], changed)
+
+
+def relocate(store: Store, name: str, path: str | os.PathLike) -> Edited:
+    """Point a model at its checkpoint's new place, after one pass proves the weights are the
+    registered ones (same content hash)."""
+    header = read_header(path)
+    with store.read() as conn:
+        row = catalog.model(conn, name)
+        fam = store.family_of(conn, row)
+    sc = scan(header, [], fam.body)
+    if sc.content_hash != row["content_hash"]:
+        raise Conflict(f"{header.path} holds other weights than model {row['name']!r} (content hash differs); "
+                       "give the checkpoint that was registered, or register this one under a new name")
+    with store.write() as conn:
+        catalog.update_model(conn, row["id"], uri=str(header.path), format=header.format,
+                             meta=dict(row["meta"], files=file_stats(header)))
+    return Edited(row["name"], row["id"], {"uri": {"old": row["uri"], "new": str(header.path)}})
 
 
 def rm(store: Store, name: str, force: bool = False) -> Removed:

@@ -86,7 +86,7 @@ def _train(store: Store, start_row: dict[str, Any], base_row: dict[str, Any], da
         if step_hook is not None:
             step_hook(step)
 
-    metrics = run_training(Path(start_row["uri"]), [Path(base_row["uri"])], data[0], data[1], tp, out_dir,
+    metrics = run_training(store.weights(start_row), [store.weights(base_row)], data[0], data[1], tp, out_dir,
                            progress=store.progress, step_hook=hook)
     termination.check()
     return metrics
@@ -147,10 +147,10 @@ def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, t
     dataset = dataset or Path(data).stem
     with store.read() as conn:
         rows = [catalog.model(conn, n) for n in names]
-        base_uris = [store.family_of(conn, r).base_uri for r in rows]
+        paths = [(store.weights(r), store.base_weights(conn, store.family_of(conn, r))) for r in rows]
     out = []
-    for row, base_uri in zip(rows, base_uris):
-        res = run_eval(Path(row["uri"]), [Path(base_uri)], ex, probe_ex, tp, probe=probe)
+    for row, (path, base_path) in zip(rows, paths):
+        res = run_eval(path, [base_path], ex, probe_ex, tp, probe=probe)
         with store.write() as conn:
             catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
                                       value=float(res["value"]), n_examples=res["n_examples"])

@@ -223,7 +223,7 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
     points = [Point(m["id"], m["dataset"], m["task"], vec[m["id"]]) for m in fts if m["id"] in vec]
     cands = build_candidates(base["name"], points, task, dataset, sp.metric, neighbours)
     if probe is not None:
-        probe_candidates(store, cands, *probe, folds, family, Path(base["uri"]))
+        probe_candidates(store, cands, *probe, folds, family, store.weights(base))
     gains = observed_gains(outcomes, task)
     ranked = rank(cands, gains)
     basis = "observed runs and the paper's prior" if any(gains.get(c.category) for c in ranked if c.category != "base") \
@@ -255,7 +255,7 @@ def probe_candidates(store: "Store", cands: list[Candidate], ex: Any, tp: Any, f
     accs = {}
     for c in store.bar(cands, "probing starts", unit="start"):
         row = resolve_start(store, c.start, family)
-        res = probe_cv(Path(row["uri"]), [base_dir], ex, tp, folds=folds)
+        res = probe_cv(store.weights(row), [base_dir], ex, tp, folds=folds)
         accs[c.start] = res["probe_accuracy"]
         c.evidence.update(probe_accuracy=res["probe_accuracy"], probe_model=row["name"], probe_examples=res["n_examples"])
     ref = next(accs[c.start] for c in cands if c.category == "base")

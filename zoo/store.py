@@ -177,6 +177,29 @@ class Store:
         [fam] = catalog.families_snapshot(conn, row["family_id"])
         return fam
 
+    # ------------------------------------------------------------ weights
+    @staticmethod
+    def weights(row: dict[str, Any]) -> Path:
+        """The checkpoint path of a model row, after checking that its weight files are still the
+        ones registered (same size and modification time): a moved, deleted or overwritten
+        checkpoint is a one-line ``SourceChanged`` naming the model and the fix."""
+        from zoo.errors import SourceChanged
+
+        for path, size, mtime_ns in row.get("meta", {}).get("files") or []:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                raise SourceChanged(f"model {row['name']!r}: {path} is gone (moved or deleted); point zoo at it with "
+                                    f"`zoo relocate {row['name']} NEW_PATH`") from None
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                raise SourceChanged(f"model {row['name']!r}: {path} changed since it was registered (size or time "
+                                    f"differs); restore it, or `zoo relocate {row['name']} PATH` to an unchanged copy")
+        return Path(row["uri"])
+
+    def base_weights(self, conn: sa.Connection, fam: Family) -> Path:
+        """The family base's checkpoint path, checked like ``weights``."""
+        return self.weights(catalog.model_by_id(conn, fam.base_model_id))
+
     # ------------------------------------------------------------ outputs
     @contextmanager
     def output(self, name: str) -> Iterator[Path]:
