@@ -186,6 +186,11 @@ def fmt_edited(r: dict[str, Any]) -> str:
                                                        for k, v in r["changed"].items())
 
 
+def fmt_snapshot(r: dict[str, Any]) -> str:
+    again = "; refreshed after every change" if r["refreshed_after_changes"] else ""
+    return f"wrote {r['path']} ({r['models']} models, {r['bytes']} bytes){again}: open it with `duckdb -readonly {r['path']}`"
+
+
 def fmt_rm(d: dict[str, Any]) -> str:
     return f"removed {d['removed']} (id {d['id']})"
 

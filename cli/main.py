@@ -188,6 +188,15 @@ def sql(z: Zoo, query, limit, timeout, as_csv, as_json) -> None:
 
 
 @main.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead (not refreshed; default: "
+              "snapshot.duckdb in the home, refreshed after every change).")
+@json_obj
+def snapshot(z: Zoo, out, as_json) -> None:
+    """Write a read-only copy of the catalog for notebooks and other tools: reading it never blocks zoo."""
+    fmt.emit(z.snapshot(out), as_json, fmt.fmt_snapshot)
+
+
+@main.command()
 @click.argument("target")
 @click.option("-k", "k", type=int, default=default(Zoo.nearest, "k"), show_default=True)
 @options(*region_opts)

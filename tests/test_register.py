@@ -242,3 +242,39 @@ def test_moved_or_changed_checkpoints_are_named_and_relocatable(zoo, ckpts, tmp_
     with pytest.raises(SourceChanged, match="changed since it was registered"):
         zoo.centroid(names=["a", "b"])
     assert zoo.ls(kind="centroid") == []
+
+
+def test_a_snapshot_reader_never_blocks_zoo(zoo, ckpts):
+    import subprocess
+    import sys
+    import textwrap
+
+    import duckdb
+
+    zoo.add([ckpts["base"]], name="base")
+    snap = zoo.snapshot()
+    assert snap.path == str(zoo.home / "snapshot.duckdb") and snap.models == 1 and snap.refreshed_after_changes
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, sys
+        con = duckdb.connect({snap.path!r}, read_only=True)
+        print(con.execute("SELECT count(*) FROM models").fetchone()[0], flush=True)
+        sys.stdin.readline()
+        print(con.execute("SELECT count(*) FROM models").fetchone()[0], flush=True)
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "1"
+        zoo.add([ckpts["a0"], ckpts["a1"]], dataset="a", task="t")  # no wait: the reader holds only the snapshot
+        out, _ = reader.communicate("\n")
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+    assert out.strip() == "1"  # the open reader keeps its consistent view
+    con = duckdb.connect(snap.path, read_only=True)
+    try:  # a new reader sees the change, and the SQL surface works there too
+        assert con.execute("SELECT count(*) FROM models").fetchone()[0] == 3
+        assert [r[0] for r in con.execute("SELECT name FROM zoo_nearest('ft-a0', 1)").fetchall()] == \
+            [r["name"] for r in zoo.nearest("ft-a0", k=1).results]
+    finally:
+        con.close()
+    other = zoo.snapshot(zoo.home.parent / "copy.duckdb")
+    assert not other.refreshed_after_changes and other.models == 3

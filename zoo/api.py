@@ -105,6 +105,11 @@ class Zoo:
         """Fine-tuning runs, newest first, with start and result names and the eval accuracy."""
         return lookup.runs(self.store, status, limit)
 
+    def snapshot(self, out: str | os.PathLike | None = None) -> r.Snapshot:
+        """Write a read-only copy of the catalog for outside tools (default ``snapshot.duckdb`` in
+        the home, then refreshed after every change): reading it never blocks zoo."""
+        return lookup.snapshot(self.store, out)
+
     def sql(self, query: str, limit: int | None = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:
         """Run one read-only query on the catalog, sandboxed (no files, no writes; ``timeout``
         seconds, default 30); (columns, rows)."""

@@ -3,13 +3,14 @@ read-only SQL. No weights, no indexes, no heavy imports: these verbs start fast.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from zoo import catalog
 from zoo.domain import RUN_STATUSES, check_choice, check_kind
-from zoo.results import Lineage
+from zoo.results import Lineage, Snapshot
 from zoo.store import Store
 
 
@@ -58,6 +59,15 @@ def spaces(store: Store) -> list[dict[str, Any]]:
         return [{"id": sp.id, "family": catalog.family_by_id(conn, sp.family_id)["name"], "dim": sp.dim,
                  "seed": sp.seed, "metric": sp.metric, "tensor_filter": sp.tensor_filter, "method": sp.method,
                  "sketches": catalog.sketch_fingerprint(conn, sp.id)["count"]} for sp in catalog.spaces(conn)]
+
+
+def snapshot(store: Store, out: str | os.PathLike | None = None) -> Snapshot:
+    """A read-only copy of the catalog for outside tools (notebooks, Datasette, BI): they never
+    block zoo. The default one in the home is refreshed after every change."""
+    path = store.snapshot(out)
+    with store.read() as conn:
+        n = len(catalog.list_models(conn))
+    return Snapshot(str(path), n, path.stat().st_size, path == store.snapshot_path)
 
 
 def sql(store: Store, query: str, limit: int | None = None, timeout: float | None = None) -> tuple[list[str], list[tuple]]:

@@ -67,6 +67,16 @@ class Edited(Result):
 
 
 @dataclass
+class Snapshot(Result):
+    """``zoo snapshot``: the file written for outside readers and what it holds."""
+
+    path: str
+    models: int
+    bytes: int
+    refreshed_after_changes: bool
+
+
+@dataclass
 class Init(Result):
     """``zoo init``: where the zoo is and its schema revision."""
 

@@ -118,10 +118,42 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """One write transaction, committed on a clean exit; indexes are not touched (see ``sync_indexes``)."""
+        """One write transaction, committed on a clean exit; indexes are not touched (see ``sync_indexes``).
+        A snapshot, once made, is refreshed after each commit."""
         self.ensure()
         with db.connect(self.catalog_path, write=True, on_wait=self.notify) as conn:
             yield conn
+        if self.snapshot_path.exists():
+            self.snapshot()
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.home / "snapshot.duckdb"
+
+    def snapshot(self, dest: str | os.PathLike | None = None) -> Path:
+        """Copy the catalog (tables, views, macros) into a DuckDB file that outside tools can keep
+        open without ever blocking zoo; written whole (temp name, then rename). The default,
+        ``snapshot.duckdb`` in the home, is then refreshed after every change."""
+        import duckdb
+
+        self.ensure()
+        out = Path(dest).expanduser() if dest else self.snapshot_path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        con = db.open_waiting(self.catalog_path, lambda: duckdb.connect(str(self.catalog_path), read_only=True),
+                              on_wait=self.notify)
+        try:
+            con.execute(f"ATTACH '{str(tmp).replace(chr(39), chr(39) * 2)}' AS zoo_snapshot (READ_WRITE)")
+            con.execute("COPY FROM DATABASE catalog TO zoo_snapshot")
+            con.execute("DETACH zoo_snapshot")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            con.close()
+        os.replace(tmp, out)
+        return out
 
     def bar(self, items: Sequence[Any], desc: str, unit: str = "ckpt") -> Any:
         """A progress bar over ``items`` when the store was opened with ``progress`` (and there are several)."""
