@@ -111,10 +111,13 @@ def init(z: Zoo, as_json: bool) -> None:
 @click.option("--seed", type=int)
 @kind_opt
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Extra metadata (repeatable).")
+@click.option("--in-place", is_flag=True, help="Reference the files where they are instead of bringing them into "
+              "the zoo's store (for very large models; moving them then needs `zoo relocate`).")
 @json_obj
-def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, as_json) -> None:
+def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, in_place, as_json) -> None:
     """Register checkpoints (model folders, .safetensors/.bin files, or folders of them)."""
-    res = z.add(paths, name=name, base=base, dataset=dataset, task=task, seed=seed, kind=kind, meta=fmt.kv_pairs(meta))
+    res = z.add(paths, name=name, base=base, dataset=dataset, task=task, seed=seed, kind=kind, meta=fmt.kv_pairs(meta),
+                in_place=in_place)
     fmt.emit(res, as_json, fmt.fmt_add)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -221,7 +222,7 @@ def test_moved_or_changed_checkpoints_are_named_and_relocatable(zoo, ckpts, tmp_
     zoo.add([ckpts["base"]], name="base")
     a = make_finetune(ckpts["base"], tmp_path / "a", seed=5)
     b = make_finetune(ckpts["base"], tmp_path / "b", seed=6)
-    zoo.add([a, b], dataset="d", task="t")
+    zoo.add([a, b], dataset="d", task="t", in_place=True)  # referenced where they are
     exact = zoo.distance("a", "b", exact=True).exact
     moved = tmp_path / "elsewhere" / "a"
     shutil.move(a, moved)
@@ -278,3 +279,46 @@ def test_a_snapshot_reader_never_blocks_zoo(zoo, ckpts):
         con.close()
     other = zoo.snapshot(zoo.home.parent / "copy.duckdb")
     assert not other.refreshed_after_changes and other.models == 3
+
+
+def test_the_zoo_owns_what_it_registers(zoo, ckpts, tmp_path):
+    import json
+    import shutil
+
+    from conftest import make_finetune
+
+    zoo.add([ckpts["base"]], name="base")
+    a = make_finetune(ckpts["base"], tmp_path / "src" / "a", seed=5)
+    b = make_finetune(ckpts["base"], tmp_path / "src" / "b", seed=6)
+    ra, rb = zoo.add([a, b], dataset="d", task="t")
+    m = zoo.show("a")
+    stored = Path(m["uri"])
+    assert stored == zoo.home / "weights" / m["content_hash"] and m["meta"]["source"] == str(a)
+    assert (stored / "model.safetensors").stat().st_ino == (a / "model.safetensors").stat().st_ino  # a hard link
+    assert (stored / "config.json").is_file()
+    rec = json.loads((stored / "zoo-record.json").read_text())
+    assert (rec["name"], rec["id"], rec["dataset"], rec["content_hash"]) == ("a", ra.id, "d", m["content_hash"])
+    before = zoo.distance("a", "b", exact=True).exact
+    shutil.rmtree(tmp_path / "src")  # the sources are gone: no answer changes
+    make_finetune(ckpts["base"], a, seed=99)  # and something else now lives at the old path
+    assert zoo.distance("a", "b", exact=True).exact == before
+    cen = zoo.centroid(dataset="d", out="cen")
+    assert cen.created and Path(cen.path).parent == zoo.checkpoints_dir
+    assert sorted(p.name for p in (zoo.home / "weights").iterdir()) == sorted(
+        zoo.show(n)["content_hash"] for n in ("base", "a", "b"))  # no staging folders left
+    zoo.rm("cen")
+    b_hash = zoo.show("b")["content_hash"]
+    assert zoo.rm("b").deleted_files == str(zoo.home / "weights" / b_hash)
+    assert not (zoo.home / "weights" / b_hash).exists() and (zoo.home / "weights" / m["content_hash"]).is_dir()
+
+
+def test_a_failed_add_leaves_nothing_in_the_store(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((ckpts["a1"] / "model.safetensors").read_bytes()[:5000])
+    with pytest.raises(CheckpointError):
+        zoo.add([ckpts["a0"], bad])
+    assert sorted(p.name for p in (zoo.home / "weights").iterdir()) == [zoo.show("base")["content_hash"]]
+    with pytest.raises(Conflict):
+        zoo.add([ckpts["a0"]], name="base")  # the name is taken: found at commit, after the files came in
+    assert sorted(p.name for p in (zoo.home / "weights").iterdir()) == [zoo.show("base")["content_hash"]]

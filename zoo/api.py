@@ -48,7 +48,8 @@ class Zoo:
             dataset: str | None = None, task: str | None = None, seed: int | None = None,
             meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
             expected: dict[int, np.ndarray] | None = None,
-            on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None) -> list[AddResult]:
+            on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None,
+            in_place: bool = False) -> list[AddResult]:
         """Register checkpoints: one streaming pass each, then one transaction for all.
 
         A checkpoint that fits no family, or is given ``kind="base"`` (a second pretrained
@@ -57,9 +58,14 @@ class Zoo:
         distance is taken if it is clearly nearest. Same weights twice: the existing model
         is returned with ``created=False``. Either every path is registered or none is.
         ``meta`` may not set the keys zoo writes itself (``zoo.domain.RESERVED_META``).
+
+        The zoo owns what it registers: each checkpoint's files are hard-linked (or copied,
+        across filesystems) into ``weights/<content hash>`` and read from there, so moving or
+        deleting the source changes no answer. ``in_place`` references very large checkpoints
+        where they are instead; their files' size and time are then checked before every read.
         """
         return register.add(self.store, paths, name, base, dataset, task, seed, check_meta(meta), kind, lineage, expected,
-                            on_commit)
+                            on_commit, in_place)
 
     def rm(self, name: str, force: bool = False) -> r.Removed:
         """Remove a model from the catalog. Files the zoo wrote itself (under ``checkpoints/``)

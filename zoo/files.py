@@ -68,3 +68,38 @@ def exclusive(lock_path: Path, what: str) -> Iterator[None]:
     finally:
         lock_path.unlink(missing_ok=True)  # still held here; the next writer creates a fresh file
         os.close(fd)
+
+
+# Files of a training run that are not part of the model: never brought into the store.
+TRAINING_STATE = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "training_args.bin",
+                  "trainer_state.json")
+# Support files (configs, tokenizers, model cards) above this size are not the model's either.
+SUPPORT_MAX = 64 << 20
+
+
+def model_files(path: Path, weights: list[Path]) -> list[Path]:
+    """The files that make up a checkpoint at ``path``: its weight files, and for a folder its
+    small support files and sentence-transformers module folders (``1_Pooling/``...), not the
+    training state or sub-checkpoints beside them."""
+    files = list(weights)
+    if not path.is_dir():
+        cfg = path.parent / "config.json"
+        return files + ([cfg] if cfg.is_file() else [])
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f not in files and not f.name.startswith(".") and f.name not in TRAINING_STATE \
+                and not f.name.startswith("rng_state") and f.stat().st_size <= SUPPORT_MAX:
+            files.append(f)
+        elif f.is_dir() and f.name[:1].isdigit() and "_" in f.name:
+            files += [g for g in sorted(f.rglob("*")) if g.is_file() and g.stat().st_size <= SUPPORT_MAX]
+    return files
+
+
+def link_or_copy(src: Path, dst: Path) -> bool:
+    """Hard-link ``src`` at ``dst`` (same filesystem), else copy it; True when linked."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:
+        shutil.copy2(src, dst)
+        return False

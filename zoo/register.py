@@ -37,6 +37,7 @@ class Pending:
     family_key: int  # an existing family's id (>0) or a family founded in this batch (<0)
     name: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
+    stage_root: Path | None = None  # where its files were brought into the store, until settled
 
 
 @dataclass
@@ -54,8 +55,10 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
         dataset: str | None = None, task: str | None = None, seed: int | None = None,
         meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
         expected: dict[int, np.ndarray] | None = None,
-        on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None) -> list[AddResult]:
-    """Register checkpoints (see ``Zoo.add``): all of them or none."""
+        on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None,
+        in_place: bool = False) -> list[AddResult]:
+    """Register checkpoints (see ``Zoo.add``): all of them or none. Their files are brought into
+    the store first (``weights/<content hash>``) and read from there, unless ``in_place``."""
     files = expand_paths([str(p) for p in paths])
     if name and len(files) > 1:
         raise ZooValueError(f"--name {name!r} given for {len(files)} checkpoints; register them one by one or drop --name")
@@ -70,26 +73,75 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
         # same checkpoint again under its own name is a no-op, as scripts expect.
         batch = _Batch(fams, {f.id: catalog.model_by_id(conn, f.base_model_id)["name"] for f in fams if f.base_model_id},
                        catalog.model(conn, base) if base else None, {r["name"] for r in catalog.list_models(conn)})
-    pending = []
-    for path in store.bar(files, "sketching"):
-        header = read_header(path)
-        p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
-        p.name = name or catalog.first_free(default_name(path), batch.taken)
-        batch.taken.add(p.name)
-        if p.decision.is_base:
-            _found_family(batch, p, store.default_space)
-        p.fields = dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}))
-        pending.append(p)
-    for p in pending if expected is not None else []:
-        for sp in p.decision.family.spaces if p.decision.family else []:
-            if sp.id in expected:
-                check_linearity(p.scan, sp, expected[sp.id])
-    with store.write() as conn:
-        results = commit(conn, pending, batch.new_fams, lineage)
-        if on_commit is not None:
-            on_commit(conn, results)
+    pending: list[Pending] = []
+    made: list[Path] = []  # folders this call put in the store: gone again if it fails
+    try:
+        for path in store.bar(files, "sketching"):
+            source = read_header(path)
+            header, root = source, None
+            if not in_place and not store.owns(source.path):
+                root, staged = store.stage(source.path, source.shards)
+                made.append(root)
+                header = read_header(staged)  # the scan reads exactly the bytes the store keeps
+            p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
+            p.name = name or catalog.first_free(default_name(path), batch.taken)
+            batch.taken.add(p.name)
+            if p.decision.is_base:
+                _found_family(batch, p, store.default_space)
+            p.fields = dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}, source=str(source.path)))
+            p.stage_root = root
+            pending.append(p)
+        for p in pending if expected is not None else []:
+            for sp in p.decision.family.spaces if p.decision.family else []:
+                if sp.id in expected:
+                    check_linearity(p.scan, sp, expected[sp.id])
+        for p in pending:
+            if p.stage_root is not None:
+                _settle(store, p, made)
+        with store.write() as conn:
+            results = commit(conn, pending, batch.new_fams, lineage)
+            if on_commit is not None:
+                on_commit(conn, results)
+    except BaseException:
+        for d in made:
+            _drop_unregistered(store, d)
+        raise
+    _write_records(store, pending, results)
     store.sync_indexes()
     return results
+
+
+def _settle(store: Store, p: Pending, made: list[Path]) -> None:
+    """Move a staged checkpoint to its content address and point the scan's header there."""
+    staged = p.scan.header.path
+    final = store.settle(p.stage_root, p.scan.content_hash)
+    made[made.index(p.stage_root)] = final
+    p.scan.header = read_header(final if staged == p.stage_root else final / staged.name)
+
+
+def _drop_unregistered(store: Store, folder: Path) -> None:
+    """Remove a store folder no committed model uses (a failed add's, not an earlier add's)."""
+    import shutil
+
+    if folder.name.startswith(".stage-"):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    with store.read() as conn:
+        if catalog.model_by_hash(conn, folder.name) is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_records(store: Store, pending: list[Pending], results: list[AddResult]) -> None:
+    """Beside each model brought into the store, a small record of its catalog row (written whole)."""
+    import json
+
+    for p, res in zip(pending, results):
+        folder = store.weights_dir / p.scan.content_hash
+        if res.created and folder.is_dir():
+            rec = dict(res.as_dict(), content_hash=p.scan.content_hash, uri=str(p.scan.header.path), **p.fields)
+            tmp = folder / ".zoo-record.json.tmp"
+            tmp.write_text(json.dumps(rec, default=str, indent=1))
+            os.replace(tmp, folder / "zoo-record.json")
 
 
 def _found_family(batch: _Batch, p: Pending, default: Space) -> None:
@@ -261,8 +313,10 @@ def rm(store: Store, name: str, force: bool = False) -> Removed:
         m = catalog.model(conn, name)
         orphans = catalog.delete_model(conn, m["id"], force)
     path = Path(m["uri"])
-    owned = store.checkpoints_dir.resolve() in path.resolve().parents
+    owned = store.owns(path)
     if owned:
+        in_store = store.weights_dir.resolve() in path.resolve().parents
+        path = store.weights_dir / m["content_hash"] if in_store else path
         shutil.rmtree(path, ignore_errors=True)
     store.sync_indexes()
     return Removed(m["name"], m["id"], orphans, str(path) if owned else None)

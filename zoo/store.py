@@ -232,6 +232,49 @@ class Store:
         """The family base's checkpoint path, checked like ``weights``."""
         return self.weights(catalog.model_by_id(conn, fam.base_model_id))
 
+    @property
+    def weights_dir(self) -> Path:
+        return self.home / "weights"
+
+    def owns(self, path: str | os.PathLike) -> bool:
+        """Whether a path lies in what the zoo wrote or brought in itself (``weights/``, ``checkpoints/``)."""
+        p = Path(path).resolve()
+        return any(d.resolve() in p.parents for d in (self.weights_dir, self.checkpoints_dir))
+
+    def stage(self, source: Path, weights: list[Path]) -> tuple[Path, Path]:
+        """Bring a checkpoint's files into a hidden folder of the store (hard links where the
+        filesystem allows, else copies): (the staging folder, the staged checkpoint path)."""
+        import tempfile
+
+        from zoo.files import link_or_copy, model_files
+
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.weights_dir))
+        top = source if source.is_dir() else source.parent
+        try:
+            for f in model_files(source, weights):
+                link_or_copy(f, root / f.relative_to(top))
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return root, root if source.is_dir() else root / source.name
+
+    def settle(self, root: Path, content_hash: str) -> Path:
+        """Move a staged checkpoint to ``weights/<content hash>``; when that folder exists, the
+        same weights are already there and the staged copy is dropped."""
+        import shutil
+
+        final = self.weights_dir / content_hash
+        try:
+            os.rename(root, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(root, ignore_errors=True)
+        return final
+
     # ------------------------------------------------------------ outputs
     @contextmanager
     def output(self, name: str) -> Iterator[Path]:
