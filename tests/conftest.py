@@ -131,3 +131,31 @@ def filled(zoo, ckpts):
     for ds in ("a", "b"):
         zoo.add([ckpts[f"{ds}{i}"] for i in range(3)], dataset=ds, task="t")
     return zoo
+
+
+class HeldCatalog:
+    """Another process with the catalog open (a notebook, Datasette) until the block ends:
+    for writing, or read-only. The test acts once it says it holds it, never on a timer."""
+
+    def __init__(self, path: Path, read_only: bool):
+        import subprocess
+        import sys
+        import textwrap
+
+        self.proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys
+            con = duckdb.connect({str(path)!r}, read_only={read_only!r})
+            print('holding', flush=True)
+            sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def __enter__(self) -> "HeldCatalog":
+        assert self.proc.stdout.readline().strip() == "holding"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.communicate("")

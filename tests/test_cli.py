@@ -5,11 +5,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import HeldCatalog
 from zoo.cli.main import main
 from zoo.errors import ZooValueError
 
@@ -68,22 +68,12 @@ def test_second_writer_gets_busy_error(home, ckpts, tmp_path):
     from zoo import Zoo
 
     Zoo(home).init()
-    # The holder keeps its write lock until the test closes its stdin: no clock involved.
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import duckdb, sys
-        con = duckdb.connect({str(home / 'catalog.duckdb')!r})
-        print('locked', flush=True)
-        sys.stdin.read()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with HeldCatalog(home / "catalog.duckdb", read_only=False):
         env = dict(os.environ, ZOO_LOCK_TIMEOUT="1")
         res = subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "add", str(ckpts["base"])],
                              capture_output=True, text=True, env=env)
         assert res.returncode != 0
         assert res.stderr.strip().startswith("error: zoo is busy") and "Traceback" not in res.stderr
-    finally:
-        holder.communicate("")
     # Once the other writer is gone the same command works.
     res = subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "add", str(ckpts["base"])],
                          capture_output=True, text=True)
@@ -214,18 +204,9 @@ def test_busy_error_names_the_holder(home, ckpts):
     from zoo import Zoo
 
     Zoo(home).init()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import duckdb, sys
-        con = duckdb.connect({str(home / 'catalog.duckdb')!r}, read_only=True)
-        print('reading', flush=True)
-        sys.stdin.read()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "reading"
+    with HeldCatalog(home / "catalog.duckdb", read_only=True) as holder:
         res = subprocess.run([sys.executable, "-m", "zoo.cli.main", "--home", str(home), "add", str(ckpts["base"])],
                              capture_output=True, text=True, env=dict(os.environ, ZOO_LOCK_TIMEOUT="0.5"))
-    finally:
-        holder.communicate("")
     assert res.returncode == 1
     err = res.stderr.strip()
     assert err.startswith(f"error: zoo is busy: PID {holder.pid} (") and "\n" not in err, err
