@@ -293,7 +293,7 @@ def test_the_zoo_owns_what_it_registers(zoo, ckpts, tmp_path):
     ra, rb = zoo.add([a, b], dataset="d", task="t")
     m = zoo.show("a")
     stored = Path(m["uri"])
-    assert stored == zoo.home / "weights" / m["content_hash"] and m["meta"]["source"] == str(a)
+    assert stored == zoo.home / "weights" / m["content_hash"] and m["meta"]["registered_from"] == str(a)
     assert (stored / "model.safetensors").stat().st_ino == (a / "model.safetensors").stat().st_ino  # a hard link
     assert (stored / "config.json").is_file()
     rec = json.loads((stored / "zoo-record.json").read_text())

@@ -71,7 +71,8 @@ def check_k(k: int, what: str = "-k") -> int:
 
 MAX_SEED = 2**31 - 1
 # Keys zoo writes into a model's meta itself; a user's --meta may not set them.
-RESERVED_META = ("members_key", "merge", "spec", "prefix", "head", "note", "id2label", "run_id", "start_kind", "files", "source")
+RESERVED_META = ("members_key", "merge", "spec", "prefix", "head", "note", "id2label", "run_id", "start_kind", "files",
+                 "registered_from")
 
 
 def check_seed(seed: int | None, what: str = "--seed") -> int | None:

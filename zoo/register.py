@@ -88,7 +88,7 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
             batch.taken.add(p.name)
             if p.decision.is_base:
                 _found_family(batch, p, store.default_space)
-            p.fields = dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}, source=str(source.path)))
+            p.fields = dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}, registered_from=str(source.path)))
             p.stage_root = root
             pending.append(p)
         for p in pending if expected is not None else []:
