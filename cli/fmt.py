@@ -191,6 +191,10 @@ def fmt_snapshot(r: dict[str, Any]) -> str:
     return f"wrote {r['path']} ({r['models']} models, {r['bytes']} bytes){again}: open it with `duckdb -readonly {r['path']}`"
 
 
+def fmt_exported(r: dict[str, Any]) -> str:
+    return f"exported {r['name']} to {r['path']}: {len(r['files'])} files, {r['bytes']} bytes"
+
+
 def fmt_rm(d: dict[str, Any]) -> str:
     return f"removed {d['removed']} (id {d['id']})"
 

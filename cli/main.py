@@ -304,6 +304,15 @@ def centroid(z: Zoo, names, dataset, task, all_models, exclude_dataset, weights,
 
 
 @main.command()
+@click.argument("name")
+@click.argument("dest", type=click.Path(file_okay=False))
+@json_obj
+def export(z: Zoo, name, dest, as_json) -> None:
+    """Copy model NAME's checkpoint to a new folder DEST, loadable with transformers."""
+    fmt.emit(z.export(name, dest), as_json, fmt.fmt_exported)
+
+
+@main.command()
 @click.argument("a")
 @click.argument("b")
 @click.option("--alpha", type=float, required=True, help="Position on the line: 0 is A, 1 is B.")

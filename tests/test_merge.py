@@ -1,6 +1,7 @@
 """Centroids and interpolations: exact averages, lineage, heads, loadability, linearity check."""
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,19 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_export_writes_a_loadable_copy_anywhere(filled, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    cen = filled.centroid(dataset="a", out="cen-a")
+    res = filled.export("cen-a", tmp_path / "out" / "cen-a")
+    assert res.path == str(tmp_path / "out" / "cen-a") and "model.safetensors" in res.files and "config.json" in res.files
+    m = AutoModelForSequenceClassification.from_pretrained(res.path, num_labels=2)
+    assert m is not None and _sd(Path(res.path)).keys() == _sd(Path(cen.path)).keys()
+    ft = filled.export("ft-a0", tmp_path / "ft")
+    assert "zoo-record.json" not in ft.files and (tmp_path / "ft" / "model.safetensors").is_file()
+    assert (tmp_path / "ft" / "model.safetensors").stat().st_ino != (Path(filled.show("ft-a0")["uri"]) /
+                                                                   "model.safetensors").stat().st_ino  # a copy
+    with pytest.raises(Conflict, match="already exists"):
+        filled.export("ft-a0", tmp_path / "ft")

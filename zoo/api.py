@@ -171,6 +171,10 @@ class Zoo:
         """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
         return materialize.interpolate(self.store, a, b, alpha, extrapolate, out)
 
+    def export(self, name: str, dest: str | os.PathLike) -> r.Exported:
+        """Copy a model's checkpoint to a new folder ``dest`` (loadable with transformers)."""
+        return materialize.export(self.store, name, dest)
+
     def resolve_start(self, start: str, family: str | None = None) -> dict[str, Any]:
         """A model row for START: a model name, ``base``, or a region spec (materialized first)."""
         return materialize.resolve_start(self.store, start, family)

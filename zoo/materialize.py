@@ -3,6 +3,7 @@ checkpoints and registered with lineage; start specs resolved to a model row.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ from zoo.errors import Conflict, FamilyMismatch, ZooValueError
 from zoo.merge import dirichlet_weights, interpolation_weights, plan_merge, weighted_merge
 from zoo.queries import members
 from zoo.register import add
-from zoo.results import Materialized
+from zoo.results import Exported, Materialized
 from zoo.store import Store
 
 
@@ -114,6 +115,26 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
             path = Path(catalog.model_by_id(conn, res.id)["uri"])
         return Materialized(res.name, res.id, False, res.kind, str(path), names, w, res.note)
     return Materialized(res.name, res.id, res.created, kind, str(path), names, w, plan.note)
+
+
+def export(store: Store, name: str, dest: str | os.PathLike) -> Exported:
+    """Copy a model's checkpoint (weights and support files) to a new folder ``dest`` that
+    transformers loads; written whole. The copy is the user's: zoo keeps no reference to it."""
+    from zoo.files import atomic_dir, model_files
+
+    with store.read() as conn:
+        row = catalog.model(conn, name)
+    src = store.weights(row)
+    header = read_header(src)
+    top = src if src.is_dir() else src.parent
+    files = [f for f in model_files(src, header.shards) if f.name != "zoo-record.json"]
+    out = Path(dest).expanduser()
+    with atomic_dir(out) as tmp:
+        for f in files:
+            (tmp / f.relative_to(top)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, tmp / f.relative_to(top))
+    rel = [str(f.relative_to(top)) for f in files]
+    return Exported(row["name"], str(out), rel, sum((out / r).stat().st_size for r in rel))
 
 
 def resolve_start(store: Store, start: str, family: str | None = None) -> dict[str, Any]:

@@ -77,6 +77,16 @@ class Snapshot(Result):
 
 
 @dataclass
+class Exported(Result):
+    """``zoo export``: the folder written and its files."""
+
+    name: str
+    path: str
+    files: list[str]
+    bytes: int
+
+
+@dataclass
 class Init(Result):
     """``zoo init``: where the zoo is and its schema revision."""
 
