@@ -195,6 +195,15 @@ def fmt_exported(r: dict[str, Any]) -> str:
     return f"exported {r['name']} to {r['path']}: {len(r['files'])} files, {r['bytes']} bytes"
 
 
+def fmt_checkup(r: dict[str, Any]) -> str:
+    seen = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in r["checked"].items())
+    if not r["problems"]:
+        return f"zoo is healthy ({seen})"
+    rows = [dict(p, state="repaired" if p["repaired"] else "open") for p in r["problems"]]
+    return (f"{len(rows)} problem(s), {sum(p['repaired'] for p in rows)} repaired ({seen}):\n"
+            + table(rows, ["state", "kind", "what", "detail", "fix"], width=90))
+
+
 def fmt_rm(d: dict[str, Any]) -> str:
     return f"removed {d['removed']} (id {d['id']})"
 

@@ -255,6 +255,18 @@ def inside(z: Zoo, target, names, dataset, task, family, metric, space, as_json)
     fmt.emit(res, as_json, fmt.fmt_inside)
 
 
+@main.command("doctor")
+@click.option("--repair", is_flag=True, help="Mend what can be mended (orphans, indexes, store copies).")
+@json_obj
+def doctor_(z: Zoo, repair, as_json) -> None:
+    """Check the catalog, the weight store, checkpoints and indexes against each other.
+
+    Exit 0 when nothing is left wrong, 1 otherwise."""
+    res = z.doctor(repair=repair)
+    fmt.emit(res, as_json, fmt.fmt_checkup)
+    sys.exit(0 if res.ok else 1)
+
+
 @main.command()
 @json_obj
 def reindex(z: Zoo, as_json) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import sqlalchemy as sa
 
-from zoo import db, lookup, materialize, queries, register, runs, select
+from zoo import db, doctor, lookup, materialize, queries, register, runs, select
 from zoo import results as r
 from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, check_meta
 from zoo.register import Edges
@@ -89,6 +89,12 @@ class Zoo:
     def spaces(self) -> list[dict[str, Any]]:
         """Sketch spaces with their family and model count."""
         return lookup.spaces(self.store)
+
+    def doctor(self, repair: bool = False) -> r.Checkup:
+        """Check catalog, weight store, checkpoints and indexes against each other; ``repair``
+        mends what it can (re-links changed store copies from their source, removes orphans,
+        rebuilds indexes)."""
+        return doctor.doctor(self.store, repair)
 
     def reindex(self) -> list[dict[str, Any]]:
         """Rebuild every space's FAISS index from the catalog."""

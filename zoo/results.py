@@ -87,6 +87,15 @@ class Exported(Result):
 
 
 @dataclass
+class Checkup(Result):
+    """``zoo doctor``: what was checked, each problem found and whether it was repaired."""
+
+    ok: bool
+    checked: dict[str, int]
+    problems: list[dict[str, Any]]
+
+
+@dataclass
 class Init(Result):
     """``zoo init``: where the zoo is and its schema revision."""
 

@@ -249,7 +249,8 @@ class Store:
         from zoo.files import link_or_copy, model_files
 
         self.weights_dir.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.weights_dir))
+        # The pid in the name tells `zoo doctor` whether its writer still runs.
+        root = Path(tempfile.mkdtemp(prefix=f".stage-{os.getpid()}-", dir=self.weights_dir))
         top = source if source.is_dir() else source.parent
         try:
             for f in model_files(source, weights):

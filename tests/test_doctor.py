@@ -1,0 +1,66 @@
+"""zoo doctor: catalog, store, checkpoints and indexes checked against each other, and mended."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from conftest import make_finetune
+from zoo import Zoo
+from zoo.cli.main import main
+
+
+def test_a_healthy_zoo(filled):
+    res = filled.doctor()
+    assert res.ok and res.problems == [] and res.checked["models"] == 7 and res.checked["store_folders"] == 7
+
+
+def test_doctor_finds_and_repairs(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    src = make_finetune(ckpts["base"], tmp_path / "src" / "a", seed=5)
+    zoo.add([src, ckpts["b0"]], dataset="d", task="t")
+    cen = zoo.centroid(dataset="d", out="cen")
+    a = zoo.show("a")
+    stored = Path(a["uri"]) / "model.safetensors"
+    # The store copy broken behind zoo's back (a new file where the link was), its source intact.
+    stored.unlink()
+    shutil.copy(src / "model.safetensors", stored)
+    os.utime(stored, ns=(1, 1))
+    # Orphans: a store folder of no model, a dead process's staging folder, a temporary and a
+    # checkpoint folder nobody writes, and a corrupt index.
+    (zoo.home / "weights" / ("f" * 32)).mkdir()
+    (zoo.home / "weights" / ".stage-999999999-abc").mkdir()
+    (zoo.home / "checkpoints" / ".half.x1y2z3").mkdir()
+    (zoo.home / "checkpoints" / "lost").mkdir()
+    (zoo.home / "index" / "space_1.faiss").write_bytes(b"garbage")
+    live = Path(zoo.home / "weights" / f".stage-{os.getpid()}-live")
+    live.mkdir()  # this process is alive: its staging folder is left alone
+
+    res = zoo.doctor()
+    kinds = sorted((p["kind"], Path(p["what"]).name) for p in res.problems)
+    assert not res.ok and kinds == [("index", "space 1"), ("model files", "a"), ("orphan", ".half.x1y2z3"),
+                                    ("orphan", ".stage-999999999-abc"), ("orphan", "f" * 32), ("orphan", "lost")]
+    assert not any(p["repaired"] for p in res.problems)
+    out = CliRunner().invoke(main, ["--home", str(zoo.home), "doctor", "--json"])
+    assert out.exit_code == 1 and len(json.loads(out.stdout)["problems"]) == 6
+
+    fixed = zoo.doctor(repair=True)
+    assert fixed.ok and all(p["repaired"] for p in fixed.problems) and len(fixed.problems) == 6
+    assert zoo.doctor().ok and live.is_dir() and Path(cen.path).is_dir()
+    assert zoo.distance("a", "ft-b0", exact=True).exact["l2"] > 0
+    assert CliRunner().invoke(main, ["--home", str(zoo.home), "doctor"]).exit_code == 0
+
+
+def test_a_store_copy_without_its_source_cannot_be_repaired(zoo, ckpts, tmp_path):
+    zoo.add([ckpts["base"]], name="base")
+    src = make_finetune(ckpts["base"], tmp_path / "a", seed=5)
+    zoo.add([src], dataset="d")
+    shutil.rmtree(src)
+    (Path(zoo.show("a")["uri"]) / "model.safetensors").unlink()
+    res = zoo.doctor(repair=True)
+    [p] = res.problems
+    assert not res.ok and p["kind"] == "model files" and not p["repaired"] and "zoo rm a" in p["fix"]
+    assert "is gone" in p["detail"] and Zoo(zoo.home).ls(dataset="d")[0]["name"] == "a"
