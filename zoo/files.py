@@ -103,3 +103,12 @@ def link_or_copy(src: Path, dst: Path) -> bool:
     except OSError:
         shutil.copy2(src, dst)
         return False
+
+
+def crash_point(name: str) -> None:
+    """A named point where a test may kill this process (``ZOO_CRASH_AT=name``), as ``kill -9``
+    would: the soak tests prove that no such point loses work or leaves a partial row."""
+    if os.environ.get("ZOO_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -14,6 +14,7 @@ from zoo import catalog
 from zoo.checkpoint import read_header
 from zoo.domain import Family, check_name, check_seed, parse_start
 from zoo.errors import Conflict, FamilyMismatch, ZooValueError
+from zoo.files import crash_point
 from zoo.merge import dirichlet_weights, interpolation_weights, plan_merge, weighted_merge
 from zoo.queries import members
 from zoo.register import add
@@ -102,6 +103,7 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
     plan = plan_merge(headers, fam.body, base_h, [r["meta"].get("id2label") for r in rows])
     with store.output(name) as out_dir:
         path = weighted_merge(headers, w, plan, base_h, out_dir, progress=store.progress)
+        crash_point("materialize:written")
         try:
             [res] = add(store, [path], name=name, kind=kind, base=base_row["name"],
                         meta={"members_key": key, "merge": plan.note, "spec": spec},

@@ -19,6 +19,7 @@ from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, f
 from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_meta, check_metric, check_name,
                          check_seed, union_body)
 from zoo.errors import Conflict, ZooError, ZooValueError
+from zoo.files import crash_point
 from zoo.ingest import Decision, Scan, check_fits, choose_base, fill_missing, fits, float_body, scan
 from zoo.results import AddResult, Edited, Removed, SpaceAdded
 from zoo.store import Store
@@ -95,17 +96,21 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
             for sp in p.decision.family.spaces if p.decision.family else []:
                 if sp.id in expected:
                     check_linearity(p.scan, sp, expected[sp.id])
+        crash_point("add:staged")
         for p in pending:
             if p.stage_root is not None:
                 _settle(store, p, made)
+        crash_point("add:settled")
         with store.write() as conn:
             results = commit(conn, pending, batch.new_fams, lineage)
             if on_commit is not None:
                 on_commit(conn, results)
+            crash_point("add:in-transaction")
     except BaseException:
         for d in made:
             _drop_unregistered(store, d)
         raise
+    crash_point("add:committed")
     _write_records(store, pending, results)
     store.sync_indexes()
     return results

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from zoo import catalog
 from zoo.domain import check_name, folder_safe
 from zoo.errors import Conflict, WriteBackPending, ZooBusy, ZooError
+from zoo.files import crash_point
 from zoo.materialize import resolve_start
 from zoo.register import AddResult, add
 from zoo.results import Evaluation, Finetuned
@@ -54,8 +55,10 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
             run_id = catalog.insert_run(conn, start_model_id=start_row["id"], dataset=dataset, method=tp.method,
                                         params=dict(run_params, pid=os.getpid(), host=socket.gethostname()),
                                         device=device, status="running", started_at=_dt.datetime.now())
+        crash_point("finetune:started")
         try:
             metrics = _train(store, start_row, base_row, (train_ex, eval_ex), tp, out_dir, termination, step_hook)
+            crash_point("finetune:trained")
             rec = dict(run_id=run_id, path=str(out_dir), name=name, base=start_row["name"], dataset=dataset, task=task,
                        seed=tp.seed, start_kind=start_row["kind"], metrics=metrics)
             try:
