@@ -116,3 +116,43 @@ def test_kill_soak_loses_nothing(ckpts, tmp_path):
         assert again.returncode == 0, (point, again.stderr[-2000:])
         _invariants(Zoo(home))
         assert Zoo(home).doctor().problems == [], point
+
+
+def _state(z: Zoo) -> dict:
+    return {m["name"]: (z.show(m["name"])["kind"], m["dataset"], m["task"], m["seed"], z.show(m["name"])["content_hash"],
+                        sorted((p["name"], p["relation"], p["weight"]) for p in z.show(m["name"])["parents"]))
+            for m in z.ls()}
+
+
+def test_a_lost_or_unreadable_catalog_is_rebuilt_from_the_store(zoo, ckpts, tmp_path):
+    import pytest
+
+    from conftest import write_sentiment
+    from zoo.errors import CatalogUnreadable
+
+    zoo.add([ckpts["base"]], name="base", meta={"origin": "test"})
+    zoo.add([ckpts["a0"], ckpts["a1"]], dataset="a", task="t", seed=3)
+    zoo.add([ckpts["b0"]], dataset="b", task="t")
+    zoo.centroid(task="t", out="cen", weights=[1, 2, 3])
+    zoo.finetune("cen", write_sentiment(tmp_path / "s.jsonl", 16), dataset="s", task="t", epochs=1, batch_size=8, out="ft")
+    zoo.set("ft-b0", task="u")
+    want, near = _state(zoo), zoo.nearest("ft-a0", k=3).results
+    assert want["ft"][5] == [("cen", "finetuned_from", None)] and len(want["cen"][5]) == 3
+
+    (zoo.home / "catalog.duckdb").unlink()  # lost
+    shutil.rmtree(zoo.home / "index")
+    z = Zoo(zoo.home)
+    found = z.doctor()
+    assert not found.ok and sorted(p["what"] for p in found.problems) == sorted(want)
+    records = [*zoo.home.glob("weights/*/zoo-record.json"), *zoo.home.glob("checkpoints/*/zoo-record.json")]
+    assert z.ls() == [] and len(records) == len(want)  # reporting removed nothing
+    assert z.doctor(repair=True).ok and _state(z) == want
+    assert z.show("base")["meta"]["origin"] == "test" and z.nearest("ft-a0", k=3).results == near
+
+    (zoo.home / "catalog.duckdb").write_bytes(b"not a database" * 100)  # unreadable
+    with pytest.raises(CatalogUnreadable, match="doctor --repair"):
+        Zoo(zoo.home).doctor()
+    z = Zoo(zoo.home)
+    res = z.doctor(repair=True)
+    assert res.ok and res.problems[0]["kind"] == "catalog" and "catalog.unreadable-1.duckdb" in res.problems[0]["fix"]
+    assert _state(z) == want and (zoo.home / "catalog.unreadable-1.duckdb").is_file()

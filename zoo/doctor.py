@@ -1,6 +1,11 @@
 """``zoo doctor``: the catalog, the weight store, the zoo's own checkpoints and the indexes,
 checked against each other; with ``repair``, what can be put right is.
 
+Every model folder the zoo owns holds ``zoo-record.json`` (its row, family, base, parents),
+so a catalog that is lost, or unreadable (set aside by ``--repair``), is rebuilt from the
+store: names, kinds, datasets, tasks, seeds, metadata and lineage come back; the runs'
+history, evaluations and extra sketch spaces do not.
+
 Opening the catalog already finishes pending write-backs and fails runs whose process is
 gone (``Store.ensure``); the doctor reports what else it finds:
 
@@ -13,25 +18,88 @@ gone (``Store.ensure``); the doctor reports what else it finds:
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from zoo import catalog
-from zoo.errors import Conflict, SourceChanged, ZooError
+from zoo.errors import CatalogUnreadable, Conflict, SourceChanged, ZooError
 from zoo.results import Checkup
 from zoo.store import Store, process_alive
 
 
 def doctor(store: Store, repair: bool = False) -> Checkup:
     """Check (and with ``repair`` mend) the zoo; ``ok`` when nothing is left wrong."""
-    store.ensure()
+    problems = []
+    try:
+        store.ensure()
+    except CatalogUnreadable as e:
+        if not repair:
+            raise CatalogUnreadable(f"{e}; `zoo doctor --repair` sets it aside and rebuilds the catalog from the "
+                                    "store's records") from None
+        aside = store.set_aside_catalog()
+        problems.append(_problem("catalog", str(store.catalog_path), str(e), True,
+                                 f"set aside as {aside.name}; rebuilt from the store's records"))
+        store.ensure()
+    problems += _unregistered(store, repair)
     with store.read() as conn:
         rows = [catalog.model_by_id(conn, m["id"]) for m in catalog.list_models(conn)]
-    problems = [*_models(store, rows, repair), *_orphans(store, rows, repair), *_indexes(store, repair)]
+    problems += [*_models(store, rows, repair), *_orphans(store, rows, repair), *_indexes(store, repair)]
     checked = {"models": len(rows), "store_folders": _count(store.weights_dir), "checkpoint_folders":
                _count(store.checkpoints_dir)}
     return Checkup(all(p["repaired"] for p in problems), checked, problems)
+
+
+def _records(store: Store) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, record) of every model folder the zoo owns that has a ``zoo-record.json``, oldest first."""
+    from zoo.register import RECORD
+
+    found = []
+    for top in (store.weights_dir, store.checkpoints_dir):
+        for f in top.glob(f"*/{RECORD}") if top.is_dir() else []:
+            try:
+                found.append((f.parent, json.loads(f.read_text())))
+            except (OSError, ValueError):
+                continue
+    return sorted(found, key=lambda fr: (fr[1].get("kind") != "base", fr[1].get("id", 0)))
+
+
+def _unregistered(store: Store, repair: bool) -> list[dict[str, Any]]:
+    """Models in the store whose rows the catalog lacks (a lost or set-aside catalog): registered
+    again from their records, bases first, parents before children, lineage and metadata kept."""
+    from zoo.domain import RESERVED_META
+    from zoo.register import add
+
+    keep = {"members_key", "merge", "spec", "run_id", "start_kind", "registered_from"}
+    out = []
+    for folder, rec in _records(store):
+        with store.read() as conn:
+            if catalog.model_by_hash(conn, rec["content_hash"]) is not None:
+                continue
+            known = {p["name"] for p in rec.get("parents", []) if catalog.name_taken(conn, p["name"])}
+        fixed = False
+        if repair:
+            parents = [p for p in rec.get("parents", []) if p["name"] in known]
+            up = next((p["name"] for p in parents if p["relation"] == "finetuned_from"), None)
+            base = None if rec["kind"] == "base" else up or (rec.get("base") if rec.get("base") in known or
+                                                             _taken(store, rec.get("base")) else None)
+            meta = {k: v for k, v in (rec.get("meta") or {}).items() if k not in RESERVED_META or k in keep}
+            path = folder / Path(rec["uri"]).name if Path(rec["uri"]).name != folder.name else folder
+            add(store, [path], name=rec["name"], base=base, dataset=rec.get("dataset"), task=rec.get("task"),
+                seed=rec.get("seed"), meta=meta, kind=rec["kind"], in_place=True,
+                lineage=[(p["name"], p["relation"], p["weight"]) for p in parents if p["relation"] != "finetuned_from"])
+            fixed = True
+        out.append(_problem("unregistered model", rec["name"], f"{folder} holds a model the catalog does not list",
+                            fixed, "registered again from its record" if fixed else "`zoo doctor --repair`"))
+    return out
+
+
+def _taken(store: Store, name: str | None) -> bool:
+    if not name:
+        return False
+    with store.read() as conn:
+        return catalog.name_taken(conn, name)
 
 
 def _count(d: Path) -> int:
@@ -84,7 +152,11 @@ def _orphans(store: Store, rows: list[dict[str, Any]], repair: bool) -> list[dic
     hashes = {r["content_hash"] for r in rows}
     used = {Path(r["uri"]).resolve() for r in rows} | {Path(p["path"]).resolve() for p in store.pending()}
     found = []
+    from zoo.register import RECORD
+
     for d in sorted(store.weights_dir.iterdir()) if store.weights_dir.is_dir() else []:
+        if (d / RECORD).is_file():
+            continue  # a model folder: registered, or handled by _unregistered; never removed
         if d.name.startswith(".stage-"):
             pid = d.name.split("-")[1]  # .stage-<pid>-<random>
             if not (pid.isdigit() and process_alive(int(pid))):
@@ -95,7 +167,7 @@ def _orphans(store: Store, rows: list[dict[str, Any]], repair: bool) -> list[dic
         if not d.is_dir():
             continue
         name = d.name[1:].rsplit(".", 1)[0] if d.name.startswith(".") else d.name  # .<name>.<random>: a temp folder
-        if d.resolve() in used or _being_written(store, name):
+        if d.resolve() in used or (d / RECORD).is_file() or _being_written(store, name):
             continue
         found.append((d, "temporary folder with no writer" if d.name.startswith(".") else "checkpoint folder of no model"))
     out = []

@@ -25,6 +25,7 @@ from zoo.results import AddResult, Edited, Removed, SpaceAdded
 from zoo.store import Store
 
 Edges = Sequence[tuple[str, str, "float | None"]]
+RECORD = "zoo-record.json"
 
 
 @dataclass
@@ -111,7 +112,7 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
             _drop_unregistered(store, d)
         raise
     crash_point("add:committed")
-    _write_records(store, pending, results)
+    _write_records(store, results)
     store.sync_indexes()
     return results
 
@@ -136,17 +137,35 @@ def _drop_unregistered(store: Store, folder: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _write_records(store: Store, pending: list[Pending], results: list[AddResult]) -> None:
-    """Beside each model brought into the store, a small record of its catalog row (written whole)."""
+def _write_records(store: Store, results: list[AddResult]) -> None:
+    """A record of each new model's catalog row beside its files in the store (not beside
+    files referenced in place): what ``zoo doctor`` rebuilds a lost catalog from."""
+    if any(r.created for r in results):
+        with store.read() as conn:
+            for r in results:
+                if r.created:
+                    write_record(store, conn, r.id)
+
+
+def write_record(store: Store, conn: sa.Connection, model_id: int) -> None:
+    """Write (whole) ``zoo-record.json`` for a model whose folder the zoo owns: its row, family,
+    base and parents with relation and weight."""
     import json
 
-    for p, res in zip(pending, results):
-        folder = store.weights_dir / p.scan.content_hash
-        if res.created and folder.is_dir():
-            rec = dict(res.as_dict(), content_hash=p.scan.content_hash, uri=str(p.scan.header.path), **p.fields)
-            tmp = folder / ".zoo-record.json.tmp"
-            tmp.write_text(json.dumps(rec, default=str, indent=1))
-            os.replace(tmp, folder / "zoo-record.json")
+    row = catalog.model_by_id(conn, model_id)
+    path = Path(row["uri"])
+    folder = path if path.is_dir() else path.parent
+    if not store.owns(folder) or not folder.is_dir():
+        return
+    fam = catalog.family_by_id(conn, row["family_id"])
+    base = catalog.model_by_id(conn, fam["base_model_id"])["name"] if fam["base_model_id"] else None
+    rec = {k: row[k] for k in ("id", "name", "kind", "dataset", "task", "seed", "content_hash", "format", "uri", "meta")}
+    rec.update(family=fam["name"], base=base, created_at=str(row["created_at"]),
+               parents=[{"name": p["name"], "relation": p["relation"], "weight": p["weight"]}
+                        for p in catalog.parents(conn, model_id)])
+    tmp = folder / ".zoo-record.json.tmp"
+    tmp.write_text(json.dumps(rec, default=str, indent=1))
+    os.replace(tmp, folder / RECORD)
 
 
 def _found_family(batch: _Batch, p: Pending, default: Space) -> None:
@@ -291,6 +310,7 @@ def edit(store: Store, name: str, new_name: str | None = None, dataset: str | No
             raise ZooValueError(f"nothing to change on {row['name']!r}: give --name, --dataset, --task, --seed or --meta "
                                 "with a new value")
         catalog.update_model(conn, row["id"], **values)
+        write_record(store, conn, row["id"])
     changed = {k: {"old": row[k], "new": v} for k, v in values.items()}
     return Edited(new_name or row["name"], row["id"], changed)
 
@@ -309,6 +329,7 @@ def relocate(store: Store, name: str, path: str | os.PathLike) -> Edited:
     with store.write() as conn:
         catalog.update_model(conn, row["id"], uri=str(header.path), format=header.format,
                              meta=dict(row["meta"], files=file_stats(header)))
+        write_record(store, conn, row["id"])
     return Edited(row["name"], row["id"], {"uri": {"old": row["uri"], "new": str(header.path)}})
 
 

@@ -109,6 +109,18 @@ class Store:
                 self.on_open()
             self.fail_orphaned_runs()
 
+    def set_aside_catalog(self) -> Path:
+        """Move an unreadable catalog (and its WAL) aside, so the next open starts a new one; where it went."""
+        n = 1
+        while (aside := self.home / f"catalog.unreadable-{n}.duckdb").exists():
+            n += 1
+        os.replace(self.catalog_path, aside)
+        wal = self.catalog_path.with_name(self.catalog_path.name + ".wal")
+        if wal.exists():
+            os.replace(wal, aside.with_name(aside.name + ".wal"))
+        self._ready = False
+        return aside
+
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
         """A read-only connection, closed on exit."""
