@@ -197,7 +197,7 @@ def test_a_corrupt_catalog_gets_one_line(run, home):
     (home / "catalog.duckdb").write_bytes(b"not a database" * 1000)
     for args in (("ls",), ("sql", "SELECT 1"), ("reindex",)):
         err = _one_line_error(run(*args, code=1))
-        assert "is not a readable zoo catalog" in err and "move it aside" in err, err
+        assert "is not a readable zoo catalog" in err and "zoo doctor --repair` moves it aside" in err, err
 
 
 def test_busy_error_names_the_holder(home, ckpts):

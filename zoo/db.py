@@ -100,8 +100,8 @@ def unreadable(path: Path, e: BaseException) -> BaseException:
     """A ZooError for a catalog DuckDB cannot open (corrupt, not DuckDB, permissions); other errors as they are."""
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "not a valid DuckDB database" in text or "corrupt" in text.lower() or "checksum" in text.lower():
-        return CatalogUnreadable(f"{path} is not a readable zoo catalog ({text}); move it aside to start a new "
-                                 "catalog, or restore it from a copy")
+        return CatalogUnreadable(f"{path} is not a readable zoo catalog ({text}); `zoo doctor --repair` moves it "
+                                 "aside and rebuilds it from the store's records (or restore it from a copy)")
     if "Permission denied" in text or "Read-only file system" in text:
         return CatalogUnreadable(f"cannot open {path} ({text}); check the zoo home's permissions and free space, "
                                  "or use another --home")

@@ -36,8 +36,7 @@ def doctor(store: Store, repair: bool = False) -> Checkup:
         store.ensure()
     except CatalogUnreadable as e:
         if not repair:
-            raise CatalogUnreadable(f"{e}; `zoo doctor --repair` sets it aside and rebuilds the catalog from the "
-                                    "store's records") from None
+            raise
         aside = store.set_aside_catalog()
         problems.append(_problem("catalog", str(store.catalog_path), str(e), True,
                                  f"set aside as {aside.name}; rebuilt from the store's records"))
