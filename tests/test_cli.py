@@ -212,3 +212,41 @@ def test_busy_error_names_the_holder(home, ckpts):
     assert err.startswith(f"error: zoo is busy: PID {holder.pid} (") and "\n" not in err, err
     assert err.endswith(f"holds {home / 'catalog.duckdb'} (waited 0.5s); retry when it closes the catalog or raise "
                         "ZOO_LOCK_TIMEOUT"), err
+
+
+def test_faults_end_in_one_line_and_change_nothing(run, ckpts, home, monkeypatch):
+    """Disk full while bringing a checkpoint in or writing a centroid, and a home that cannot
+    take index files: one line (or, for the index cache, the answer anyway), nothing half-done."""
+    import errno
+    import shutil as _shutil
+
+    from zoo import Zoo
+    from zoo.merge import SafetensorsWriter
+
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], ckpts["a1"], "--dataset", "a", "--task", "t")
+    before = run("ls", "--json").stdout
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(home / "weights"))
+
+    with monkeypatch.context() as m:  # across filesystems the files are copied: the copy fills the disk
+        m.setattr("os.link", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
+        m.setattr(_shutil, "copy2", full)
+        err = _one_line_error(run("add", ckpts["b0"], code=1))
+    assert err.startswith("error: No space left on device") and "free space and permissions" in err
+    with monkeypatch.context() as m:
+        m.setattr(SafetensorsWriter, "write", full)
+        assert "No space left on device" in _one_line_error(run("centroid", "--dataset", "a", "--out", "c", code=1))
+    assert run("ls", "--json").stdout == before
+    assert sorted(p.name for p in (home / "weights").iterdir()) == sorted(Zoo(home).show(n)["content_hash"]
+                                                                         for n in ("base", "ft-a0", "ft-a1"))
+    assert not (home / "checkpoints").exists() or list((home / "checkpoints").iterdir()) == []
+    # The index cache cannot be written (read-only or full home): queries still answer.
+    want = json.loads(run("nearest", "ft-a0", "-k", "2", "--json").stdout)["results"]
+    (home / "index" / "space_1.faiss").write_bytes(b"stale")
+    with monkeypatch.context() as m:
+        m.setattr("zoo.index.os.replace", lambda *a, **k: full())
+        got = json.loads(run("nearest", "ft-a0", "-k", "2", "--json").stdout)["results"]
+    assert got == want and (home / "index" / "space_1.faiss").read_bytes() == b"stale"
+    assert [p.name for p in (home / "index").iterdir() if p.name.endswith(".tmp")] == []

@@ -107,6 +107,7 @@ class SpaceIndex:
         self.index: Any = None
         self.meta: dict[str, Any] = {}
         self._gpu: Any = None
+        self.persisted = False  # whether the files on disk hold this index
 
     @property
     def path(self) -> Path:
@@ -171,17 +172,28 @@ class SpaceIndex:
         self.save()
 
     def save(self) -> None:
+        """Write the index and its sidecar whole. The files are a cache of the catalog: when the
+        home cannot take them (read-only, full) the index is used from memory and ``persisted``
+        says so; the next command that can write rebuilds it."""
         import faiss
 
-        self.dir.mkdir(parents=True, exist_ok=True)
         data = faiss.serialize_index(self.index)
         self.meta["checksum"] = _checksum(data)
-        tmp = self.path.with_suffix(".faiss.tmp")
-        data.tofile(tmp)
-        os.replace(tmp, self.path)
-        tmp_meta = self.meta_path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(self.meta))
-        os.replace(tmp_meta, self.meta_path)
+        tmp, tmp_meta = self.path.with_suffix(".faiss.tmp"), self.meta_path.with_suffix(".json.tmp")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            data.tofile(tmp)
+            os.replace(tmp, self.path)
+            tmp_meta.write_text(json.dumps(self.meta))
+            os.replace(tmp_meta, self.meta_path)
+            self.persisted = True
+        except OSError:
+            for p in (tmp, tmp_meta):
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            self.persisted = False
 
     def remove(self) -> None:
         for p in (self.path, self.meta_path):
