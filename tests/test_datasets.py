@@ -112,6 +112,7 @@ def test_missing_package_names_it(tmp_path, monkeypatch):
         bd.fetch(["fortunes-xx"], tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_real_zoo_script_is_resumable(tmp_path, ckpts):
     """scripts/real_zoo.py fine-tunes every dataset x seed through the CLI and skips what exists."""
     import subprocess
