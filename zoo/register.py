@@ -75,24 +75,11 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
         # same checkpoint again under its own name is a no-op, as scripts expect.
         batch = _Batch(fams, {f.id: catalog.model_by_id(conn, f.base_model_id)["name"] for f in fams if f.base_model_id},
                        catalog.model(conn, base) if base else None, {r["name"] for r in catalog.list_models(conn)})
-    pending: list[Pending] = []
     made: list[Path] = []  # folders this call put in the store: gone again if it fails
     try:
-        for path in store.bar(files, "sketching"):
-            source = read_header(path)
-            header, root = source, None
-            if not in_place and not store.owns(source.path):
-                root, staged = store.stage(source.path, source.shards)
-                made.append(root)
-                header = read_header(staged)  # the scan reads exactly the bytes the store keeps
-            p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
-            p.name = name or catalog.first_free(default_name(path), batch.taken)
-            batch.taken.add(p.name)
-            if p.decision.is_base:
-                _found_family(batch, p, store.default_space)
-            p.fields = dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}, registered_from=str(source.path)))
-            p.stage_root = root
-            pending.append(p)
+        pending = [_scan_one(store, path, batch, name, kind, in_place, made,
+                             dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {})))
+                   for path in store.bar(files, "sketching")]
         for p in pending if expected is not None else []:
             for sp in p.decision.family.spaces if p.decision.family else []:
                 if sp.id in expected:
@@ -115,6 +102,26 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
     _write_records(store, results)
     store.sync_indexes()
     return results
+
+
+def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: str | None, in_place: bool,
+              made: list[Path], fields: dict[str, Any]) -> Pending:
+    """Bring one checkpoint into the store (unless in place or already the zoo's), scan it and
+    decide its family and name."""
+    source = read_header(path)
+    header, root = source, None
+    if not in_place and not store.owns(source.path):
+        root, staged = store.stage(source.path, source.shards)
+        made.append(root)
+        header = read_header(staged)  # the scan reads exactly the bytes the store keeps
+    p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
+    p.name = name or catalog.first_free(default_name(path), batch.taken)
+    batch.taken.add(p.name)
+    if p.decision.is_base:
+        _found_family(batch, p, store.default_space)
+    fields["meta"]["registered_from"] = str(source.path)
+    p.fields, p.stage_root = fields, root
+    return p
 
 
 def _settle(store: Store, p: Pending, made: list[Path]) -> None:
