@@ -250,3 +250,38 @@ def test_faults_end_in_one_line_and_change_nothing(run, ckpts, home, monkeypatch
         got = json.loads(run("nearest", "ft-a0", "-k", "2", "--json").stdout)["results"]
     assert got == want and (home / "index" / "space_1.faiss").read_bytes() == b"stale"
     assert [p.name for p in (home / "index").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_read_only_home_gets_one_line(run, ckpts, home, monkeypatch):
+    """What a read-only home does to the catalog's writers and to the index files (simulated:
+    the tests run as root, whom file permissions do not stop)."""
+    import errno
+
+    from zoo import db
+
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], ckpts["a1"], "--dataset", "a", "--task", "t")
+    before = run("ls", "--json").stdout
+    real = db.make_engine
+
+    def read_only_fs(path, read_only):
+        engine = real(path, read_only)
+        if not read_only:
+            def refuse():
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            engine.connect = refuse
+        return engine
+
+    with monkeypatch.context() as m:
+        m.setattr(db, "make_engine", read_only_fs)
+        for args in (("add", ckpts["b0"]), ("rm", "ft-a1"), ("centroid", "--dataset", "a", "--out", "c"),
+                     ("set", "ft-a0", "--task", "u")):
+            err = _one_line_error(run(*args, code=1))
+            assert "Read-only file system" in err and "check the zoo home's permissions" in err, (args, err)
+        assert run("ls", "--json").stdout == before  # reads still work
+    with monkeypatch.context() as m:
+        m.setattr("zoo.index.os.replace", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
+        err = _one_line_error(run("reindex", code=1))
+        assert "could not write the rebuilt index" in err
+    assert run("ls", "--json").stdout == before
+    assert not (home / "checkpoints").exists() or list((home / "checkpoints").iterdir()) == []

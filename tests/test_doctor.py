@@ -136,6 +136,8 @@ def test_a_lost_or_unreadable_catalog_is_rebuilt_from_the_store(zoo, ckpts, tmp_
     zoo.centroid(task="t", out="cen", weights=[1, 2, 3])
     zoo.finetune("cen", write_sentiment(tmp_path / "s.jsonl", 16), dataset="s", task="t", epochs=1, batch_size=8, out="ft")
     zoo.set("ft-b0", task="u")
+    zoo.evaluate("ft-a0", write_sentiment(tmp_path / "e.jsonl", 20, seed=2))
+    evals = [(e["dataset"], e["metric"], e["value"]) for e in zoo.show("ft-a0")["evaluations"]]
     want, near = _state(zoo), zoo.nearest("ft-a0", k=3).results
     assert want["ft"][5] == [("cen", "finetuned_from", None)] and len(want["cen"][5]) == 3
 
@@ -148,6 +150,8 @@ def test_a_lost_or_unreadable_catalog_is_rebuilt_from_the_store(zoo, ckpts, tmp_
     assert z.ls() == [] and len(records) == len(want)  # reporting removed nothing
     assert z.doctor(repair=True).ok and _state(z) == want
     assert z.show("base")["meta"]["origin"] == "test" and z.nearest("ft-a0", k=3).results == near
+    assert [(e["dataset"], e["metric"], e["value"]) for e in z.show("ft-a0")["evaluations"]] == evals == [
+        ("e", "probe_accuracy", evals[0][2])]
 
     (zoo.home / "catalog.duckdb").write_bytes(b"not a database" * 100)  # unreadable
     with pytest.raises(CatalogUnreadable, match="doctor --repair"):

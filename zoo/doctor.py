@@ -3,8 +3,8 @@ checked against each other; with ``repair``, what can be put right is.
 
 Every model folder the zoo owns holds ``zoo-record.json`` (its row, family, base, parents),
 so a catalog that is lost, or unreadable (set aside by ``--repair``), is rebuilt from the
-store: names, kinds, datasets, tasks, seeds, metadata and lineage come back; the runs'
-history, evaluations and extra sketch spaces do not.
+store: names, kinds, datasets, tasks, seeds, metadata, lineage and evaluations come back;
+the runs' history and extra sketch spaces do not.
 
 Opening the catalog already finishes pending write-backs and fails runs whose process is
 gone (``Store.ensure``); the doctor reports what else it finds:
@@ -85,8 +85,14 @@ def _unregistered(store: Store, repair: bool) -> list[dict[str, Any]]:
                                                              _taken(store, rec.get("base")) else None)
             meta = {k: v for k, v in (rec.get("meta") or {}).items() if k not in RESERVED_META or k in keep}
             path = folder / Path(rec["uri"]).name if Path(rec["uri"]).name != folder.name else folder
+            evals = rec.get("evaluations") or []
+
+            def restore_evaluations(conn: Any, results: list[Any]) -> None:
+                for e in evals:
+                    catalog.insert_evaluation(conn, model_id=results[0].id, **e)
+
             add(store, [path], name=rec["name"], base=base, dataset=rec.get("dataset"), task=rec.get("task"),
-                seed=rec.get("seed"), meta=meta, kind=rec["kind"], in_place=True,
+                seed=rec.get("seed"), meta=meta, kind=rec["kind"], in_place=True, on_commit=restore_evaluations,
                 lineage=[(p["name"], p["relation"], p["weight"]) for p in parents if p["relation"] != "finetuned_from"])
             fixed = True
         out.append(_problem("unregistered model", rec["name"], f"{folder} holds a model the catalog does not list",

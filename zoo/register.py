@@ -169,7 +169,9 @@ def write_record(store: Store, conn: sa.Connection, model_id: int) -> None:
     rec = {k: row[k] for k in ("id", "name", "kind", "dataset", "task", "seed", "content_hash", "format", "uri", "meta")}
     rec.update(family=fam["name"], base=base, created_at=str(row["created_at"]),
                parents=[{"name": p["name"], "relation": p["relation"], "weight": p["weight"]}
-                        for p in catalog.parents(conn, model_id)])
+                        for p in catalog.parents(conn, model_id)],
+               evaluations=[{k: e[k] for k in ("dataset", "split", "metric", "value", "n_examples")}
+                            for e in catalog.evaluations_of(conn, model_id)])
     tmp = folder / ".zoo-record.json.tmp"
     tmp.write_text(json.dumps(rec, default=str, indent=1))
     os.replace(tmp, folder / RECORD)

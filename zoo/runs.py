@@ -20,7 +20,7 @@ from zoo.domain import check_name, folder_safe
 from zoo.errors import Conflict, WriteBackPending, ZooBusy, ZooError
 from zoo.files import crash_point
 from zoo.materialize import resolve_start
-from zoo.register import AddResult, add
+from zoo.register import AddResult, add, write_record
 from zoo.results import Evaluation, Finetuned
 from zoo.store import Store
 
@@ -157,6 +157,7 @@ def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, t
         with store.write() as conn:
             catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
                                       value=float(res["value"]), n_examples=res["n_examples"])
+            write_record(store, conn, row["id"])
         out.append(Evaluation(row["name"], dataset, split, res))
     return out
 

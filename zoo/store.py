@@ -5,6 +5,7 @@ The catalog is opened per call and closed at once, so long work never holds it.
 """
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -387,5 +388,8 @@ class Store:
         with self.read() as conn:
             for sp in catalog.spaces(conn):
                 idx = self.index(conn, sp, force=True)
+                if not idx.persisted:
+                    raise OSError(errno.EROFS, "could not write the rebuilt index (read-only or full home)",
+                                  str(self.index_dir))
                 out.append({"space_id": sp.id, "count": idx.index.ntotal, "index": idx.meta["spec"]["factory"]})
         return out
