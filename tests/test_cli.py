@@ -182,6 +182,8 @@ def test_bounded_inputs_get_one_line_errors(run, ckpts):
         (("interpolate", "ft-a0", "ft-a1", "--alpha", "1e308", "--extrapolate"), "more than 100 times"),
         (("centroid", "--task", "t", "--out", ""), "is empty"),
         (("centroid", "--task", "t", "--out", "bad\nname"), "control characters"),
+        (("finetune", "--from", "base", "--train", "x.jsonl", "--out", "../escape"), "is a model name, not a path"),
+        (("interpolate", "ft-a0", "ft-a1", "--alpha", "0.5", "--out", "/abs/path"), "is a model name, not a path"),
         (("add", ckpts["a2"], "--name", "x\x1b[31m"), "control characters"),
         (("add", ckpts["a2"], "--name", " "), "is empty"),
         (("add", ckpts["a2"], "--meta", "members_key=abc"), "members_key are zoo's own"),
