@@ -1,5 +1,7 @@
-"""The store under every verb: a zoo's home, its catalog transactions, family and space
-lookup, and FAISS indexes kept in line with the catalog.
+"""The store under every verb: a zoo's home, its catalog transactions, family lookup, the
+weights it owns (``weights/``, checked before every read), the folders it writes
+(``checkpoints/``, under a lock), pending write-backs, orphaned runs, the read-only
+snapshot, and FAISS indexes kept in line with the catalog.
 
 The catalog is opened per call and closed at once, so long work never holds it.
 """
@@ -62,7 +64,8 @@ def process_alive(pid: Any, since: Any = None) -> bool:
 
 
 class Store:
-    """A zoo on disk: ``catalog.duckdb`` (the truth), ``index/`` (derived) and ``checkpoints/``."""
+    """A zoo on disk: ``catalog.duckdb`` (the truth), ``weights/`` and ``checkpoints/`` (its
+    models' files), ``index/`` (derived), ``pending/`` and ``snapshot.duckdb``."""
 
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False, default_dim: int = DEFAULT_DIM,
                  default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC):
