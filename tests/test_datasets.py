@@ -147,6 +147,7 @@ def test_real_zoo_script_is_resumable(tmp_path, ckpts):
     assert bad.returncode == 1 and "unknown dataset" in bad.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_script_clusters_and_map(filled, tmp_path):
     import subprocess
     import sys
