@@ -76,13 +76,13 @@ def _unregistered(store: Store, repair: bool) -> list[dict[str, Any]]:
         with store.read() as conn:
             if catalog.model_by_hash(conn, rec["content_hash"]) is not None:
                 continue
-            known = {p["name"] for p in rec.get("parents", []) if catalog.name_taken(conn, p["name"])}
+            known = {n for n in [p["name"] for p in rec.get("parents", [])] + [rec.get("base")]
+                     if n and catalog.name_taken(conn, n)}
         fixed = False
         if repair:
             parents = [p for p in rec.get("parents", []) if p["name"] in known]
             up = next((p["name"] for p in parents if p["relation"] == "finetuned_from"), None)
-            base = None if rec["kind"] == "base" else up or (rec.get("base") if rec.get("base") in known or
-                                                             _taken(store, rec.get("base")) else None)
+            base = None if rec["kind"] == "base" else up or (rec.get("base") if rec.get("base") in known else None)
             meta = {k: v for k, v in (rec.get("meta") or {}).items() if k not in RESERVED_META or k in keep}
             path = folder / Path(rec["uri"]).name if Path(rec["uri"]).name != folder.name else folder
             evals = rec.get("evaluations") or []
@@ -98,13 +98,6 @@ def _unregistered(store: Store, repair: bool) -> list[dict[str, Any]]:
         out.append(_problem("unregistered model", rec["name"], f"{folder} holds a model the catalog does not list",
                             fixed, "registered again from its record" if fixed else "`zoo doctor --repair`"))
     return out
-
-
-def _taken(store: Store, name: str | None) -> bool:
-    if not name:
-        return False
-    with store.read() as conn:
-        return catalog.name_taken(conn, name)
 
 
 def _count(d: Path) -> int:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from zoo import catalog
 from zoo.domain import check_name, folder_safe
-from zoo.errors import Conflict, WriteBackPending, ZooBusy, ZooError
+from zoo.errors import CatalogUnreadable, Conflict, WriteBackPending, ZooBusy, ZooError
 from zoo.files import crash_point
 from zoo.materialize import resolve_start
 from zoo.register import AddResult, add, write_record
@@ -124,7 +124,7 @@ def finish_pending(store: Store) -> list[int]:
     for rec in store.pending():
         try:
             register_result(store, rec)
-        except ZooBusy:
+        except (ZooBusy, CatalogUnreadable):  # still busy, or a read-only home: the next command tries again
             break
         except ZooError as e:
             with store.write() as conn:

@@ -184,7 +184,7 @@ class Store:
         import datetime as _dt
         import socket
 
-        from zoo.errors import ZooBusy
+        from zoo.errors import CatalogUnreadable, ZooBusy
 
         host = socket.gethostname()
         waiting = {rec["run_id"] for rec in self.pending()}  # finished, only not yet registered
@@ -199,7 +199,7 @@ class Store:
                     catalog.update_run(conn, r["id"], status="failed", finished_at=_dt.datetime.now(),
                                        error=f"process {r['params'].get('pid')} on {host} ended without finishing the run "
                                              "(killed?); marked failed by a later zoo command")
-        except (ZooBusy, PermissionError, OSError):
+        except (ZooBusy, CatalogUnreadable, OSError):  # busy or read-only: the next command tries again
             return []
         return [r["id"] for r in gone]
 
