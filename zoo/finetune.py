@@ -65,6 +65,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _governor(model: Any, device: str) -> Any:
+    """The CPU thread count for this model's work (``zoo.threads``); on CUDA one thread feeds the GPU."""
+    from zoo.threads import governor
+
+    n = sum(p.numel() for p in model.parameters())
+    return governor(n if device == "cpu" else 0)
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -128,6 +136,7 @@ def evaluate_classifier(model: Any, tok: Any, ex: Examples, labels: list[str], p
     if unknown:
         raise ZooValueError(f"{ex.path}: labels {unknown[:5]} are not in the model's label space {labels[:10]}")
     lid = {l: i for i, l in enumerate(labels)}
+    _governor(model, device)
     model.eval().to(device)
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
@@ -176,6 +185,7 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
     tok = load_tokenizer([start_dir, *tokenizer_dirs])
     model = load_classifier(start_dir, labels)
     trainable = _trainable(model, params.method)
+    gov = _governor(model, device)
     model.to(device).train()
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     steps_per_epoch = math.ceil(len(train_ex) / params.batch_size)
@@ -202,6 +212,7 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            gov.tick()
             if step_hook is not None:
                 step_hook(step)
             if step >= total:
@@ -210,7 +221,7 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
     train_s = time.perf_counter() - t0
     metrics: dict[str, Any] = {"train_loss": float(np.mean(losses[-max(1, steps_per_epoch):])), "steps": step,
                                "train_seconds": train_s, "device": device, "labels": labels,
-                               "n_train": len(train_ex)}
+                               "n_train": len(train_ex), "threads": gov.threads, "thread_changes": gov.changes}
     if eval_ex is not None:
         ev = evaluate_classifier(model, tok, eval_ex, labels, params, device)
         metrics.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"], n_eval=ev["n_examples"])
@@ -273,6 +284,7 @@ def _features(model: Any, tok: Any, ex: Examples, params: TrainParams, device: s
     import torch
 
     feats = []
+    _governor(model, device)
     model.eval().to(device)
     with torch.no_grad():
         for enc in _batches(tok, ex, list(range(len(ex))), params.batch_size * 2, params.max_length, None):

@@ -78,7 +78,11 @@ def check_fits(header: Header, fam: Family, base_name: str) -> None:
 
 def scan(header: Header, spaces: Iterable[Space], body: dict[str, tuple[int, ...]]) -> Scan:
     """One pass: content hash of every tensor, sketch of body tensors in every space, NaN/Inf check."""
+    from zoo.threads import governor
+
     specs = list({s.key: s for s in spaces}.values())
+    # Parallelism is within one tensor: the largest decides how many threads can help.
+    governor(max((t.numel for t in header.tensors if t.is_float), default=0), samples=1)
     raw = {s.key: np.zeros(s.dim, dtype=np.float64) for s in specs}
     hasher = ContentHash()
     head: list[str] = []

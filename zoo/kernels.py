@@ -6,7 +6,13 @@ Kept apart so that importing zoo (and the CLI) never loads numba: ``zoo.sketch``
 from __future__ import annotations
 
 import numpy as np
+import numba
 from numba import njit, prange
+
+from zoo.threads import current
+
+if current() is not None:  # a governor decided before numba loaded
+    numba.set_num_threads(min(current(), numba.config.NUMBA_NUM_THREADS))
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 C1 = np.uint64(0xBF58476D1CE4E5B9)
