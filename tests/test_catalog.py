@@ -77,11 +77,8 @@ def test_catalog_ahead_of_code_is_refused(tmp_path):
 
 
 def test_catalog_behind_is_upgraded(tmp_path):
-    from alembic import command
-
     path = tmp_path / "catalog.duckdb"
-    with db.connect(path, write=True) as conn:
-        command.upgrade(db.alembic_config(conn), "0001")
+    db.migrate(path, "0001")
     with db.connect(path, write=False) as conn:
         assert db.current_revision(conn) == "0001"
     db.ensure_schema(path)

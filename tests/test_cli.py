@@ -264,18 +264,15 @@ def test_a_read_only_home_gets_one_line(run, ckpts, home, monkeypatch):
     run("add", ckpts["base"], "--name", "base")
     run("add", ckpts["a0"], ckpts["a1"], "--dataset", "a", "--task", "t")
     before = run("ls", "--json").stdout
-    real = db.make_engine
+    real = db.open_raw
 
-    def read_only_fs(path, read_only):
-        engine = real(path, read_only)
-        if not read_only:
-            def refuse():
-                raise OSError(errno.EROFS, "Read-only file system", str(path))
-            engine.connect = refuse
-        return engine
+    def read_only_fs(path, write):
+        if write:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, write)
 
     with monkeypatch.context() as m:
-        m.setattr(db, "make_engine", read_only_fs)
+        m.setattr(db, "open_raw", read_only_fs)
         for args in (("add", ckpts["b0"]), ("rm", "ft-a1"), ("centroid", "--dataset", "a", "--out", "c"),
                      ("set", "ft-a0", "--task", "u")):
             err = _one_line_error(run(*args, code=1))

@@ -5,10 +5,9 @@ the work lives in the rooms: ``register``, ``lookup``, ``queries``, ``materializ
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import sqlalchemy as sa
 
 from zoo import db, doctor, lookup, materialize, queries, register, runs, select
 from zoo import results as r
@@ -16,6 +15,9 @@ from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, check_meta
 from zoo.register import Edges
 from zoo.results import AddResult
 from zoo.store import Store, default_home
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.db import Conn
 
 __all__ = ["Zoo", "AddResult", "default_home"]
 
@@ -27,7 +29,14 @@ class Zoo:
     """
 
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False,
-                 default_dim: int = DEFAULT_DIM, default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC):
+                 default_dim: int = DEFAULT_DIM, default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC,
+                 threads: int | None = None):
+        """``threads`` fixes the CPU thread count of this process's compute (default: decided per
+        verb from the CPUs free to it, see ``zoo.threads``; also ``ZOO_THREADS``)."""
+        if threads is not None:
+            from zoo.threads import set_override
+
+            set_override(threads)
         self.store = Store(home, progress, default_dim, default_seed, default_metric)
         self.store.on_open = lambda: runs.finish_pending(self.store)
 
@@ -48,7 +57,7 @@ class Zoo:
             dataset: str | None = None, task: str | None = None, seed: int | None = None,
             meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
             expected: dict[int, np.ndarray] | None = None,
-            on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None,
+            on_commit: Callable[[Conn, list[AddResult]], None] | None = None,
             in_place: bool = False) -> list[AddResult]:
         """Register checkpoints: one streaming pass each, then one transaction for all.
 

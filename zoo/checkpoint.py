@@ -413,6 +413,18 @@ def is_model_dir_like(p: Path) -> bool:
     return any((p / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
 
 
+def weight_bytes(path: Path) -> int:
+    """Bytes of weight files at ``path`` (a file, or a folder's top level): the size of the work
+    reading it is; 0 for what does not exist (reading it reports that)."""
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(f.stat().st_size for f in path.iterdir()
+                   if f.suffix in (".safetensors", ".bin", ".pt", ".pth") and f.is_file())
+    except OSError:
+        return 0
+
+
 def expand_paths(paths: list[str]) -> list[Path]:
     """Expand a list of paths: a folder that is not itself a checkpoint yields its checkpoints."""
     out: list[Path] = []

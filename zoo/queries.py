@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import sqlalchemy as sa
 
 from zoo import catalog
 from zoo.checkpoint import read_header
@@ -20,8 +19,11 @@ from zoo.geometry import (brute_force, distances, exact_gram, gram_distances, in
 from zoo.results import Clusters, Distance, Inside, Map, Neighbours, Region
 from zoo.store import Store
 
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.db import Conn
 
-def target(conn: sa.Connection, name_or_path: str, family: str | None = None
+
+def target(conn: Conn, name_or_path: str, family: str | None = None
            ) -> tuple[Family, dict[int, np.ndarray], dict | None]:
     """(family, {space id: task-vector sketch}, model row or None) of a model name or a checkpoint path."""
     from zoo.ingest import choose_base, fill_missing, fits, scan
@@ -114,7 +116,7 @@ def distance(store: Store, a: str, b: str, exact: bool = False, space: int | Non
     return out
 
 
-def members(conn: sa.Connection, dataset: str | None = None, task: str | None = None,
+def members(conn: Conn, dataset: str | None = None, task: str | None = None,
             names: Sequence[str] | None = None, family: str | None = None, exclude_dataset: str | None = None,
             all_models: bool = False) -> tuple[Family, list[int]]:
     """A region's family and member ids: NAMES, or the fine-tunes (every model with ``all_models``)

@@ -9,13 +9,13 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import sqlalchemy as sa
 
 from zoo import catalog
-from zoo.checkpoint import Header, arch_signature, default_name, expand_paths, file_stats, read_header
+from zoo.checkpoint import (Header, arch_signature, default_name, expand_paths, file_stats, read_header,
+                            weight_bytes)
 from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_meta, check_metric, check_name,
                          check_seed, union_body)
 from zoo.errors import Conflict, ZooError, ZooValueError
@@ -23,6 +23,9 @@ from zoo.files import crash_point
 from zoo.ingest import Decision, Scan, check_fits, choose_base, fill_missing, fits, float_body, scan
 from zoo.results import AddResult, Edited, Removed, SpaceAdded
 from zoo.store import Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.db import Conn
 
 Edges = Sequence[tuple[str, str, "float | None"]]
 RECORD = "zoo-record.json"
@@ -57,7 +60,7 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
         dataset: str | None = None, task: str | None = None, seed: int | None = None,
         meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
         expected: dict[int, np.ndarray] | None = None,
-        on_commit: Callable[[sa.Connection, list[AddResult]], None] | None = None,
+        on_commit: Callable[[Conn, list[AddResult]], None] | None = None,
         in_place: bool = False) -> list[AddResult]:
     """Register checkpoints (see ``Zoo.add``): all of them or none. Their files are brought into
     the store first (``weights/<content hash>``) and read from there, unless ``in_place``."""
@@ -69,38 +72,41 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
     check_seed(seed)
     if base is not None and kind == "base":
         raise ZooValueError("--base and --kind base contradict each other: a base has no base; drop one")
-    with store.read() as conn:
-        fams = catalog.families_snapshot(conn)
-        # A taken --name is an error only for new weights (found at commit): adding the
-        # same checkpoint again under its own name is a no-op, as scripts expect.
-        batch = _Batch(fams, {f.id: catalog.model_by_id(conn, f.base_model_id)["name"] for f in fams if f.base_model_id},
-                       catalog.model(conn, base) if base else None, {r["name"] for r in catalog.list_models(conn)})
-    made: list[Path] = []  # folders this call put in the store: gone again if it fails
-    try:
-        pending = [_scan_one(store, path, batch, name, kind, in_place, made,
-                             dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {})))
-                   for path in store.bar(files, "sketching")]
-        for p in pending if expected is not None else []:
-            for sp in p.decision.family.spaces if p.decision.family else []:
-                if sp.id in expected:
-                    check_linearity(p.scan, sp, expected[sp.id])
-        crash_point("add:staged")
-        for p in pending:
-            if p.stage_root is not None:
-                _settle(store, p, made)
-        crash_point("add:settled")
-        with store.write() as conn:
-            results = commit(conn, pending, batch.new_fams, lineage)
-            if on_commit is not None:
-                on_commit(conn, results)
-            crash_point("add:in-transaction")
-    except BaseException:
-        for d in made:
-            _drop_unregistered(store, d)
-        raise
-    crash_point("add:committed")
-    _write_records(store, results)
-    store.sync_indexes()
+    # A small batch holds one connection throughout (one open, one schema check); a large
+    # one closes the catalog while it reads weights, so other commands are not kept waiting.
+    with store.held_for(sum(weight_bytes(f) for f in files)):
+        with store.read() as conn:
+            fams = catalog.families_snapshot(conn)
+            # A taken --name is an error only for new weights (found at commit): adding the
+            # same checkpoint again under its own name is a no-op, as scripts expect.
+            batch = _Batch(fams, {f.id: catalog.model_by_id(conn, f.base_model_id)["name"] for f in fams if f.base_model_id},
+                           catalog.model(conn, base) if base else None, catalog.model_names(conn))
+        made: list[Path] = []  # folders this call put in the store: gone again if it fails
+        try:
+            pending = [_scan_one(store, path, batch, name, kind, in_place, made,
+                                 dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {})))
+                       for path in store.bar(files, "sketching")]
+            for p in pending if expected is not None else []:
+                for sp in p.decision.family.spaces if p.decision.family else []:
+                    if sp.id in expected:
+                        check_linearity(p.scan, sp, expected[sp.id])
+            crash_point("add:staged")
+            for p in pending:
+                if p.stage_root is not None:
+                    _settle(store, p, made)
+            crash_point("add:settled")
+            with store.write() as conn:
+                results = commit(conn, pending, batch.new_fams, lineage)
+                if on_commit is not None:
+                    on_commit(conn, results)
+                crash_point("add:in-transaction")
+        except BaseException:
+            for d in made:
+                _drop_unregistered(store, d)
+            raise
+        crash_point("add:committed")
+        _write_records(store, results)
+        store.sync_indexes()
     return results
 
 
@@ -154,7 +160,7 @@ def _write_records(store: Store, results: list[AddResult]) -> None:
                     write_record(store, conn, r.id)
 
 
-def write_record(store: Store, conn: sa.Connection, model_id: int) -> None:
+def write_record(store: Store, conn: Conn, model_id: int) -> None:
     """Write (whole) ``zoo-record.json`` for a model whose folder the zoo owns: its row, family,
     base and parents with relation and weight."""
     import json
@@ -212,7 +218,7 @@ def plan(header: Header, fams: list[Family], base_names: dict[int, str], base_ro
     return Pending(sc, decision, kind or "finetune", fam.base_model_id, fam.id)
 
 
-def commit(conn: sa.Connection, pending: list[Pending], new_fams: list[Family], extra_lineage: Edges) -> list[AddResult]:
+def commit(conn: Conn, pending: list[Pending], new_fams: list[Family], extra_lineage: Edges) -> list[AddResult]:
     """Insert the batch in the caller's transaction; weights already registered are recognised, not repeated."""
     results: list[AddResult] = []
     fam_ids: dict[int, int] = {}
@@ -242,14 +248,14 @@ def commit(conn: sa.Connection, pending: list[Pending], new_fams: list[Family], 
     return results
 
 
-def _existing(conn: sa.Connection, content_hash: str) -> AddResult | None:
+def _existing(conn: Conn, content_hash: str) -> AddResult | None:
     row = catalog.model_by_hash(conn, content_hash)
     if row is None:
         return None
     return AddResult(row["name"], row["id"], False, row["kind"], catalog.family_by_id(conn, row["family_id"])["name"])
 
 
-def _insert_family(conn: sa.Connection, fam: Family) -> int:
+def _insert_family(conn: Conn, fam: Family) -> int:
     sp = fam.spaces[0]
     fid = catalog.insert_family(conn, catalog.unique_family_name(conn, fam.name), arch_signature(list(fam.body.items())),
                                 fam.prefix, fam.body)
@@ -257,7 +263,7 @@ def _insert_family(conn: sa.Connection, fam: Family) -> int:
     return fid
 
 
-def _insert_model(conn: sa.Connection, p: Pending, fid: int, spaces: list[Space]) -> int:
+def _insert_model(conn: Conn, p: Pending, fid: int, spaces: list[Space]) -> int:
     header = p.scan.header
     meta = dict(p.fields["meta"])
     meta.update(prefix=header.prefix, head=p.scan.head, note=p.decision.note, files=file_stats(header))

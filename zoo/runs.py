@@ -11,9 +11,8 @@ import shutil
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import sqlalchemy as sa
 
 from zoo import catalog
 from zoo.domain import check_name, folder_safe
@@ -23,6 +22,9 @@ from zoo.materialize import resolve_start
 from zoo.register import AddResult, add, write_record
 from zoo.results import Evaluation, Finetuned
 from zoo.store import Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.db import Conn
 
 
 def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.PathLike | None = None,
@@ -102,7 +104,7 @@ def register_result(store: Store, rec: dict[str, Any]) -> AddResult:
     """
     metrics, run_id = rec["metrics"], rec["run_id"]
 
-    def record(conn: sa.Connection, results: list[AddResult]) -> None:
+    def record(conn: Conn, results: list[AddResult]) -> None:
         mid = results[0].id
         catalog.update_run(conn, run_id, result_model_id=mid, status="finished", finished_at=_dt.datetime.now(),
                            metrics=metrics)

@@ -3,7 +3,9 @@ weights it owns (``weights/``, checked before every read), the folders it writes
 (``checkpoints/``, under a lock), pending write-backs, orphaned runs, the read-only
 snapshot, and FAISS indexes kept in line with the catalog.
 
-The catalog is opened per call and closed at once, so long work never holds it.
+A command opens the catalog once: the outermost ``read``/``write``/``session`` opens a
+connection, every nested one reuses it, and it closes when that block ends, so long work
+(training, large scans) runs with the catalog closed.
 """
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
-
-import sqlalchemy as sa
 
 from zoo import catalog, db
 from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, Family, Space, check_dim, check_metric, env_number
@@ -75,6 +75,8 @@ class Store:
         self.default_space = Space(check_dim(default_dim), default_seed, None, check_metric(default_metric))
         self._memory_budget: int | None = None
         self._ready = False
+        self._conn: db.Conn | None = None  # the open connection of the current command, if any
+        self._in_tx = False
         # Run once when the catalog is first opened: the facade finishes pending write-backs here.
         self.on_open: Callable[[], Any] | None = None
         # Told about waits (who holds the catalog); on stderr when progress is shown.
@@ -99,19 +101,104 @@ class Store:
         return self._memory_budget
 
     def ensure(self) -> None:
-        """Create the home and bring the catalog's schema to the code's (once per Store)."""
+        """Create the home, bring the catalog's schema to the code's and run the open-time
+        maintenance (once per Store)."""
         if not self._ready:
-            if self.home.exists() and not self.home.is_dir():
-                raise ZooValueError(f"zoo home {str(self.home)!r} is a file; pass a directory with --home or ZOO_HOME")
-            if "?" in str(self.home):  # DuckDB reads what follows '?' in a database path as options
-                raise ZooValueError(f"zoo home {str(self.home)!r} contains '?', which DuckDB cannot open as a "
-                                    "catalog path; choose a --home (or ZOO_HOME) without it")
-            self.home.mkdir(parents=True, exist_ok=True)
-            db.ensure_schema(self.catalog_path)
-            self._ready = True
-            if self.on_open is not None:
-                self.on_open()
-            self.fail_orphaned_runs()
+            with self.read():
+                pass
+
+    def _check_home(self) -> None:
+        if self.home.exists() and not self.home.is_dir():
+            raise ZooValueError(f"zoo home {str(self.home)!r} is a file; pass a directory with --home or ZOO_HOME")
+        if "?" in str(self.home):  # DuckDB reads what follows '?' in a database path as options
+            raise ZooValueError(f"zoo home {str(self.home)!r} contains '?', which DuckDB cannot open as a "
+                                "catalog path; choose a --home (or ZOO_HOME) without it")
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def _open(self, write: bool) -> db.Conn:
+        """A connection at the code's schema revision (created or upgraded first when needed)."""
+        if not self._ready:
+            self._check_home()
+            if not self.catalog_path.exists():
+                db.upgrade(self.catalog_path, None)
+        conn = db.opened(self.catalog_path, write, on_wait=self.notify)
+        if not self._ready:
+            cur = db.current_revision(conn)
+            if cur != db.SCHEMA_HEAD:
+                conn.raw.close()
+                db.upgrade(self.catalog_path, cur)
+                conn = db.opened(self.catalog_path, write, on_wait=self.notify)
+        return conn
+
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator[db.Conn]:
+        """Hold one connection for a block (a command, a batch): ``read`` and ``write`` inside
+        reuse it. A read-only session that has to write reopens read-write (DuckDB cannot
+        upgrade a connection)."""
+        if self._conn is not None:
+            if write:
+                self._writable()
+            yield self._conn
+            return
+        self._conn = self._open(write)
+        try:
+            if not self._ready:
+                self._ready = True
+                try:
+                    if self.on_open is not None:
+                        self.on_open()
+                    self.fail_orphaned_runs()
+                except BaseException:
+                    self._ready = False
+                    raise
+            yield self._conn
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.raw.close()
+
+    def _writable(self) -> None:
+        if self._conn is not None and not self._conn.write:
+            self._conn.raw.close()
+            self._conn = None
+            try:
+                self._conn = self._open(True)
+            except BaseException:
+                self._conn = self._open(False)  # keep the command's reads going; the write fails
+                raise
+
+    def held_for(self, nbytes: int) -> Any:
+        """A read-write session for a command whose work reads ``nbytes`` of weights, when that
+        is short (``ZOO_HOLD_BYTES``, default 1 GiB: about a second); else no session, so the
+        catalog stays free while the command reads."""
+        from contextlib import nullcontext
+
+        limit = env_number("ZOO_HOLD_BYTES", float(1 << 30), minimum=0)
+        return self.session(write=True) if nbytes <= limit else nullcontext()
+
+    @contextmanager
+    def read(self) -> Iterator[db.Conn]:
+        """A read-only connection (the command's, when one is open)."""
+        with self.session() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[db.Conn]:
+        """One write transaction, committed on a clean exit (joined by nested ``write`` blocks);
+        indexes are not touched (see ``sync_indexes``). A snapshot, once made, is refreshed
+        after each commit."""
+        with self.session(write=True) as conn:
+            if self._in_tx:
+                yield conn
+                return
+            self._in_tx = True
+            try:
+                with db.transaction(conn):
+                    yield conn
+            finally:
+                self._in_tx = False
+            if self.snapshot_path.exists():
+                self.snapshot()
 
     def set_aside_catalog(self) -> Path:
         """Move an unreadable catalog (and its WAL) aside, so the next open starts a new one; where it went."""
@@ -125,23 +212,6 @@ class Store:
         self._ready = False
         return aside
 
-    @contextmanager
-    def read(self) -> Iterator[sa.Connection]:
-        """A read-only connection, closed on exit."""
-        self.ensure()
-        with db.connect(self.catalog_path, write=False, on_wait=self.notify) as conn:
-            yield conn
-
-    @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
-        """One write transaction, committed on a clean exit; indexes are not touched (see ``sync_indexes``).
-        A snapshot, once made, is refreshed after each commit."""
-        self.ensure()
-        with db.connect(self.catalog_path, write=True, on_wait=self.notify) as conn:
-            yield conn
-        if self.snapshot_path.exists():
-            self.snapshot()
-
     @property
     def snapshot_path(self) -> Path:
         return self.home / "snapshot.duckdb"
@@ -150,15 +220,14 @@ class Store:
         """Copy the catalog (tables, views, macros) into a DuckDB file that outside tools can keep
         open without ever blocking zoo; written whole (temp name, then rename). The default,
         ``snapshot.duckdb`` in the home, is then refreshed after every change."""
-        import duckdb
-
         self.ensure()
         out = Path(dest).expanduser() if dest else self.snapshot_path
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
-        con = db.open_waiting(self.catalog_path, lambda: duckdb.connect(str(self.catalog_path), read_only=True),
-                              on_wait=self.notify)
+        held = self._conn is not None
+        con = self._conn.raw if held else db.open_waiting(
+            self.catalog_path, lambda: db.open_raw(self.catalog_path, False), on_wait=self.notify)
         try:
             con.execute(f"ATTACH '{str(tmp).replace(chr(39), chr(39) * 2)}' AS zoo_snapshot (READ_WRITE)")
             con.execute("COPY FROM DATABASE catalog TO zoo_snapshot")
@@ -167,7 +236,8 @@ class Store:
             tmp.unlink(missing_ok=True)
             raise
         finally:
-            con.close()
+            if not held:
+                con.close()
         os.replace(tmp, out)
         return out
 
@@ -205,7 +275,7 @@ class Store:
 
     # ------------------------------------------------------------ families
     @staticmethod
-    def family(conn: sa.Connection, name: str | None = None) -> Family:
+    def family(conn: db.Conn, name: str | None = None) -> Family:
         """The family named ``name``, or the zoo's only family when None."""
         fams = catalog.families_snapshot(conn)
         if name is not None:
@@ -220,7 +290,7 @@ class Store:
         raise ZooValueError(f"the zoo has several families ({', '.join(f.name for f in fams)}); pass --family")
 
     @staticmethod
-    def family_of(conn: sa.Connection, row: dict[str, Any]) -> Family:
+    def family_of(conn: db.Conn, row: dict[str, Any]) -> Family:
         """The family of a model row."""
         [fam] = catalog.families_snapshot(conn, row["family_id"])
         return fam
@@ -244,7 +314,7 @@ class Store:
                                     f"differs); restore it, or `zoo relocate {row['name']} PATH` to an unchanged copy")
         return Path(row["uri"])
 
-    def base_weights(self, conn: sa.Connection, fam: Family) -> Path:
+    def base_weights(self, conn: db.Conn, fam: Family) -> Path:
         """The family base's checkpoint path, checked like ``weights``."""
         return self.weights(catalog.model_by_id(conn, fam.base_model_id))
 
@@ -359,7 +429,7 @@ class Store:
             if sid.isdigit() and int(sid) not in ids:
                 SpaceIndex(self.index_dir, int(sid)).remove()
 
-    def index(self, conn: sa.Connection, sp: Space, force: bool = False) -> Any:
+    def index(self, conn: db.Conn, sp: Space, force: bool = False) -> Any:
         """The space's ``SpaceIndex``, brought in line with the catalog.
 
         Up to date: used as is. Behind by new models only (its rows still match the
