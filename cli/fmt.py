@@ -6,15 +6,12 @@ import json
 from typing import Any, Callable, Sequence
 
 import click
-import numpy as np
 
 
 def _plain(v: Any) -> Any:
     if isinstance(v, (_dt.datetime, _dt.date)):
         return v.isoformat(sep=" ", timespec="seconds") if isinstance(v, _dt.datetime) else v.isoformat()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
+    if type(v).__module__ == "numpy":  # a numpy scalar or array (numpy itself is not imported for this)
         return v.tolist()
     return str(v)
 

@@ -7,19 +7,35 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
-
-from zoo import db, doctor, lookup, materialize, queries, register, runs, select
+from zoo import db
 from zoo import results as r
 from zoo.domain import DEFAULT_DIM, DEFAULT_METRIC, DEFAULT_SEED, check_meta
-from zoo.register import Edges
 from zoo.results import AddResult
 from zoo.store import Store, default_home
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from zoo.db import Conn
+    from zoo.register import Edges
 
 __all__ = ["Zoo", "AddResult", "default_home"]
+
+
+class _Room:
+    """A room module imported on first use: ``zoo ls`` never loads what ``zoo finetune`` needs."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(f"zoo.{self._name}"), attr)
+
+
+doctor, lookup, materialize, queries, register, runs, select = (
+    _Room(n) for n in ("doctor", "lookup", "materialize", "queries", "register", "runs", "select"))
 
 
 class Zoo:
@@ -38,12 +54,20 @@ class Zoo:
 
             set_override(threads)
         self.store = Store(home, progress, default_dim, default_seed, default_metric)
-        self.store.on_open = lambda: runs.finish_pending(self.store)
+        # Only a zoo with write-backs waiting loads the fine-tuning room at open.
+        self.store.on_open = lambda: self.store.pending() and runs.finish_pending(self.store)
 
     home = property(lambda self: self.store.home, doc="The zoo's directory.")
     catalog_path = property(lambda self: self.store.catalog_path, doc="The catalog file (DuckDB).")
     index_dir = property(lambda self: self.store.index_dir, doc="The FAISS index files (derived from the catalog).")
     checkpoints_dir = property(lambda self: self.store.checkpoints_dir, doc="Checkpoints zoo wrote itself.")
+
+    def session(self, write: bool = True) -> Any:
+        """A context manager for a batch of calls (a script's loop of ``add``, a notebook cell):
+        the catalog is opened and its schema checked once for all of them, and the FAISS
+        indexes are written once at the end. Other processes wait while it is open
+        (``ZOO_LOCK_TIMEOUT``), so keep long work (fine-tuning) outside it."""
+        return self.store.hold(write)
 
     # ------------------------------------------------------------ the zoo and its models
     def init(self) -> r.Init:

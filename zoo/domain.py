@@ -1,17 +1,19 @@
 """The domain: families, sketch spaces, start specs and the vocabularies (kinds, metrics,
 relations, devices) that the schema, the library and the CLI all use.
 
-Pure: numpy and the error types only, so every layer may import it.
+Pure: the error types only (numpy arrays pass through untouched), so every layer may import it.
 """
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import NotFound, ZooValueError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 KINDS = ("base", "finetune", "centroid", "interpolation", "external")
 METRICS = ("cosine", "l2")
@@ -64,7 +66,7 @@ def check_kind(kind: str | None) -> str | None:
 
 def check_k(k: int, what: str = "-k") -> int:
     """A positive integer count (``-k``, ``--neighbours``, ``--folds``...)."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
         raise ZooValueError(f"{what} must be a positive integer, got {k!r}")
     return int(k)
 
@@ -79,7 +81,7 @@ def check_seed(seed: int | None, what: str = "--seed") -> int | None:
     """A seed in [0, 2**31 - 1] (what the catalog column, numpy and torch all take), or None."""
     if seed is None:
         return None
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= int(seed) <= MAX_SEED:
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= int(seed) <= MAX_SEED:
         raise ZooValueError(f"{what} {seed!r} is out of range: use an integer between 0 and {MAX_SEED}")
     return int(seed)
 
@@ -123,7 +125,7 @@ def check_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
 
 def check_dim(dim: int) -> int:
     """Validate a sketch dimension; any integer in [8, 2**20] works (powers of two not required)."""
-    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or not MIN_DIM <= int(dim) <= MAX_DIM:
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not MIN_DIM <= int(dim) <= MAX_DIM:
         raise ZooValueError(f"sketch dimension {dim!r} is out of range: use an integer between {MIN_DIM} and {MAX_DIM}, e.g. 1024")
     return int(dim)
 

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from zoo.data import Examples
 from zoo.domain import DEVICES, TRAIN_METHODS, check_choice, check_seed
 from zoo.errors import ZooValueError
@@ -74,6 +72,7 @@ def _governor(model: Any, device: str) -> Any:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
     import torch
 
     random.seed(seed)
@@ -174,6 +173,7 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
 
     ``step_hook(step)`` runs after every optimiser step (progress reporting, interruption).
     """
+    import numpy as np
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -258,6 +258,8 @@ def evaluate(model_dir: Path, tokenizer_dirs: Sequence[Path], data: Examples, pr
     """Accuracy of a checkpoint on ``data``: through its head when it has this label space,
     else (or always, with ``probe``) a linear probe on the frozen body (the paper's
     "generalized" evaluation, which compares models whose heads differ on equal terms)."""
+    import numpy as np
+
     device = resolve_device(params.device)
     seed_everything(params.seed)
     quiet_transformers()
@@ -362,6 +364,8 @@ def check_probe_input(ex: Examples, folds: int) -> None:
 
 def stratified_folds(labels: Sequence[str], folds: int, seed: int) -> list[int]:
     """A fold number per example: each label's examples, shuffled, dealt round-robin."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     fold = [0] * len(labels)
     by_label = _by_label(labels)
@@ -375,6 +379,8 @@ def stratified_folds(labels: Sequence[str], folds: int, seed: int) -> list[int]:
 
 def sample_examples(ex: Examples, n: int, seed: int) -> Examples:
     """At most ``n`` examples, label-stratified and deterministic (all of them when there are fewer)."""
+    import numpy as np
+
     if len(ex) <= n:
         return ex
     rng = np.random.default_rng(seed)

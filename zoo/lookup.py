@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from zoo import catalog
 from zoo.domain import RUN_STATUSES, check_choice, check_kind
 from zoo.results import Lineage, Snapshot
@@ -33,7 +31,7 @@ def show(store: Store, name: str) -> dict[str, Any]:
         m["children"] = catalog.children(conn, m["id"])
         m["evaluations"] = catalog.evaluations_of(conn, m["id"])
         m["sketches"] = [{"space_id": sp.id, "dim": sp.dim, "seed": sp.seed,
-                          "norm": float(np.linalg.norm(catalog.sketch_vectors(conn, sp.id, [m["id"]])[1]))}
+                          "norm": float(_norm(catalog.sketch_vectors(conn, sp.id, [m["id"]])[1]))}
                          for sp in catalog.spaces(conn, m["family_id"])]
         return m
 
@@ -76,3 +74,9 @@ def sql(store: Store, query: str, limit: int | None = None, timeout: float | Non
 
     store.ensure()
     return run_readonly(store.catalog_path, query, limit, DEFAULT_TIMEOUT if timeout is None else timeout)
+
+
+def _norm(x: Any) -> float:
+    import numpy as np
+
+    return float(np.linalg.norm(x))

@@ -77,6 +77,8 @@ class Store:
         self._ready = False
         self._conn: db.Conn | None = None  # the open connection of the current command, if any
         self._in_tx = False
+        self._held = 0  # depth of ``hold`` blocks: index syncs wait for the outermost one's end
+        self._sync_due = False
         # Run once when the catalog is first opened: the facade finishes pending write-backs here.
         self.on_open: Callable[[], Any] | None = None
         # Told about waits (who holds the catalog); on stderr when progress is shown.
@@ -167,6 +169,21 @@ class Store:
                 self._conn = self._open(False)  # keep the command's reads going; the write fails
                 raise
 
+    @contextmanager
+    def hold(self, write: bool = True) -> Iterator[db.Conn]:
+        """A batch: one connection for every call inside, and the FAISS indexes brought in line
+        once at the end instead of after each change (queries inside still see every change:
+        ``index`` checks the catalog's fingerprint before use)."""
+        self._held += 1
+        try:
+            with self.session(write=write) as conn:
+                yield conn
+                if self._held == 1 and self._sync_due:
+                    self._sync_due = False
+                    self._sync_now()
+        finally:
+            self._held -= 1
+
     def held_for(self, nbytes: int) -> Any:
         """A read-write session for a command whose work reads ``nbytes`` of weights, when that
         is short (``ZOO_HOLD_BYTES``, default 1 GiB: about a second); else no session, so the
@@ -174,7 +191,7 @@ class Store:
         from contextlib import nullcontext
 
         limit = env_number("ZOO_HOLD_BYTES", float(1 << 30), minimum=0)
-        return self.session(write=True) if nbytes <= limit else nullcontext()
+        return self.hold() if nbytes <= limit else nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[db.Conn]:
@@ -416,7 +433,14 @@ class Store:
 
     # ------------------------------------------------------------ indexes
     def sync_indexes(self) -> None:
-        """Bring every space's FAISS index in line with the committed catalog; drop indexes of gone spaces."""
+        """Bring every space's FAISS index in line with the committed catalog; drop indexes of gone
+        spaces. Inside a ``hold`` block this waits for the block's end."""
+        if self._held:
+            self._sync_due = True
+        else:
+            self._sync_now()
+
+    def _sync_now(self) -> None:
         from zoo.index import SpaceIndex
 
         with self.read() as conn:
