@@ -375,6 +375,28 @@ def update_model(conn: Conn, model_id: int, **values: Any) -> None:
     _update(conn, "models", model_id, values)
 
 
+def has_lists(conn: Conn, space_id: int) -> bool:
+    return conn.scalar("SELECT count(*) FROM sketch_lists WHERE space_id = $s", {"s": space_id}) > 0
+
+
+def publish_lists(conn: Conn, space_id: int, nprobe: int, centroids: np.ndarray | None) -> None:
+    """Replace a space's IVF centroids (None: the space has none, SQL scans it whole); every
+    sketch's list is cleared until ``assign_lists`` sets it."""
+    conn.run("DELETE FROM sketch_lists WHERE space_id = $s", {"s": space_id})
+    conn.run("UPDATE sketches SET list_id = NULL WHERE space_id = $s AND list_id IS NOT NULL", {"s": space_id})
+    if centroids is not None and len(centroids):
+        conn.run("INSERT INTO sketch_lists SELECT $s, i - 1, $p, c FROM (SELECT unnest($c) AS c, "
+                 "generate_subscripts($c, 1) AS i)", {"s": space_id, "p": int(nprobe), "c": centroids.tolist()})
+
+
+def assign_lists(conn: Conn, space_id: int, ids: np.ndarray, lists: np.ndarray) -> None:
+    """Set the IVF list of each sketch ``ids[i]`` of a space to ``lists[i]``."""
+    if len(ids):
+        conn.run("UPDATE sketches SET list_id = a.l FROM (SELECT unnest($ids) AS id, unnest($lists) AS l) a "
+                 "WHERE sketches.space_id = $s AND sketches.model_id = a.id",
+                 {"s": space_id, "ids": [int(i) for i in ids], "lists": [int(v) for v in lists]})
+
+
 def delete_model(conn: Conn, model_id: int, force: bool) -> list[str]:
     """Delete a model with its sketches, edges and evaluations; returns the names of children it had.
 
@@ -399,6 +421,8 @@ def delete_model(conn: Conn, model_id: int, force: bool) -> list[str]:
     conn.run("UPDATE runs SET result_model_id = NULL WHERE result_model_id = $m", p)
     conn.run("DELETE FROM models WHERE id = $m", p)
     if fam is not None:
+        conn.run("DELETE FROM sketch_lists WHERE space_id IN (SELECT id FROM sketch_spaces WHERE family_id = $f)",
+                 {"f": fam["id"]})
         conn.run("DELETE FROM sketch_spaces WHERE family_id = $f", {"f": fam["id"]})
         conn.run("DELETE FROM families WHERE id = $f", {"f": fam["id"]})
     return [k["name"] for k in kids]

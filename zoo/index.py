@@ -171,6 +171,20 @@ class SpaceIndex:
         self._gpu = None
         self.save()
 
+    def coarse(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(centroids, the list of each row of ``vecs``) of an IVF index, for the SQL probes
+        (migration 0003); None for an exact index."""
+        if self.meta["spec"]["kind"] == "flat":
+            return None
+        import faiss
+
+        ivf = faiss.extract_index_ivf(self.index)
+        cents = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+        if not len(vecs):
+            return cents, np.zeros(0, dtype=np.int64)
+        _, lists = ivf.quantizer.search(prepare(vecs, self.meta["spec"]["metric"]), 1)
+        return cents, lists[:, 0]
+
     def save(self) -> None:
         """Write the index and its sidecar whole. The files are a cache of the catalog: when the
         home cannot take them (read-only, full) the index is used from memory and ``persisted``

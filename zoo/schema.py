@@ -103,6 +103,17 @@ sketches = sa.Table(
     sa.Column("space_id", sa.Integer, primary_key=True),
     sa.Column("vec", FloatList(), nullable=False),
     sa.Column("norm", sa.Float(53), nullable=False),
+    # The inverted list of the space's published IVF lists this sketch is in (NULL: none yet).
+    sa.Column("list_id", sa.Integer),
+)
+
+# A space's IVF coarse centroids, published from its FAISS index for SQL probes (migration 0003).
+sketch_lists = sa.Table(
+    "sketch_lists", metadata,
+    sa.Column("space_id", sa.Integer, primary_key=True),
+    sa.Column("list_id", sa.Integer, primary_key=True),
+    sa.Column("nprobe", sa.Integer, nullable=False),
+    sa.Column("centroid", FloatList(), nullable=False),
 )
 
 lineage = sa.Table(

@@ -160,14 +160,18 @@ class Store:
                 conn.raw.close()
 
     def _writable(self) -> None:
-        if self._conn is not None and not self._conn.write:
-            self._conn.raw.close()
-            self._conn = None
+        """Reopen the session's read-only connection read-write, in place: callers holding the
+        ``Conn`` keep a working one."""
+        conn = self._conn
+        if conn is not None and not conn.write:
+            conn.raw.close()
             try:
-                self._conn = self._open(True)
+                new = self._open(True)
             except BaseException:
-                self._conn = self._open(False)  # keep the command's reads going; the write fails
+                new = self._open(False)  # keep the command's reads going; the write fails
+                conn.raw = new.raw
                 raise
+            conn.raw, conn.write = new.raw, True
 
     @contextmanager
     def hold(self, write: bool = True) -> Iterator[db.Conn]:
@@ -474,10 +478,32 @@ class Store:
                 ids, vecs = catalog.sketch_vectors(conn, sp.id, after_id=old["max_id"])
                 idx.append(ids, vecs, fp)
                 if idx.matches(fp, spec):
+                    self._publish_lists(conn, sp, idx, ids, vecs, full=False)
                     return idx
         ids, vecs = catalog.sketch_vectors(conn, sp.id)
         idx.build(ids, vecs, spec, fp)
+        self._publish_lists(conn, sp, idx, ids, vecs, full=True)
         return idx
+
+    def _publish_lists(self, conn: db.Conn, sp: Space, idx: Any, ids: Any, vecs: Any, full: bool) -> None:
+        """Give SQL the IVF lists of an index just built (``full``) or appended to (migration
+        0003). Best effort: a busy or read-only catalog keeps its older lists, which stay
+        consistent with its older assignments, and rows without a list are scanned."""
+        import duckdb
+
+        from zoo.errors import CatalogUnreadable, ZooBusy
+
+        coarse = idx.coarse(vecs)
+        if coarse is None and (not full or not catalog.has_lists(conn, sp.id)):
+            return
+        try:
+            with self.write() as w:
+                if full:
+                    catalog.publish_lists(w, sp.id, idx.meta["spec"]["nprobe"], None if coarse is None else coarse[0])
+                if coarse is not None:
+                    catalog.assign_lists(w, sp.id, ids, coarse[1])
+        except (ZooBusy, CatalogUnreadable, OSError, duckdb.IOException):
+            pass
 
     def reindex(self) -> list[dict[str, Any]]:
         """Rebuild every space's FAISS index from the catalog."""
