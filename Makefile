@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_register.py
 	$(BIN)/python bench/bench_fidelity.py
 	$(BIN)/python bench/bench_query.py
+	$(BIN)/python bench/bench_overhead.py
+	$(BIN)/python bench/bench_threads.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
