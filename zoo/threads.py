@@ -43,7 +43,7 @@ WINDOW = 5
 LOADED_SPINCOUNT = "1000"
 
 _override: int | None = None
-_applied: dict[str, object] = {}  # runtime -> the count last set, so unchanged counts cost nothing
+_applied: dict[str, object] = {}  # the count last decided, and what the BLAS/OpenMP pools were last set to
 
 
 def set_override(n: int | None) -> None:
@@ -149,16 +149,17 @@ def apply(n: int) -> None:
     import sys
 
     _applied["zoo"] = n
-    if "torch" in sys.modules and _applied.get("torch") != n:
+    if "torch" in sys.modules:
         import torch
 
-        torch.set_num_threads(n)
-        _applied["torch"] = n
-    if "numba" in sys.modules and _applied.get("numba") != n:
+        if torch.get_num_threads() != n:  # asked each time: other code may have set it
+            torch.set_num_threads(n)
+    if "numba" in sys.modules:
         import numba
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        _applied["numba"] = n
+        want = min(n, numba.config.NUMBA_NUM_THREADS)
+        if numba.get_num_threads() != want:
+            numba.set_num_threads(want)
     loaded = tuple(m for m in ("numpy", "faiss", "torch", "numba") if m in sys.modules)
     if _applied.get("pools") != (n, loaded):
         from threadpoolctl import threadpool_limits
