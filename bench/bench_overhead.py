@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_register import bare_read  # noqa: E402
+from bench_register import bare_read, make_finetune_of  # noqa: E402
 from common import base_model_dir, write  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -49,27 +49,10 @@ def cli(tmp: Path, repeat: int) -> dict[str, float]:
             "ratio_help_vs_duckdb": med["zoo_help"] / med["import_duckdb"]}
 
 
-def finetunes(tmp: Path, n: int) -> list[Path]:
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-
-    sd = load_file(str(base_model_dir() / "model.safetensors"))
-    out = []
-    for i in range(n):
-        d = tmp / f"ft{i}"
-        d.mkdir()
-        rng = np.random.default_rng(i)
-        save_file({k: (v + 1e-3 * rng.standard_normal(v.shape).astype(v.dtype)) if v.dtype.kind == "f" else v
-                   for k, v in sd.items()}, str(d / "model.safetensors"))
-        shutil.copy(base_model_dir() / "config.json", d / "config.json")
-        out.append(d)
-    return out
-
-
 def add(tmp: Path, repeat: int) -> dict[str, float]:
     from zoo import Zoo
 
-    fts = finetunes(tmp, 4)
+    fts = [make_finetune_of(base_model_dir(), tmp / f"ft{i}", seed=i) for i in range(4)]
     single, batch, bare = [], [], []
     for i in range(repeat):
         z = Zoo(tmp / f"z{i}")

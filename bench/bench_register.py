@@ -72,11 +72,11 @@ def make_big(dir_: Path, gb: float) -> Path:
     return dir_
 
 
-def make_finetune_of(base_dir: Path, out: Path) -> Path:
+def make_finetune_of(base_dir: Path, out: Path, seed: int = 1) -> Path:
     from safetensors.numpy import load_file, save_file
 
     sd = load_file(str(base_dir / "model.safetensors"))
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: (v + 1e-3 * rng.standard_normal(v.shape).astype(v.dtype)) if v.dtype.kind == "f" else v
                for k, v in sd.items()}, str(out / "model.safetensors"))

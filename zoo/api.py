@@ -75,7 +75,7 @@ class Zoo:
         self.store.ensure()
         self.index_dir.mkdir(exist_ok=True)
         self.checkpoints_dir.mkdir(exist_ok=True)
-        return r.Init(str(self.home), str(self.catalog_path), db.head_revision())
+        return r.Init(str(self.home), str(self.catalog_path), db.SCHEMA_HEAD)
 
     def add(self, paths: Sequence[str | os.PathLike], name: str | None = None, base: str | None = None,
             dataset: str | None = None, task: str | None = None, seed: int | None = None,

@@ -286,8 +286,12 @@ def list_runs(conn: Conn, status: str | None = None, limit: int | None = None) -
 _JSON_COLUMNS = {"meta", "body", "params", "metrics"}
 
 
+def _as_stored(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_dump(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
+
+
 def _insert(conn: Conn, table: str, values: dict[str, Any], returning: bool = False) -> int | None:
-    vals = {k: (_dump(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
+    vals = _as_stored(values)
     sql = f"INSERT INTO {table} ({', '.join(vals)}) VALUES ({', '.join('$' + k for k in vals)})"
     if returning:
         return int(conn.scalar(sql + " RETURNING id", vals))
@@ -298,7 +302,7 @@ def _insert(conn: Conn, table: str, values: dict[str, Any], returning: bool = Fa
 def _update(conn: Conn, table: str, row_id: int, values: dict[str, Any]) -> None:
     if not values:
         return
-    vals = {k: (_dump(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
+    vals = _as_stored(values)
     conn.run(f"UPDATE {table} SET {', '.join(f'{k} = ${k}' for k in vals)} WHERE id = $row_id", dict(vals, row_id=row_id))
 
 

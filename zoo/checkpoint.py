@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 import xxhash
 
-from zoo.errors import CheckpointError, NotFound, UnsafeCheckpoint
+from zoo.errors import CheckpointError, NotFound, UnsafeCheckpoint, ZooError
 
 SAFETENSORS = "safetensors"
 SHARDED = "safetensors-sharded"
@@ -414,14 +414,11 @@ def is_model_dir_like(p: Path) -> bool:
 
 
 def weight_bytes(path: Path) -> int:
-    """Bytes of weight files at ``path`` (a file, or a folder's top level): the size of the work
-    reading it is; 0 for what does not exist (reading it reports that)."""
+    """Bytes of the weight files ``resolve`` finds at ``path``: the size of the work reading it
+    is; 0 for what is no checkpoint (reading it reports why)."""
     try:
-        if path.is_file():
-            return path.stat().st_size
-        return sum(f.stat().st_size for f in path.iterdir()
-                   if f.suffix in (".safetensors", ".bin", ".pt", ".pth") and f.is_file())
-    except OSError:
+        return sum(f.stat().st_size for f in resolve(path)[1])
+    except (ZooError, OSError):
         return 0
 
 

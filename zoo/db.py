@@ -222,7 +222,6 @@ def upgrade(path: Path, cur: str | None) -> None:
     """Bring a catalog at revision ``cur`` (None: empty or new) to the head with Alembic."""
     from alembic.script import ScriptDirectory
 
-    register_alembic_impl()
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     if cur == head:
