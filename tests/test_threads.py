@@ -194,14 +194,26 @@ def test_sql_nearest_probes_published_ivf_lists(home, monkeypatch):
     import zoo.index as zindex
 
     monkeypatch.setattr(zindex, "FLAT_MAX", 100)  # IVF from 100 sketches on, as at 20k in use
+    monkeypatch.setattr(catalog, "CLUSTER_BYTES", 1 << 14)  # rewritten in many slices of lists
     z = Zoo(home)
     x = _synthetic_space(z, 1200, 16)
     with z.store.read() as conn:
+        fp = catalog.sketch_fingerprint(conn, 1)
         idx = z.store.index(conn, catalog.space(conn, 1))
         assert idx.meta["spec"]["kind"] == "ivf"
         n_lists = conn.scalar("SELECT count(*) FROM sketch_lists WHERE space_id = 1")
         assert n_lists == idx.meta["spec"]["nlist"]
         assert conn.scalar("SELECT count(*) FROM sketches WHERE list_id IS NULL") == 0
+        # Rows are stored in list order (a probe reads contiguous rows), with the lists the
+        # quantizer gives, and the rewrite changed nothing an index checks.
+        stored = np.array([r["list_id"] for r in conn.rows("SELECT list_id FROM sketches WHERE space_id = 1")])
+        assert len(stored) == 1200 and (np.diff(stored) >= 0).all()
+        ids, vecs = catalog.sketch_vectors(conn, 1)
+        assert np.array_equal(vecs, x.astype(np.float32)[ids - ids.min()])
+        want = dict(zip(ids.tolist(), idx.coarse(ids, vecs)[1].tolist()))
+        got = {r["model_id"]: r["list_id"] for r in conn.rows("SELECT model_id, list_id FROM sketches")}
+        assert got == want and np.array_equal(idx.coarse(ids)[1], idx.coarse(ids, vecs)[1])
+        assert catalog.sketch_fingerprint(conn, 1) == fp and idx.matches(fp, zindex.choose_index(1200, 16))
     hits = 0
     for i in range(0, 1200, 60):
         got = [r[0] for r in z.sql(f"SELECT name FROM zoo_nearest('m{i}', 10) ORDER BY rank")[1]]

@@ -89,6 +89,17 @@ def _checksum(data: np.ndarray) -> str:
     return xxhash.xxh3_128_hexdigest(memoryview(np.ascontiguousarray(data)))
 
 
+def _file_checksum(path: Path) -> str:
+    """``_checksum`` of a file's bytes, read in slices."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(64 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def gpu_count() -> int:
     import faiss
 
@@ -157,6 +168,7 @@ class SpaceIndex:
             faiss.extract_index_ivf(index).nprobe = spec.nprobe
         if len(x):
             index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
+        del x  # the index holds its own copy
         self.index, self._gpu = index, None
         self.meta = {"fingerprint": fingerprint, "spec": asdict(spec), "dim": d,
                      "max_id": int(ids.max()) if len(ids) else 0}
@@ -171,19 +183,37 @@ class SpaceIndex:
         self._gpu = None
         self.save()
 
-    def coarse(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(centroids, the list of each row of ``vecs``) of an IVF index, for the SQL probes
-        (migration 0003); None for an exact index."""
+    def coarse(self, ids: np.ndarray, vecs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(centroids, the list of each of ``ids``) of an IVF index, for the SQL probes
+        (migration 0003); None for an exact index. Without ``vecs`` the lists are read from
+        the index's own inverted lists (no distance computed: a quantizer pass over 1M
+        sketches took ~40 s); with them, the rows are assigned by the quantizer."""
         if self.meta["spec"]["kind"] == "flat":
             return None
         import faiss
 
         ivf = faiss.extract_index_ivf(self.index)
         cents = ivf.quantizer.reconstruct_n(0, ivf.nlist)
-        if not len(vecs):
-            return cents, np.zeros(0, dtype=np.int64)
-        _, lists = ivf.quantizer.search(prepare(vecs, self.meta["spec"]["metric"]), 1)
-        return cents, lists[:, 0]
+        ids = np.asarray(ids, dtype=np.int64)
+        lists = np.full(len(ids), -1, dtype=np.int64)
+        if vecs is None:
+            order = np.argsort(ids)
+            for li in range(ivf.nlist):
+                n = ivf.invlists.list_size(li)
+                if n:
+                    got = faiss.rev_swig_ptr(ivf.invlists.get_ids(li), n).astype(np.int64)
+                    pos = np.searchsorted(ids, got, sorter=order)
+                    hit = pos < len(ids)
+                    pos = order[pos[hit]]
+                    lists[pos[ids[pos] == got[hit]]] = li
+        else:
+            step = 1 << 16  # normalised in slices: no second copy of a million vectors
+            for lo in range(0, len(vecs), step):
+                _, li = ivf.quantizer.search(prepare(vecs[lo:lo + step], self.meta["spec"]["metric"]), 1)
+                lists[lo:lo + step] = li[:, 0]
+        if (lists < 0).any():
+            raise ValueError(f"{int((lists < 0).sum())} id(s) are in no list of the index")
+        return cents, lists
 
     def save(self) -> None:
         """Write the index and its sidecar whole. The files are a cache of the catalog: when the
@@ -191,17 +221,17 @@ class SpaceIndex:
         says so; the next command that can write rebuilds it."""
         import faiss
 
-        data = faiss.serialize_index(self.index)
-        self.meta["checksum"] = _checksum(data)
         tmp, tmp_meta = self.path.with_suffix(".faiss.tmp"), self.meta_path.with_suffix(".json.tmp")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            data.tofile(tmp)
+            # Straight to the file: serializing in memory first held a second copy (4 GB at 1M).
+            faiss.write_index(self.index, str(tmp))
+            self.meta["checksum"] = _file_checksum(tmp)
             os.replace(tmp, self.path)
             tmp_meta.write_text(json.dumps(self.meta))
             os.replace(tmp_meta, self.meta_path)
             self.persisted = True
-        except OSError:
+        except (OSError, RuntimeError):  # faiss reports a file it cannot write as RuntimeError
             for p in (tmp, tmp_meta):
                 try:
                     p.unlink(missing_ok=True)

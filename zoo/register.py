@@ -165,19 +165,14 @@ def write_record(store: Store, conn: Conn, model_id: int) -> None:
     base and parents with relation and weight."""
     import json
 
-    row = catalog.model_by_id(conn, model_id)
+    row = catalog.record_of(conn, model_id)
     path = Path(row["uri"])
     folder = path if path.is_dir() else path.parent
     if not store.owns(folder) or not folder.is_dir():
         return
-    fam = catalog.family_by_id(conn, row["family_id"])
-    base = catalog.model_by_id(conn, fam["base_model_id"])["name"] if fam["base_model_id"] else None
-    rec = {k: row[k] for k in ("id", "name", "kind", "dataset", "task", "seed", "content_hash", "format", "uri", "meta")}
-    rec.update(family=fam["name"], base=base, created_at=str(row["created_at"]),
-               parents=[{"name": p["name"], "relation": p["relation"], "weight": p["weight"]}
-                        for p in catalog.parents(conn, model_id)],
-               evaluations=[{k: e[k] for k in ("dataset", "split", "metric", "value", "n_examples")}
-                            for e in catalog.evaluations_of(conn, model_id)])
+    rec = {k: row[k] for k in ("id", "name", "kind", "dataset", "task", "seed", "content_hash", "format", "uri", "meta",
+                               "family", "base", "parents", "evaluations")}
+    rec["created_at"] = str(row["created_at"])
     tmp = folder / ".zoo-record.json.tmp"
     tmp.write_text(json.dumps(rec, default=str, indent=1))
     os.replace(tmp, folder / RECORD)

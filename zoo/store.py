@@ -478,14 +478,15 @@ class Store:
                 ids, vecs = catalog.sketch_vectors(conn, sp.id, after_id=old["max_id"])
                 idx.append(ids, vecs, fp)
                 if idx.matches(fp, spec):
-                    self._publish_lists(conn, sp, idx, ids, vecs, full=False)
+                    self._publish_lists(conn, sp, ids, idx.coarse(ids, vecs), idx.meta["spec"]["nprobe"], full=False)
                     return idx
         ids, vecs = catalog.sketch_vectors(conn, sp.id)
         idx.build(ids, vecs, spec, fp)
-        self._publish_lists(conn, sp, idx, ids, vecs, full=True)
+        del vecs  # 4 GB at 1M sketches, while DuckDB rewrites the space in list order
+        self._publish_lists(conn, sp, ids, idx.coarse(ids), idx.meta["spec"]["nprobe"], full=True)
         return idx
 
-    def _publish_lists(self, conn: db.Conn, sp: Space, idx: Any, ids: Any, vecs: Any, full: bool) -> None:
+    def _publish_lists(self, conn: db.Conn, sp: Space, ids: Any, coarse: Any, nprobe: int, full: bool) -> None:
         """Give SQL the IVF lists of an index just built (``full``) or appended to (migration
         0003). Best effort: a busy or read-only catalog keeps its older lists, which stay
         consistent with its older assignments, and rows without a list are scanned."""
@@ -493,18 +494,17 @@ class Store:
 
         from zoo.errors import CatalogUnreadable, ZooBusy
 
-        coarse = idx.coarse(vecs)
         if coarse is None and (not full or not catalog.has_lists(conn, sp.id)):
             return
         try:
             with self.write() as w:
                 if full:
-                    catalog.publish_lists(w, sp.id, idx.meta["spec"]["nprobe"], None if coarse is None else coarse[0])
-                if coarse is not None:
+                    catalog.publish_lists(w, sp.id, nprobe, ids, coarse)
+                else:
                     catalog.assign_lists(w, sp.id, ids, coarse[1])
             if full and coarse is not None:
-                # Fold the updated list ids into the table's storage now: until a checkpoint,
-                # every scan merges them from the update log (measured 230 ms against 100 ms).
+                # Write the rewritten rows to storage now: until a checkpoint, scans read them
+                # from the transaction log (measured 230 ms against 100 ms for updated list ids).
                 w.run("CHECKPOINT")
         except (ZooBusy, CatalogUnreadable, OSError, duckdb.IOException):
             pass
