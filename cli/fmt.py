@@ -127,6 +127,20 @@ def fmt_clusters(r: dict[str, Any]) -> str:
     return head + "\n" + table(r["assignments"], ["cluster", "name", "dataset", "task"])
 
 
+def fmt_fidelity(r: dict[str, Any]) -> str:
+    head = (f"sketch answers against exact ones on {r['n']} models of family {r['family']} ({r['metric']}, "
+            f"k = {r['k']}; 1.0 = the same answers)")
+    rows = [{k: (f"{v:.3f}" if isinstance(v, float) else "-" if v is None else v) for k, v in x.items()}
+            for x in r["settings"]]
+    return head + "\n" + table(rows, ["setting", "knn_overlap", "nn1_same_dataset", "spearman", "reads_models"])
+
+
+def _pts(x: float | None, se: float | None = None) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 100:+.1f}" + (f" +/- {se * 100:.1f}" if se else "")
+
+
 def fmt_select(r: dict[str, Any]) -> str:
     rows = []
     for c in r["candidates"]:
@@ -137,16 +151,21 @@ def fmt_select(r: dict[str, Any]) -> str:
         if ev.get("distance"):
             bits.append(f"{ev['distance']:.3g} from {ev['distance_to']}")
         if c["category"] == "base":
-            bits.append(f"{ev.get('model', '')}: the reference" + (f" ({c['n_runs']} past run(s) from it)" if c["n_runs"] else ""))
-        elif c["observed_gain"] is not None:
-            bits.append(f"observed gain {c['observed_gain'] * 100:+.2f} pts over {c['n_runs']} run(s)")
-        if "probe_accuracy" in ev:
-            bits.append(f"probe {ev['probe_accuracy']:.3f}" + (f" ({c['probe_gain'] * 100:+.2f} pts)" if c["category"] != "base" else ""))
-        rows.append({"rank": c["rank"], "start": c["start"], "score": f"{c['score'] * 100:+.2f}",
-                     "prior": f"{c['prior_gain'] * 100:+.2f}", "evidence": "; ".join(bits)})
+            bits.append(f"{ev.get('model', '')}: the reference")
+        for src in c["sources"]:
+            bits.append(f"{src['source']} {_pts(src['gain'], src['se'])} (n={src['n']})")
+        if "trial_accuracy" in ev:
+            bits.append(f"trial accuracy {ev['trial_accuracy']:.3f}")
+        if c["other_datasets_gain"] is not None:
+            bits.append(f"on other datasets {_pts(c['other_datasets_gain'])} over {c['other_datasets_runs']} run(s)")
+        rows.append({"rank": c["rank"], "start": ("* " if c["recommended"] else "  ") + c["start"],
+                     "gain": _pts(c["expected_gain"], c["gain_se"]), "prior": _pts(c["prior_gain"]),
+                     "evidence": "; ".join(bits)})
     head = (f"starting points for task {r['task']}" + (f", dataset {r['dataset']}" if r["dataset"] else "")
-            + f" (ranked by {r['basis']}; score = expected accuracy gain over the base, points)")
-    return head + "\n" + table(rows, ["rank", "start", "score", "prior", "evidence"], width=110)
+            + f" ({r['basis']}; gain = expected accuracy points over the base, +/- one standard error;"
+            + " prior = the paper's, on-region only, never decides)")
+    return (head + "\n" + table(rows, ["rank", "start", "gain", "prior", "evidence"], width=110)
+            + f"\nrecommended: {r['recommended']}: {r['reason']}")
 
 
 def columns(*cols: str, width: int = 48) -> Callable[[Sequence[dict[str, Any]]], str]:

@@ -207,10 +207,13 @@ def snapshot(z: Zoo, out, as_json) -> None:
 @click.option("-k", "k", type=int, default=default(Zoo.nearest, "k"), show_default=True)
 @options(*region_opts)
 @kind_opt
+@click.option("--rerank", type=int, default=default(Zoo.nearest, "rerank"), show_default=True,
+              help="Rank this many nearest sketches again by exact distance from their weights (reads them).")
 @options(metric_opt, space_opt, family_opt, json_obj)
-def nearest(z: Zoo, target, k, dataset, task, kind, metric, space, family, as_json) -> None:
+def nearest(z: Zoo, target, k, dataset, task, kind, metric, space, family, rerank, as_json) -> None:
     """The k models nearest to NAME or PATH (a path is sketched, not registered)."""
-    res = z.nearest(target, k=k, dataset=dataset, task=task, kind=kind, metric=metric, space=space, family=family)
+    res = z.nearest(target, k=k, dataset=dataset, task=task, kind=kind, metric=metric, space=space, family=family,
+                    rerank=rerank)
     fmt.emit(res, as_json, fmt.fmt_nearest)
 
 
@@ -227,7 +230,7 @@ def distance(z: Zoo, a, b, exact, space, as_json) -> None:
 @main.command()
 @click.argument("names", nargs=-1)
 @options(*region_opts)
-@click.option("--all", "all_models", is_flag=True, help="Every model of the family.")
+@click.option("--all", "all_models", is_flag=True, help="Every fine-tuned model of the family.")
 @click.option("--exclude-dataset")
 @options(family_opt, metric_opt, space_opt, json_obj)
 def region(z: Zoo, names, dataset, task, all_models, exclude_dataset, family, metric, space, as_json) -> None:
@@ -383,23 +386,36 @@ def eval_(z: Zoo, names, data, train_file, split, dataset, probe, as_json, **par
     fmt.emit(res[0] if len(res) == 1 else res, as_json, fmt.fmt_eval)
 
 
+@main.command()
+@click.option("-k", "k", type=int, default=default(Zoo.fidelity, "k"), show_default=True, help="Neighbours compared.")
+@click.option("--rerank", type=int, multiple=True, default=default(Zoo.fidelity, "rerank"), show_default=True,
+              help="Re-rank depths to measure (repeat the option for several).")
+@kind_opt
+@options(family_opt, json_obj)
+def fidelity(z: Zoo, k, rerank, kind, family, as_json) -> None:
+    """How far sketch answers agree with exact ones on this zoo (reads every model's weights once)."""
+    fmt.emit(z.fidelity(k=k, rerank=rerank, family=family, kind=kind or "finetune"), as_json, fmt.fmt_fidelity)
+
+
 @main.command("select-start")
 @click.option("--task", required=True)
 @click.option("--dataset", help="The target dataset (left out of the regions).")
 @click.option("--neighbours", type=int, default=default(Zoo.select_start, "neighbours"), show_default=True,
               help="Nearest dataset regions to list.")
 @click.option("--train", type=click.Path(exists=True, dir_okay=False),
-              help="The target's training data: probe every candidate on it (materializes the centroids).")
-@click.option("--probe-examples", type=int, default=default(Zoo.select_start, "probe_examples"), show_default=True,
-              help="Examples of --train to probe on.")
+              help="The target's training data: trial fine-tunes of every candidate on it (materializes the centroids).")
+@click.option("--examples", type=int, default=default(Zoo.select_start, "examples"), show_default=True,
+              help="Examples of --train for the trials (label-stratified sample).")
 @click.option("--folds", type=int, default=default(Zoo.select_start, "folds"), show_default=True,
-              help="Cross-validation folds of the probe.")
-@train_options("max_length")
+              help="Folds of the trials: each fine-tunes on the others and scores the held-out one.")
+@click.option("--min-gain", type=float, default=0.0, show_default=True,
+              help="Accuracy points a start must gain over the base, beyond one standard error, to be recommended.")
+@train_options("epochs", "lr", "batch_size", "max_length", "seed")
 @options(family_opt, json_obj)
-def select_start(z: Zoo, task, dataset, neighbours, train, probe_examples, folds, family, as_json, **params) -> None:
-    """Rank starting points for fine-tuning on DATASET of TASK, with evidence."""
+def select_start(z: Zoo, task, dataset, neighbours, train, examples, folds, min_gain, family, as_json, **params) -> None:
+    """Recommend where a fine-tune on DATASET of TASK should start: the base unless evidence says otherwise."""
     res = z.select_start(task, dataset=dataset, family=family, neighbours=neighbours, train=train,
-                         probe_examples=probe_examples, folds=folds, **params)
+                         examples=examples, folds=folds, min_gain=min_gain / 100, **params)
     fmt.emit(res, as_json, fmt.fmt_select)
 
 

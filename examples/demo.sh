@@ -36,7 +36,7 @@ step "zoo region --task sentiment"
 $ZOO region --task sentiment
 step "zoo clusters -k 2"
 $ZOO clusters -k 2
-step "zoo select-start --task sentiment --dataset restaurants"
+step "zoo select-start --task sentiment --dataset restaurants (no evidence about restaurants yet: the base)"
 $ZOO select-start --task sentiment --dataset restaurants
 
 step "materialize the sentiment centroid (restaurants is held out)"
@@ -47,6 +47,9 @@ $ZOO finetune --from sentiment-centroid --train $DATA/restaurants/train-32.jsonl
   --dataset restaurants --task sentiment --out restaurants-from-centroid "${TRAIN_OPTS[@]}"
 $ZOO finetune --from base --train $DATA/restaurants/train-32.jsonl --eval $DATA/restaurants/test.jsonl \
   --dataset restaurants --task sentiment --out restaurants-from-base "${TRAIN_OPTS[@]}"
+
+step "select-start again: the two runs on restaurants are now evidence about it"
+$ZOO select-start --task sentiment --dataset restaurants --neighbours 0
 
 step "the fine-tuned results are in the zoo"
 $ZOO nearest restaurants-from-centroid -k 3

@@ -3,18 +3,24 @@
 Stages (`--stages`, in this order by default):
 - clusters: `zoo clusters` at the dataset level (k = number of datasets) and the task level
   (k = number of tasks), on sketches (d=1024 and d=4096) and on exact task vectors
-  (`--exact`), with purity and the sketch-vs-exact agreement (Rand index);
+  (`--exact`), with purity and the sketch-vs-exact agreement (Rand index); and `zoo
+  fidelity` (kNN@5 overlap, 1-NN same dataset, Spearman; sketches at each d and with an
+  exact re-rank), written under `fidelity`;
 - map: `zoo map --color-by dataset|task`, the paper's picture of the zoo;
 - interior: points inside same-dataset regions (interpolation, Dirichlet hull sample,
   centroid) and past their ends (extrapolation), evaluated with `zoo eval` through the
   averaged head; points inside task regions (interpolation between datasets, Dirichlet
   sample, task centroid) evaluated with `zoo eval --probe` against the endpoints' probes;
-- start: leave one dataset out: `zoo finetune` from the base, from the centroid of every
-  model not trained on D, and from the centroid of D's task region without D, with 2 seeds,
-  full data and few-shot (128 examples); `zoo select-start` before each dataset's runs.
-- probe: `zoo select-start --train` for each D and setting in a zoo with no runs (the real
-  zoo's models by reference, WORK/select-probe-zoo): the paper's prior plus a linear probe
-  of each candidate on D's training data, judged against the start stage's fine-tunes.
+- start: `zoo finetune` of every dataset D from the base and, leaving D out (on-region),
+  from the centroid of every model not trained on D and from the centroid of D's task
+  region without D; leaving D's whole task out (off-region), from the centroid of the other
+  tasks' models; with 2 seeds, full data and few-shot (128 examples).
+- advice: `zoo select-start --train` for each D and setting, with trial fine-tunes of each
+  candidate, in zoos without runs (on-region: the real zoo's models by reference,
+  WORK/advice-zoo; off-region: without D's task, WORK/advice-zoo-without-TASK), judged
+  against the start stage's fine-tunes: `start.on_region` / `start.off_region` in
+  reproduction.json (`select_start_best`, `select_start_judged`, `select_start_worst_loss`,
+  the correlation of trial gains with fine-tune gains).
 
 The real zoo at HOME stays as `make real-zoo` built it: the experiments register their
 centroids and fine-tunes in a second zoo (WORK, default HOME-experiments) that holds the
@@ -36,8 +42,7 @@ import time
 from itertools import combinations
 from pathlib import Path
 
-STAGES = ("clusters", "map", "interior", "start", "probe")
-START_OF = {"base": "base", "family-centroid": "all-centroid", "task-centroid": "task-centroid"}
+STAGES = ("clusters", "map", "interior", "start", "advice")
 PAPER = {"dataset": "~98 % (same-dataset models cluster together)", "task": "looser than datasets (no single figure)"}
 TIE = 0.005  # accuracy differences below half a point count as ties
 REAL_NAME = re.compile(r"^(?P<dataset>.+)-s(?P<seed>\d+)$")
@@ -157,11 +162,14 @@ def stage_clusters(home: Path, big_dim: int) -> dict:
             pairs.append(("same task and seed, different dataset", by_ds[d][seeds[0]], by_ds[same_task[0]][seeds[0]]))
         if other_task:
             pairs.append(("same seed, different task", by_ds[d][seeds[0]], by_ds[other_task[0]][seeds[0]]))
+    fid = zoo(home, "fidelity", "-k", "5", "--rerank", "20")
+    fidelity = [{"setting": r["setting"], "knn5_overlap": r["knn_overlap"], "nn1_same_dataset": r["nn1_same_dataset"],
+                 "spearman": r["spearman"], "reads_models": r["reads_models"]} for r in fid["settings"]]
     probe: dict[str, list[float]] = {}
     for kind, a, b in pairs:
         d = zoo(home, "distance", a, b, "--exact")
         probe.setdefault(kind, []).append(d["exact"]["cosine"])
-    return {"rows": rows, "n_models": len(models),
+    return {"rows": rows, "n_models": len(models), "fidelity": fidelity,
             "pair_probe": {k: {"pairs": len(v), "mean_exact_cosine_distance": mean(v)} for k, v in probe.items()}}
 
 
@@ -299,27 +307,30 @@ def stage_interior(work: Path, data: Path, real: list[dict], base_name: str, cac
 
 def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict,
                 seeds: int) -> dict:
+    """Fine-tunes of every dataset D from each start: on-region (leave D out: the base, the
+    centroid of every model not trained on D, the centroid of D's task without D) and
+    off-region (leave D's whole task out: the centroid of the other tasks' models)."""
     task_of = {m["dataset"]: m["task"] for m in real}
     # Round-robin over tasks, so that a run stopped by its budget still covers every task.
     per_task = [sorted(d for d in task_of if task_of[d] == t) for t in sorted(set(task_of.values()))]
     datasets = [d for i in range(max(map(len, per_task))) for ds in per_task for d in ds[i:i + 1]]
     results: dict[str, dict] = {s: {} for s in settings}
-    picks: dict[str, dict] = {s: {} for s in settings}
     not_done: dict[str, list[str]] = {s: [] for s in settings}
 
-    def one(setting: str, hp: dict, ds: str) -> tuple[dict, dict]:
+    def one(setting: str, hp: dict, ds: str) -> dict:
         task = task_of[ds]
         others = [m["name"] for m in real if m["dataset"] != ds]
         same_task = [m["name"] for m in real if m["dataset"] != ds and m["task"] == task]
-        sel = cache.call("start", f"select:{setting}:{ds}", work, "select-start", "--task", task, "--dataset", ds)
-        pick = {"top": sel["candidates"][0]["category"], "basis": sel["basis"],
-                "ranking": [c["category"] for c in sel["candidates"]]}
+        other_tasks = [m["name"] for m in real if m["task"] != task]
         starts = {"base": base,
                   "all-centroid": cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
                                              "--out", f"loo-all-{ds}")["name"]}
         if same_task:
             starts["task-centroid"] = cache.call("start", f"make:loo-task-{ds}", work, "centroid", *same_task,
                                                  "--out", f"loo-task-{ds}")["name"]
+        if other_tasks:
+            starts["off-centroid"] = cache.call("start", f"make:lot-all-{task}", work, "centroid", *other_tasks,
+                                                "--out", f"lot-all-{task}")["name"]
         train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
         accs: dict[str, list[float]] = {}
         for start, name in starts.items():
@@ -331,34 +342,22 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
                                  "--batch-size", str(hp["batch_size"]), "--max-length", str(hp["max_length"]),
                                  "--out", out)
                 accs.setdefault(start, []).append(res["eval_accuracy"])
-        return {"task": task, "accuracy": {k: mean(v) for k, v in accs.items()}, "runs": accs}, pick
+        acc = {k: mean(v) for k, v in accs.items()}
+        return {"task": task, "accuracy": acc, "runs": accs, "best": max(acc, key=acc.get)}
 
     for setting, hp in settings.items():
         for ds in datasets:
             try:
-                results[setting][ds], picks[setting][ds] = one(setting, hp, ds)
+                results[setting][ds] = one(setting, hp, ds)
             except Missing:
                 not_done[setting].append(ds)
     summary = {}
     for setting, per in results.items():
         s = {}
-        for start in ("all-centroid", "task-centroid"):
+        for start in ("all-centroid", "task-centroid", "off-centroid"):
             gains = [r["accuracy"][start] - r["accuracy"]["base"] for r in per.values() if start in r["accuracy"]]
             s[start] = {"wins": sum(g > TIE for g in gains), "ties": sum(abs(g) <= TIE for g in gains),
                         "losses": sum(g < -TIE for g in gains), "mean_gain": mean(gains), "n": len(gains)}
-        best_hits = []
-        for ds, r in per.items():
-            best = max(r["accuracy"], key=r["accuracy"].get)
-            top = {"base": "base", "task-centroid": "task-centroid", "family-centroid": "all-centroid"}.get(
-                picks[setting][ds]["top"])
-            r["best"] = best
-            r["select_start_top"] = top or picks[setting][ds]["top"]
-            r["select_start_basis"] = picks[setting][ds]["basis"]
-            r["select_start_was_best"] = None if top is None else (
-                r["accuracy"][top] >= r["accuracy"][best] - TIE)
-            best_hits.append(r["select_start_was_best"])
-        s["select_start_best"] = sum(bool(h) for h in best_hits)
-        s["select_start_judged"] = sum(h is not None for h in best_hits)
         summary[setting] = s
     return {"settings": settings, "seeds": seeds, "per_dataset": results, "summary": summary, "tie": TIE,
             "not_done": not_done,
@@ -368,69 +367,100 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
                                    for s in settings}}
 
 
-def stage_probe(home: Path, work: Path, data: Path, real: list[dict], settings: dict, only_cached: bool,
-                deadline: float | None) -> dict:
-    """`zoo select-start --train` per dataset and setting, in a zoo without runs (so the
-    ranking is the prior plus the probe, never the start stage's own outcomes)."""
-    pz = work / "select-probe-zoo"
-    if not only_cached:
-        prepare_work(home, pz)
-    cache = Cache(work / "probe-cache.json", only_cached=only_cached, deadline=deadline)
+# Which start-stage start each select-start candidate is, in the on- and off-region zoos.
+ADVICE_START = {"on": {"base": "base", "family-centroid": "all-centroid", "task-centroid": "task-centroid"},
+                "off": {"base": "base", "family-centroid": "off-centroid"}}
+
+
+def prepare_off_region(home: Path, zoo_dir: Path, task: str) -> None:
+    """A zoo of the real zoo's base and the fine-tunes of every task but TASK (by reference)."""
+    real = real_models(home)
+    base = zoo(home, "ls", "--kind", "base")[0]
+    have = {m["name"] for m in zoo(zoo_dir, "ls")} if (zoo_dir / "catalog.duckdb").exists() else set()
+    if base["name"] not in have:
+        zoo(zoo_dir, "add", base["uri"], "--name", base["name"], "--kind", "base")
+    for m in real:
+        if m["task"] != task and m["name"] not in have:
+            zoo(zoo_dir, "add", m["uri"], "--name", m["name"], "--base", base["name"], "--dataset", m["dataset"],
+                "--task", m["task"], "--seed", str(m["seed"]), "--kind", "finetune")
+
+
+def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings: dict, only_cached: bool,
+                 deadline: float | None, examples: dict[str, int], folds: int) -> dict:
+    """`zoo select-start --train` for every D and setting, with trial fine-tunes of each
+    candidate in the setting's hyperparameters, in zoos without runs: on-region (the real
+    zoo's models) and off-region (without D's task). Candidates are limited to the starts the
+    start stage fine-tunes (``--neighbours 0``), so every recommendation can be judged."""
     task_of = {m["dataset"]: m["task"] for m in real}
-    picks: dict[str, dict] = {s: {} for s in settings}
-    not_done: dict[str, list[str]] = {s: [] for s in settings}
+    zoos = {"on": work / "advice-zoo"}
+    zoos.update({f"off:{t}": work / f"advice-zoo-without-{t}" for t in sorted(set(task_of.values()))})
+    if not only_cached:
+        prepare_work(home, zoos["on"])
+        for t in sorted(set(task_of.values())):
+            prepare_off_region(home, zoos[f"off:{t}"], t)
+    cache = Cache(work / "advice-cache.json", only_cached=only_cached, deadline=deadline)
+    picks: dict[str, dict] = {r: {s: {} for s in settings} for r in ("on", "off")}
+    not_done: dict[str, list[str]] = {f"{r}:{s}": [] for r in ("on", "off") for s in settings}
     for setting, hp in settings.items():
         for ds in sorted(task_of):
             train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
-            folds = "5" if hp.get("examples", 20) >= 20 else "2"  # a tiny few-shot set cannot fill 5 folds
-            try:
-                sel = cache.call("probe", f"probe:{setting}:{ds}", pz, "select-start", "--task", task_of[ds],
-                                 "--dataset", ds, "--train", str(train), "--max-length", str(hp["max_length"]),
-                                 "--folds", folds)
-            except Missing:
-                not_done[setting].append(ds)
-                continue
-            cands = sel["candidates"]
-            picks[setting][ds] = {
-                "task": task_of[ds], "top": START_OF.get(cands[0]["category"], cands[0]["category"]),
-                "probe": {START_OF[c["category"]]: c["evidence"]["probe_accuracy"] for c in cands
-                          if c["category"] in START_OF},
-                "ranking": [[c["start"], round(c["score"], 5), round(c["evidence"]["probe_accuracy"], 5)] for c in cands],
-                "probe_examples": cands[0]["evidence"]["probe_examples"]}
-    return {"picks": picks, "not_done": not_done, "seconds": cache.seconds("probe")}
+            for region in ("on", "off"):
+                z = zoos["on" if region == "on" else f"off:{task_of[ds]}"]
+                try:
+                    sel = cache.call("advice", f"advice:{region}:{setting}:{ds}", z, "select-start", "--task", task_of[ds],
+                                     "--dataset", ds, "--neighbours", "0", "--train", str(train),
+                                     "--examples", str(examples[setting]), "--folds", str(folds),
+                                     "--epochs", str(hp["epochs"]), "--lr", str(hp["lr"]),
+                                     "--batch-size", str(hp["batch_size"]), "--max-length", str(hp["max_length"]))
+                except Missing:
+                    not_done[f"{region}:{setting}"].append(ds)
+                    continue
+                names = ADVICE_START[region]
+                cands = [c for c in sel["candidates"] if c["category"] in names]
+                rec = next(c["category"] for c in sel["candidates"] if c["recommended"])
+                picks[region][setting][ds] = {
+                    "task": task_of[ds], "recommended": names.get(rec, rec), "reason": sel["reason"],
+                    "expected_gain": {names[c["category"]]: c["expected_gain"] for c in cands},
+                    "gain_se": {names[c["category"]]: c["gain_se"] for c in cands},
+                    "trial_accuracy": {names[c["category"]]: c["evidence"].get("trial_accuracy") for c in cands},
+                    "trial_examples": cands[0]["evidence"].get("trial_examples") if cands else None}
+    return {"picks": picks, "not_done": not_done, "examples": examples, "folds": folds,
+            "seconds": cache.seconds("advice")}
 
 
-def judge_probe(probe: dict, start: dict | None) -> dict:
-    """Per setting: was select-start's top pick (prior + probe), or the probe alone, the best
-    of the starts the start stage ran; does the probe gain predict the fine-tune gain's sign."""
-    out = {}
-    for setting, picks in probe["picks"].items():
-        per = (start or {}).get("per_dataset", {}).get(setting, {})
-        rows, pairs = {}, []
-        for ds, p in picks.items():
-            r = per.get(ds)
-            if r is None:
-                continue
-            acc = r["accuracy"]
-            best = max(acc.values())
-            by_probe = max((k for k in p["probe"] if k in acc), key=p["probe"].get)
-            rows[ds] = {"top": p["top"], "top_was_best": None if p["top"] not in acc else acc[p["top"]] >= best - TIE,
-                        "probe_top": by_probe, "probe_top_was_best": acc[by_probe] >= best - TIE,
-                        "history_top_was_best": r.get("select_start_was_best"),
-                        "prior_top_was_best": acc["task-centroid"] >= best - TIE if "task-centroid" in acc else None}
-            for k in ("all-centroid", "task-centroid"):
-                if k in acc and k in p["probe"]:
-                    pairs.append((p["probe"][k] - p["probe"]["base"], acc[k] - acc["base"]))
-        agree = [(pg > 0) == (fg > 0) for pg, fg in pairs if abs(fg) > TIE]
-        out[setting] = {"rows": rows, "n": len(rows),
-                        "top_best": sum(bool(r["top_was_best"]) for r in rows.values()),
-                        "top_judged": sum(r["top_was_best"] is not None for r in rows.values()),
-                        "probe_top_best": sum(r["probe_top_was_best"] for r in rows.values()),
-                        "history_top_best": sum(bool(r["history_top_was_best"]) for r in rows.values()),
-                        "history_top_judged": sum(r["history_top_was_best"] is not None for r in rows.values()),
-                        "prior_top_best": sum(bool(r["prior_top_was_best"]) for r in rows.values()),
-                        "prior_top_judged": sum(r["prior_top_was_best"] is not None for r in rows.values()),
-                        "sign_agree": sum(agree), "sign_judged": len(agree), "correlation": pearson(pairs)}
+def judge_advice(advice: dict, start: dict | None) -> dict:
+    """Per region and setting: was select-start's recommendation the best start the start
+    stage ran (within TIE), its largest loss to the base, and how its expected gains
+    correlate with the fine-tunes' gains over the base."""
+    out: dict[str, dict] = {}
+    for region, by_setting in advice["picks"].items():
+        out[region] = {}
+        for setting, picks in by_setting.items():
+            per = (start or {}).get("per_dataset", {}).get(setting, {})
+            rows, pairs = {}, []
+            for ds, p in picks.items():
+                r = per.get(ds)
+                if r is None:
+                    continue
+                acc = {k: v for k, v in r["accuracy"].items() if k in ADVICE_START[region].values()}
+                rec = p["recommended"]
+                if rec not in acc:
+                    rows[ds] = {"recommended": rec, "was_best": None, "loss_to_base": None}
+                    continue
+                best = max(acc.values())
+                rows[ds] = {"recommended": rec, "was_best": acc[rec] >= best - TIE, "best": max(acc, key=acc.get),
+                            "loss_to_base": acc["base"] - acc[rec]}
+                for k, g in p["expected_gain"].items():
+                    if k != "base" and k in acc and g is not None:
+                        pairs.append((g, acc[k] - acc["base"]))
+            judged = [x for x in rows.values() if x["was_best"] is not None]
+            out[region][setting] = {
+                "rows": rows, "select_start_best": sum(x["was_best"] for x in judged),
+                "select_start_judged": len(judged),
+                "select_start_worst_loss": max([max(0.0, x["loss_to_base"]) for x in judged], default=None),
+                "gain_correlation": pearson(pairs), "gain_pairs": len(pairs),
+                "sign_agree": sum((a > 0) == (b > 0) for a, b in pairs if abs(b) > TIE),
+                "sign_judged": sum(abs(b) > TIE for _, b in pairs)}
     return out
 
 
@@ -473,7 +503,7 @@ def report(results: dict, home: Path, data: Path) -> str:
                   f"{max(v['wall_s'] for v in t.values()):.0f} s a model).", ""]
         wall.append(f"| zoo build ({len(t)} fine-tunes) | `make real-zoo` | {total / 60:.1f} min |")
     for st, label in (("clusters", "clusters"), ("map", "map"), ("interior", "region interior"),
-                      ("start", "starting points"), ("probe", "select-start --train probes")):
+                      ("start", "starting points"), ("advice", "select-start --train trials")):
         if st in results and "seconds" in results[st]:
             wall.append(f"| {label} | `make reproduce` | {results[st]['seconds'] / 60:.1f} min |")
         if st == "start" and "start" in results:
@@ -503,6 +533,17 @@ def report(results: dict, home: Path, data: Path) -> str:
                       "| pair | pairs | mean cosine distance |", "|---|---|---|"]
             lines += [f"| {k} | {v['pairs']} | {v['mean_exact_cosine_distance']:.3f} |" for k, v in c["pair_probe"].items()]
             lines.append("")
+    if "fidelity" in results:
+        lines += ["## Sketch answers against exact ones", "",
+                  "`zoo fidelity -k 5 --rerank 20` on the real zoo's fine-tunes: the share of each model's 5 nearest "
+                  "that are its exact 5 nearest (kNN@5 overlap), the share whose nearest is of its own dataset, and the "
+                  "Spearman correlation of all pairwise distances; \"+ exact re-rank\" is `zoo nearest --rerank 20` "
+                  "(reads 21 checkpoints a query).", "",
+                  "| query path | kNN@5 overlap | 1-NN same dataset | Spearman | checkpoints read |", "|---|---|---|---|---|"]
+        lines += [f"| {r['setting']} | {r['knn5_overlap']:.3f} | {r['nn1_same_dataset']:.3f} | "
+                  f"{'' if r['spearman'] is None else format(r['spearman'], '.3f')} | {r['reads_models']} |"
+                  for r in results["fidelity"]]
+        lines.append("")
     if "map" in results:
         lines += ["## Map", "", "`zoo map --color-by dataset|task --kind finetune` (PCA of the sketches).", ""]
         for by, f in results["map"]["figures"].items():
@@ -568,71 +609,72 @@ def report(results: dict, home: Path, data: Path) -> str:
         s = results["start"]
         tie = s["tie"]
         lines += ["## Starting points", "",
-                  "Leave one dataset out: for each dataset D, `zoo finetune` on D from the base, from the centroid of "
+                  "For each dataset D, `zoo finetune` on D from the base; on-region, leaving D out: from the centroid of "
                   "every zoo model not trained on D (`zoo centroid` of those names: all-centroid) and from the centroid "
-                  "of D's task region without D (task-centroid), with the same hyperparameters and "
-                  f"{s['seeds']} seeds each; test accuracy, mean over seeds. Before each dataset's runs, `zoo "
-                  "select-start --task T --dataset D` ranked the starts (prior plus the runs recorded so far).", "",
+                  "of D's task region without D (task-centroid); off-region, leaving D's whole task out: from the "
+                  "centroid of the other tasks' models (off-centroid). Same hyperparameters, "
+                  f"{s['seeds']} seed(s) each; test accuracy, mean over seeds.", "",
                   "| setting | hyperparameters |", "|---|---|"]
         for k, hp in s["settings"].items():
             lines.append(f"| {k} | " + ", ".join(f"{a} {b}" for a, b in hp.items()) + " |")
         lines += ["", "| setting | start | wins / ties / losses vs base | mean gain (pts) | paper |", "|---|---|---|---|---|"]
+        paper = {"all-centroid": "11 / 0 / 1 of 12, +3.06 (centroid of the other datasets' models)",
+                 "task-centroid": "(the paper's task-centroid variant: better still)",
+                 "off-centroid": "(not in the paper: a target whose task the zoo lacks)"}
         for k, sm in s["summary"].items():
-            for start in ("all-centroid", "task-centroid"):
-                x = sm[start]
-                paper = "11 / 0 / 1 of 12, +3.06 (centroid of the other datasets' models)" if start == "all-centroid" \
-                    else "(the paper's task-centroid variant: better still)"
-                lines.append(f"| {k} | {start} | {x['wins']} / {x['ties']} / {x['losses']} of {x['n']} | "
-                             f"{pts(x['mean_gain'])} | {paper} |")
+            for start in ("all-centroid", "task-centroid", "off-centroid"):
+                x = sm.get(start)
+                if x:
+                    lines.append(f"| {k} | {start} | {x['wins']} / {x['ties']} / {x['losses']} of {x['n']} | "
+                                 f"{pts(x['mean_gain'])} | {paper[start]} |")
         for k, per in s["per_dataset"].items():
-            sm = s["summary"][k]
-            lines += ["", f"### {k}", "",
-                      "| dataset | task | base | all-centroid | task-centroid | best | select-start's top | top was best |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += ["", f"### {k}", "", "| dataset | task | base | all-centroid | task-centroid | off-centroid | best |",
+                      "|---|---|---|---|---|---|---|"]
             for ds, r in per.items():
                 a = r["accuracy"]
-                was = {True: "yes", False: "no", None: "not tested"}[r["select_start_was_best"]]
-                lines.append(f"| {ds} | {r['task']} | {a['base']:.3f} | {a.get('all-centroid', float('nan')):.3f} | "
-                             f"{a.get('task-centroid', float('nan')):.3f} | {r['best']} | {r['select_start_top']} | {was} |")
-            lines += ["", f"`zoo select-start`'s top choice was the best start (within {tie * 100:.1f} points) for "
-                      f"{sm['select_start_best']} of {sm['select_start_judged']} datasets.", ""]
+                lines.append(f"| {ds} | {r['task']} | " + " | ".join(
+                    f"{a[x]:.3f}" if x in a else "" for x in ("base", "all-centroid", "task-centroid", "off-centroid"))
+                    + f" | {r['best']} |")
             if s.get("not_done", {}).get(k):
-                lines += [f"Not run yet (stopped by `--budget-min`; `make reproduce` resumes): "
-                          f"{', '.join(s['not_done'][k])}.", ""]
-    if "probe" in results:
-        pr = results["probe"]
-        judged = judge_probe(pr, results.get("start"))
-        lines += ["## Choosing the start from the target's data", "",
-                  "`zoo select-start --task T --dataset D --train TRAIN` in a zoo that holds the same models and no "
-                  "runs: the paper's prior plus a 5-fold cross-validated linear probe of every candidate's frozen body "
-                  "on (up to 256 of) the examples the fine-tune trains on, weighted as two pseudo-runs "
-                  "(`zoo/select.py`). Judged against the starting-point fine-tunes above (best within "
-                  f"{TIE * 100:.1f} points); \"history-based\" is the start stage's select-start, which learned from "
-                  "the runs recorded before each dataset instead.", "",
-                  "| setting | datasets | top pick (prior + probe) was best | probe alone | prior alone (task centroid) "
-                  "| history-based top | probe gain has the fine-tune gain's sign | correlation of the two gains |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for setting, j in judged.items():
-            lines.append(f"| {setting} | {j['n']} | {j['top_best']} of {j['top_judged']} | {j['probe_top_best']} of "
-                         f"{j['n']} | {j['prior_top_best']} of {j['prior_top_judged']} | "
-                         f"{j['history_top_best']} of {j['history_top_judged']} | {j['sign_agree']} of "
-                         f"{j['sign_judged']} | {j['correlation']:.2f} |")
+                lines += ["", f"Not run yet (stopped by `--budget-min`; `make reproduce` resumes): "
+                          f"{', '.join(s['not_done'][k])}."]
+        lines.append("")
+    if "advice" in results:
+        ad = results["advice"]
+        judged = judge_advice(ad, results.get("start"))
+        lines += ["## select-start's advice", "",
+                  "`zoo select-start --task T --dataset D --neighbours 0 --train TRAIN` with the setting's "
+                  f"hyperparameters: trial fine-tunes of every candidate on {ad['folds']} folds of up to "
+                  + ", ".join(f"{n} ({k})" for k, n in ad["examples"].items())
+                  + " examples of the training file, paired with the base's; a start is recommended when its gain "
+                  "clears one standard error, else the base (`zoo/select.py`). On-region: a zoo of the real zoo's "
+                  "models and no runs; off-region: the same without D's task. Judged against the fine-tunes above "
+                  f"(best within {TIE * 100:.1f} points).", "",
+                  "| region | setting | recommendation was the best start | largest loss to the base (pts) "
+                  "| trial gain vs fine-tune gain: correlation | same sign |", "|---|---|---|---|---|---|"]
+        for region, by_setting in judged.items():
+            for setting, j in by_setting.items():
+                worst = j["select_start_worst_loss"]
+                lines.append(f"| {region} | {setting} | {j['select_start_best']} of {j['select_start_judged']} | "
+                             f"{'' if worst is None else f'{worst * 100:.1f}'} | {j['gain_correlation']:.2f} "
+                             f"({j['gain_pairs']} pairs) | {j['sign_agree']} of {j['sign_judged']} |")
         yn = {True: "yes", False: "no", None: "not tested"}
-        for setting, picks in pr["picks"].items():
-            if not picks:
-                continue
-            rows = judged.get(setting, {}).get("rows", {})
-            lines += ["", f"### {setting}: probe accuracy of each start on its training examples (cross-validated)", "",
-                      "| dataset | task | base | all-centroid | task-centroid | top pick | top was best | probe's pick "
-                      "| probe's pick was best |", "|---|---|---|---|---|---|---|---|---|"]
-            for ds, p in picks.items():
-                r = rows.get(ds, {})
-                lines.append(f"| {ds} | {p['task']} | " + " | ".join(
-                    f"{p['probe'][k]:.3f}" if k in p["probe"] else "" for k in ("base", "all-centroid", "task-centroid"))
-                    + f" | {p['top']} | {yn[r.get('top_was_best')]} | {r.get('probe_top', '')} | "
-                    f"{yn[r.get('probe_top_was_best')]} |")
-            if pr["not_done"].get(setting):
-                lines += ["", f"Not run yet: {', '.join(pr['not_done'][setting])}."]
+        for region, by_setting in ad["picks"].items():
+            for setting, picks in by_setting.items():
+                if not picks:
+                    continue
+                rows = judged[region][setting]["rows"]
+                keys = [k for k in ADVICE_START[region].values() if k != "base"]
+                lines += ["", f"### {region}-region, {setting}: trial gains over the base (points, +/- one standard "
+                          "error) and the recommendation", "",
+                          "| dataset | task | " + " | ".join(keys) + " | recommended | was best |",
+                          "|---|---|" + "---|" * len(keys) + "---|---|"]
+                for ds, p in picks.items():
+                    g = [p["expected_gain"].get(k) for k in keys]
+                    cells = [pts(x) + (f" ± {p['gain_se'][k] * 100:.1f}" if x is not None else "")
+                             if x is not None else "" for x, k in zip(g, keys)]
+                    lines.append(f"| {ds} | {p['task']} | " + " | ".join(cells) + f" | {p['recommended']} | "
+                                 f"{yn[rows.get(ds, {}).get('was_best')]} |")
         lines.append("")
     notes = Path(__file__).resolve().parent.parent / "docs" / "REPRODUCTION-NOTES.md"
     if notes.exists():
@@ -657,6 +699,8 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true", help="run nothing new: rewrite the report from the cache")
     ap.add_argument("--datasets", nargs="*", help="only these datasets' models in the interior and start stages")
     ap.add_argument("--big-dim", type=int, default=4096, help="second sketch dimension for the clusters stage")
+    ap.add_argument("--trial-examples", type=int, default=256, help="examples of a full training set in the advice trials")
+    ap.add_argument("--trial-folds", type=int, default=4, help="folds of the advice trials")
     args = ap.parse_args()
     home, out, data = Path(args.home), Path(args.out), Path(args.data)
     work = Path(args.work) if args.work else home.with_name(home.name + "-experiments")
@@ -668,12 +712,13 @@ def main() -> int:
     if not (home / "catalog.duckdb").exists():
         print(f"error: no zoo at {home}; build it with `make real-zoo`", file=sys.stderr)
         return 1
-    if {"interior", "start", "probe"} & set(stages) and not (data / "datasets.json").exists():
+    if {"interior", "start", "advice"} & set(stages) and not (data / "datasets.json").exists():
         print(f"error: {data / 'datasets.json'} not found; build the datasets with `make datasets`", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "reproduction.json"
     results: dict = json.loads(json_path.read_text()) if json_path.exists() else {}
+    results.pop("probe", None)  # the linear-probe stage of earlier versions, replaced by `advice`
 
     started = time.time()
 
@@ -686,13 +731,14 @@ def main() -> int:
             t0 = time.perf_counter()
             results["clusters"] = stage_clusters(home, args.big_dim)
             results["clusters"]["seconds"] = time.perf_counter() - t0
+            results["fidelity"] = results["clusters"].pop("fidelity")
             save()
         if "map" in stages and not args.report_only:
             t0 = time.perf_counter()
             results["map"] = stage_map(home, out)
             results["map"]["seconds"] = time.perf_counter() - t0
             save()
-        if {"interior", "start", "probe"} & set(stages):
+        if {"interior", "start", "advice"} & set(stages):
             work.mkdir(parents=True, exist_ok=True)
             if args.report_only:
                 real, base = real_models(home), zoo(home, "ls", "--kind", "base")[0]["name"]
@@ -712,9 +758,16 @@ def main() -> int:
             if "start" in stages:
                 results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds)
                 save()
-            if "probe" in stages:
-                results["probe"] = stage_probe(home, work, data, real, settings, args.report_only, cache.deadline)
-                save()
+            if "advice" in stages:
+                results["advice"] = stage_advice(home, work, data, real, settings, args.report_only, cache.deadline,
+                                                 {"few-shot": args.fewshot_examples, "full": args.trial_examples},
+                                                 args.trial_folds)
+            if "start" in results and "advice" in results:
+                for region, by_setting in judge_advice(results["advice"], results["start"]).items():
+                    results["start"][f"{region}_region"] = {
+                        k: {x: v[x] for x in ("select_start_best", "select_start_judged", "select_start_worst_loss",
+                                              "gain_correlation", "gain_pairs")} for k, v in by_setting.items()}
+            save()
     except ZooFailed as e:
         print(f"error: {e}\n(rerun to resume: finished steps are cached in {work / 'reproduce-cache.json'})",
               file=sys.stderr)

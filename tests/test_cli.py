@@ -102,13 +102,18 @@ def test_select_start_with_train(run, ckpts, tmp_path):
     run("add", ckpts["base"], "--name", "base")
     run("add", ckpts["a0"], ckpts["a1"], "--dataset", "a", "--task", "t")
     train = write_sentiment(tmp_path / "c.jsonl", 30, seed=4)
-    res = json.loads(run("select-start", "--task", "t", "--dataset", "c", "--train", train, "--folds", "3",
-                         "--max-length", "16", "--json").stdout)
-    assert all("probe_accuracy" in c["evidence"] for c in res["candidates"]) and "linear probe" in res["basis"]
-    text = run("select-start", "--task", "t", "--dataset", "c", "--train", train, "--folds", "3").stdout
-    assert "probe 0." in text and "pts)" in text  # the centroids' probe gains, in points
+    opts = ["--folds", "3", "--max-length", "16", "--epochs", "1", "--batch-size", "8", "--examples", "24"]
+    res = json.loads(run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts, "--json").stdout)
+    assert all(len(c["evidence"]["trial_fold_accuracy"]) == 3 for c in res["candidates"]) and "trial" in res["basis"]
+    assert res["candidates"][0]["start"] == res["recommended"] and res["reason"]
+    text = run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts, "--min-gain", "100").stdout
+    # Nothing gains 100 points: the base, marked, with the reason and each start's trial gain in points.
+    assert "recommended: base: no start clears its uncertainty" in text and "* base" in text and "trial " in text
+    plain = run("select-start", "--task", "t", "--dataset", "c").stdout
+    assert "recommended: base: no evidence about the target" in plain
     err = _one_line_error(run("select-start", "--task", "t", "--train", train, "--folds", "1", code=2))
     assert "--folds must be at least 2" in err
+    assert "--min-gain" in _one_line_error(run("select-start", "--task", "t", "--min-gain", "nan", code=2))
     assert "does not exist" in run("select-start", "--task", "t", "--train", tmp_path / "nope.jsonl", code=2).stderr
 
 

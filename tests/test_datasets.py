@@ -162,8 +162,11 @@ def test_reproduce_script_clusters_and_map(filled, tmp_path):
     by = {row["level"]: row for row in res["clusters"]["rows"]}
     assert by["dataset"]["k"] == 2 and by["dataset"]["sketch_purity"] == 1.0 and by["dataset"]["exact_purity"] == 1.0
     assert by["dataset"]["sketch_exact_rand_index"] == 1.0 and by["task"]["k"] == 1
+    fid = {r["setting"]: r for r in res["fidelity"]}
+    assert fid["exact"]["knn5_overlap"] == 1.0 and len(fid) == 3  # exact, the sketch, the sketch re-ranked
+    assert all(0.0 <= r["knn5_overlap"] <= 1.0 for r in fid.values())
     md = (out / "REPRODUCTION.md").read_text()
-    assert "| dataset | 2 |" in md and "100.0%" in md
+    assert "| dataset | 2 |" in md and "100.0%" in md and "## Sketch answers against exact ones" in md
     assert (out / "map-dataset.png").read_bytes()[:4] == b"\x89PNG"
     bad = subprocess.run([sys.executable, str(script), "--home", str(filled.home), "--out", str(out), "--stages", "nope"],
                          capture_output=True, text=True)
@@ -181,11 +184,14 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
     from zoo import Zoo
 
     data = tmp_path / "data"
-    for i, name in enumerate(("senti-a", "senti-b")):
+    tasks = {"senti-a": "sentiment", "senti-b": "sentiment", "topic-a": "topic"}
+    for i, name in enumerate(tasks):
         (data / name).mkdir(parents=True)
         for j, (split, n) in enumerate((("train", 24), ("dev", 12), ("test", 12))):
-            write_sentiment(data / name / f"{split}.jsonl", n, seed=10 * i + j)
-    (data / "datasets.json").write_text(json.dumps({n: {"task": "sentiment"} for n in ("senti-a", "senti-b")}))
+            path = write_sentiment(data / name / f"{split}.jsonl", n, seed=10 * i + j)
+            if tasks[name] == "topic":  # another label space: a task of its own
+                path.write_text(path.read_text().replace('"pos"', '"sport"').replace('"neg"', '"news"'))
+    (data / "datasets.json").write_text(json.dumps({n: {"task": t} for n, t in tasks.items()}))
     home, work, out = tmp_path / "zoo", tmp_path / "work", tmp_path / "docs"
     scripts = Path(__file__).parent.parent / "scripts"
     r = subprocess.run([sys.executable, str(scripts / "real_zoo.py"), "--data", str(data), "--home", str(home),
@@ -193,13 +199,13 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     cmd = [sys.executable, str(scripts / "reproduce.py"), "--home", str(home), "--data", str(data), "--work", str(work),
-           "--out", str(out), "--stages", "interior,start,probe", "--seeds", "1", "--fewshot-examples", "8",
-           "--fewshot-epochs", "1", "--full-epochs", "1"]
+           "--out", str(out), "--stages", "interior,start,advice", "--seeds", "1", "--fewshot-examples", "8",
+           "--fewshot-epochs", "1", "--full-epochs", "1", "--trial-examples", "16", "--trial-folds", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "reproduction.json").read_text())
     rows = {(x["dataset"], x["point"]): x for x in res["interior"]["dataset_level"]}
-    for ds in ("senti-a", "senti-b"):
+    for ds in tasks:
         # With two seeds the midpoint and the centroid have the same members and weights: one model.
         mid, cen = rows[(ds, "interpolation α=0.5")], rows[(ds, "centroid")]
         assert mid["name"] == cen["name"] and mid["accuracy"] == cen["accuracy"]
@@ -207,38 +213,43 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
         assert ext["vs_nearer"] == pytest.approx(ext["accuracy"] - ext["endpoints"][1])
         assert 0 <= mid["accuracy"] <= 1 and mid["vs_worst"] >= mid["vs_mean"] >= mid["vs_best"]
     task = res["interior"]["task_level"]
-    assert {x["dataset"] for x in task} == {"senti-a", "senti-b"}
+    assert {x["dataset"] for x in task} == set(tasks)
     assert all(x["vs_base"] == pytest.approx(x["accuracy"] - x["base"]) for x in task)
     st = res["start"]
     for setting in ("few-shot", "full"):
         per = st["per_dataset"][setting]
-        assert sorted(per) == ["senti-a", "senti-b"]
-        assert set(per["senti-a"]["accuracy"]) == {"base", "all-centroid", "task-centroid"}
+        assert sorted(per) == sorted(tasks)
+        assert set(per["senti-a"]["accuracy"]) == {"base", "all-centroid", "task-centroid", "off-centroid"}
+        assert set(per["topic-a"]["accuracy"]) == {"base", "all-centroid", "off-centroid"}
         sm = st["summary"][setting]["task-centroid"]
         assert sm["wins"] + sm["ties"] + sm["losses"] == sm["n"] == 2
-    # The first dataset is ranked before any run: the paper's prior puts the task centroid first.
-    assert st["per_dataset"]["few-shot"]["senti-a"]["select_start_top"] == "task-centroid"
+        assert st["summary"][setting]["off-centroid"]["n"] == 3
     few = [line for line in (work / "fewshot" / "senti-a.jsonl").read_text().splitlines() if line]
     assert len(few) == 8 and {json.loads(x)["label"] for x in few} == {"pos", "neg"}
     # The real zoo holds only what real_zoo.py made; the experiments' models live in the work zoo.
-    assert sorted(m["name"] for m in Zoo(home).ls(kind="finetune")) == ["senti-a-s0", "senti-a-s1", "senti-b-s0",
-                                                                        "senti-b-s1"]
-    # select-start --train probed every start on each dataset's training file, in its own zoo.
-    for setting, n_examples in (("few-shot", 8), ("full", 24)):
-        picks = res["probe"]["picks"][setting]
-        assert sorted(picks) == ["senti-a", "senti-b"]
-        for p in picks.values():
-            assert set(p["probe"]) == {"base", "all-centroid", "task-centroid"} and p["probe_examples"] == n_examples
-            assert all(0 <= a <= 1 for a in p["probe"].values())
-            assert p["top"] in {"base", "all-centroid", "task-centroid", "dataset-centroid"}
-            scores = [r[1] for r in p["ranking"]]
-            assert scores == sorted(scores, reverse=True) and p["ranking"][-1][0] != p["ranking"][0][0]
+    assert sorted(m["name"] for m in Zoo(home).ls(kind="finetune")) == sorted(f"{d}-s{i}" for d in tasks for i in (0, 1))
+    # select-start --train ran trials of every start on each dataset's training file, on- and off-region.
+    for setting, n_examples in (("few-shot", 8), ("full", 16)):
+        for region, starts in (("on", {"base", "all-centroid", "task-centroid"}), ("off", {"base", "off-centroid"})):
+            picks = res["advice"]["picks"][region][setting]
+            assert sorted(picks) == sorted(tasks)
+            for ds, p in picks.items():
+                assert p["trial_examples"] == n_examples and p["recommended"] in starts and p["reason"]
+                want = starts - ({"task-centroid"} if ds == "topic-a" else set())
+                assert set(p["expected_gain"]) == want and p["expected_gain"]["base"] == 0.0
+                assert all(0 <= a <= 1 for a in p["trial_accuracy"].values())
+            j = st[f"{region}_region"][setting]
+            assert j["select_start_judged"] == 3 and 0 <= j["select_start_best"] <= 3
+            assert j["select_start_worst_loss"] >= 0.0
+    # The off-region zoo of a task holds no model of it.
+    assert {m["task"] for m in Zoo(work / "advice-zoo-without-sentiment").ls(kind="finetune")} == {"topic"}
     assert Zoo(home).ls(kind="centroid") == []
-    n_work, n_probe = len(Zoo(work).ls()), len(Zoo(work / "select-probe-zoo").ls())
+    zoos = [work, work / "advice-zoo", work / "advice-zoo-without-topic"]
+    counts = [len(Zoo(z).ls()) for z in zoos]
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert len(Zoo(work).ls()) == n_work and len(Zoo(work / "select-probe-zoo").ls()) == n_probe
-    assert json.loads((out / "reproduction.json").read_text())["probe"]["picks"] == res["probe"]["picks"]
-    assert "## Choosing the start from the target's data" in (out / "REPRODUCTION.md").read_text()
-    assert json.loads((out / "reproduction.json").read_text())["start"]["per_dataset"] == st["per_dataset"]
-    assert "## Starting points" in (out / "REPRODUCTION.md").read_text()
+    assert [len(Zoo(z).ls()) for z in zoos] == counts  # resumed from the caches: nothing made twice
+    res2 = json.loads((out / "reproduction.json").read_text())
+    assert res2["advice"]["picks"] == res["advice"]["picks"] and res2["start"]["per_dataset"] == st["per_dataset"]
+    text = (out / "REPRODUCTION.md").read_text()
+    assert "## select-start's advice" in text and "## Starting points" in text and "off-centroid" in text

@@ -36,6 +36,9 @@ def test_finetune_from_centroid_registers_everything(filled, data):
     assert evs["accuracy"]["value"] == pytest.approx(res["eval_accuracy"]) and evs["accuracy"]["n_examples"] == 24
     cols, rows = filled.sql("SELECT status, device, result_model_id, params->>'start_kind', metrics->>'steps' FROM runs")
     assert rows == [("finished", "cpu", res["id"], "centroid", "12")]
+    # The region spec's members then, recorded with the run: the start can be made again.
+    members = json.loads(filled.sql("SELECT params->'start_members' FROM runs")[1][0][0])
+    assert members == pytest.approx({"ft-a0": 1 / 3, "ft-a1": 1 / 3, "ft-a2": 1 / 3})
     near = filled.nearest(res["name"], k=10)
     assert start in [r["name"] for r in near["results"]]
     assert res["name"] in [r["name"] for r in filled.nearest(start, k=10)["results"]]
@@ -43,6 +46,26 @@ def test_finetune_from_centroid_registers_everything(filled, data):
     again = filled.finetune("centroid:task=t,exclude_dataset=b", train, None, dataset="senti", task="u",
                             epochs=1, batch_size=8, seed=2)
     assert again["start"] == start
+
+
+def test_all_means_the_fine_tunes_and_stays_fixed(filled, ckpts, tmp_path):
+    """`--all` / `centroid:all` average the fine-tuned models: never the base nor centroids made
+    before, so the member set does not grow with each call; excluding a dataset also excludes
+    fine-tunes of unknown data."""
+    from conftest import make_finetune
+
+    six = sorted(f"ft-{d}{i}" for d in "ab" for i in range(3))
+    first = filled.centroid(all_models=True)
+    assert sorted(first["members"]) == six and first["created"]
+    again = filled.centroid(all_models=True)
+    assert sorted(again["members"]) == six and again["name"] == first["name"] and not again["created"]
+    assert sorted(m["name"] for m in filled.region(all_models=True)["members"]) == six
+    unknown = make_finetune(ckpts["base"], tmp_path / "ft-unknown", seed=99, direction_seed=3)
+    filled.add([unknown], name="ft-unknown", kind="finetune")
+    assert "ft-unknown" in filled.centroid(all_models=True)["members"]
+    excl = filled.centroid(all_models=True, exclude_dataset="a")["members"]
+    assert sorted(excl) == ["ft-b0", "ft-b1", "ft-b2"]
+    assert sorted(m["name"] for m in filled.region(task="t", exclude_dataset="b")["members"]) == ["ft-a0", "ft-a1", "ft-a2"]
 
 
 def test_failed_run_is_recorded_and_registers_nothing(filled, data):

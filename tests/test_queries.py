@@ -222,3 +222,52 @@ def test_flipped_bytes_in_an_index_are_caught_by_its_checksum(filled):
     assert [r["distance"] for r in got] == pytest.approx([r["distance"] for r in want])
     assert all(0 <= r["distance"] <= 2 for r in got)
     assert SpaceIndex(filled.index_dir, 1).load()  # rebuilt whole
+
+
+def test_neighbour_agreement_on_hand_made_distances():
+    from zoo.geometry import neighbour_agreement
+
+    # Points on a line at 0, 1, 3, 7: true neighbours by |a - b|.
+    pos = np.array([0.0, 1.0, 3.0, 7.0])
+    true = np.abs(pos[:, None] - pos[None, :])
+    labels = ["x", "x", "y", "y"]
+    same = neighbour_agreement(true, true, 1, labels)
+    assert same == {"knn_overlap": 1.0, "nn1_same_dataset": 0.75, "spearman": pytest.approx(1.0)}
+    # An estimate that swaps points 2 and 3: nearest of 0 and 1 unchanged, of 2 and 3 each other.
+    swap = pos[[0, 1, 3, 2]]
+    est = np.abs(swap[:, None] - swap[None, :])
+    got = neighbour_agreement(est, true, 1, labels)
+    # True 1-NN: 0->1, 1->0, 2->1, 3->2. Estimated: 0->1, 1->0, 2 (at 7)->3, 3 (at 3)->1.
+    assert got["knn_overlap"] == pytest.approx(2 / 4) and got["nn1_same_dataset"] == pytest.approx(3 / 4)
+    # Re-ranking every other point by the true distance gives the true answer back.
+    assert neighbour_agreement(est, true, 1, labels, rerank=3)["knn_overlap"] == 1.0
+    with pytest.raises(ZooValueError, match="cannot have 4 neighbours"):
+        neighbour_agreement(true, true, 4, labels)
+
+
+def test_fidelity_and_exact_rerank_agree_with_exact_distances(filled):
+    names = sorted(m["name"] for m in filled.ls(kind="finetune"))
+    exact = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            exact[a, b] = exact[b, a] = filled.distance(a, b, exact=True)["exact"]["cosine"]
+    res = filled.fidelity(k=2, rerank=(5,))
+    by = {r["setting"]: r for r in res["settings"]}
+    assert res["n"] == 6 and res["k"] == 2 and by["exact"]["knn_overlap"] == 1.0
+    assert by["exact"]["spearman"] == pytest.approx(1.0)
+    true_nn1 = {a: min((b for b in names if b != a), key=lambda b: exact[a, b]) for a in names}
+    want_same = sum(true_nn1[a][3] == a[3] for a in names) / 6  # ft-a0 -> dataset "a"
+    assert by["exact"]["nn1_same_dataset"] == pytest.approx(want_same)
+    sketch = next(r for s, r in by.items() if s.startswith("sketch") and "re-rank" not in s)
+    assert 0.0 <= sketch["knn_overlap"] <= 1.0 and sketch["reads_models"] == 0
+    reranked = next(r for s, r in by.items() if "re-rank of 5" in s)
+    assert reranked["knn_overlap"] == 1.0 and reranked["reads_models"] == 6  # every other model re-ranked: exact
+    # nearest --rerank returns the exact neighbours with their exact distances.
+    got = filled.nearest("ft-a0", k=2, rerank=5)
+    want = sorted((b for b in names if b != "ft-a0"), key=lambda b: exact["ft-a0", b])[:2]
+    assert [r["name"] for r in got["results"]] == want and "re-ranked by exact distance" in got["search"]
+    assert [r["distance"] for r in got["results"]] == pytest.approx([exact["ft-a0", b] for b in want], abs=1e-9)
+    with pytest.raises(ZooValueError, match="--rerank"):
+        filled.nearest("ft-a0", rerank=-1)
+    with pytest.raises(EmptyRegion, match="needs at least 7"):
+        filled.fidelity(k=6)

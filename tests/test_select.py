@@ -1,11 +1,12 @@
-"""Starting-point selection: the paper's prior without history, learned gains with it."""
+"""Starting-point advice: the base without evidence about the target, another start only on evidence."""
 from __future__ import annotations
 
 import pytest
 
 from zoo import catalog
 from conftest import write_sentiment
-from zoo.select import Outcome, category, category_of_members, observed_gains, score, PRIORS, PRIOR_WEIGHT, PROBE_WEIGHT
+from zoo.select import (PRIORS, RUN_SE, SE_FLOOR, Candidate, Estimate, Outcome, advise, category, category_of_members,
+                         observed_gains, paired_estimate, pool, run_estimates)
 
 
 def test_category_of_start_specs():
@@ -35,9 +36,7 @@ def test_gains_are_relative_to_base_on_same_dataset():
             Outcome("y", "t", "base", 0.50), Outcome("y", "t", "task-centroid", 0.49), Outcome("z", "t", "task-centroid", 0.9)]
     g = observed_gains(outs, "t")
     assert g["task-centroid"] == pytest.approx([0.04, -0.01])  # z has no base run: not comparable
-    s, mean, n = score("task-centroid", g)
-    assert n == 2 and mean == pytest.approx(0.015)
-    assert s == pytest.approx((2 * 0.015 + PRIOR_WEIGHT * PRIORS["task-centroid"]) / (2 + PRIOR_WEIGHT))
+    assert observed_gains(outs, "t", exclude_dataset="x")["task-centroid"] == pytest.approx([-0.01])
 
 
 def test_gains_compare_runs_of_the_same_setting_only():
@@ -49,6 +48,74 @@ def test_gains_compare_runs_of_the_same_setting_only():
     assert g["task-centroid"] == pytest.approx([0.05, 0.02]) and "family-centroid" not in g
 
 
+def test_paired_estimate_and_pooling_are_exact():
+    e = paired_estimate([0.8, 0.7, 0.9], [0.6, 0.7, 0.7])
+    assert e.gain == pytest.approx(0.2 / 1.5) and e.n == 3 and e.source == "trial"
+    assert e.se == pytest.approx(0.11547005 / 3 ** 0.5)
+    assert paired_estimate([0.7, 0.7], [0.6, 0.6]).se == SE_FLOOR  # folds that agree still leave doubt
+    assert paired_estimate([0.7], [0.6]).se == float("inf")  # one fold says nothing of its spread
+    p = pool([Estimate(0.1, 0.1, 2, "runs"), Estimate(0.2, 0.05, 4, "trial")])
+    assert p.gain == pytest.approx(0.18) and p.se == pytest.approx(1 / 500 ** 0.5) and p.n == 6 and p.source == "runs+trial"
+    assert pool([]) is None
+    from zoo.errors import ZooValueError
+
+    with pytest.raises(ZooValueError, match="equal, non-empty"):
+        paired_estimate([0.1, 0.2], [0.1])
+
+
+def test_runs_on_the_target_pair_with_its_base_runs():
+    few = (("train", "few.jsonl"),)
+    outs = [Outcome("c", "t", "base", 0.60, few, "base"), Outcome("c", "t", "base", 0.62, few, "base"),
+            Outcome("c", "t", "task-centroid", 0.75, few, "centroid:task=t,exclude_dataset=c"),
+            Outcome("c", "t", "task-centroid", 0.77, few, "centroid:task=t,exclude_dataset=c"),
+            Outcome("c", "t", "dataset-centroid", 0.50, few, "centroid:dataset=b"),
+            Outcome("a", "t", "base", 0.10, few, "base"), Outcome("a", "t", "dataset-centroid", 0.90, few, "centroid:dataset=b")]
+    est = run_estimates(outs, "c")
+    task = est["start:centroid:task=t,exclude_dataset=c"]
+    assert task.gain == pytest.approx(0.15) and task.se == pytest.approx(SE_FLOOR) and task.n == 2 and task.source == "runs"
+    assert est["category:task-centroid"].gain == pytest.approx(0.15)
+    b = est["start:centroid:dataset=b"]  # dataset a's +0.80 is not evidence about c
+    assert b.gain == pytest.approx(-0.11) and b.se == RUN_SE and b.n == 1
+    assert run_estimates(outs, "c", {"train": "other.jsonl"}) == {} and run_estimates(outs, None) == {}
+
+
+def _cands():
+    return [Candidate("base", "base"), Candidate("centroid:task=t", "task-centroid"),
+            Candidate("centroid:dataset=b", "dataset-centroid", evidence={"distance": 0.1}),
+            Candidate("centroid:dataset=d", "dataset-centroid", evidence={"distance": 0.2})]
+
+
+def test_advice_without_evidence_is_the_base():
+    order, why = advise(_cands(), {})
+    assert [c.start for c in order][0] == "base" and order[0].recommended and not any(c.recommended for c in order[1:])
+    assert "no evidence about the target" in why and "--train" in why
+    assert order[1].start == "centroid:task=t" and order[1].prior_gain == PRIORS["task-centroid"]
+    assert all(c.expected_gain is None for c in order[1:]) and order[0].expected_gain == 0.0
+
+
+def test_advice_needs_a_gain_clear_of_its_uncertainty():
+    est = {"centroid:task=t": [Estimate(0.03, 0.02, 4, "trial")], "centroid:dataset=b": [Estimate(0.02, 0.025, 4, "trial")]}
+    order, why = advise(_cands(), est)
+    assert order[0].start == "centroid:task=t" and order[0].lower_bound == pytest.approx(0.01)
+    assert "+3.0 +/- 2.0 points" in why
+    # A larger doubt, or a higher bar, leaves the base.
+    order, why = advise(_cands(), est, z=2.0)
+    assert order[0].start == "base" and "no start clears its uncertainty" in why and "centroid:task=t" in why
+    assert advise(_cands(), est, min_gain=0.02)[0][0].start == "base"
+    # Ranked by lower bound after the pick; the unevidenced last.
+    est = {"centroid:dataset=b": [Estimate(0.10, 0.01, 4, "trial")], "centroid:task=t": [Estimate(-0.2, 0.01, 4, "trial")]}
+    order, _ = advise(_cands(), est)
+    assert [c.start for c in order] == ["centroid:dataset=b", "base", "centroid:task=t", "centroid:dataset=d"]
+
+
+def test_advice_pools_trials_with_runs():
+    est = {"centroid:task=t": [Estimate(-0.05, 0.03, 1, "runs"), Estimate(0.04, 0.01, 4, "trial")]}
+    order, _ = advise(_cands(), est)
+    task = next(c for c in order if c.start == "centroid:task=t")
+    assert task.expected_gain == pytest.approx((-0.05 / 0.03 ** 2 + 0.04 / 0.01 ** 2) / (1 / 0.03 ** 2 + 1 / 0.01 ** 2))
+    assert [s["source"] for s in task.sources] == ["runs", "trial"]
+
+
 def test_setting_of_ignores_seed_and_start():
     from zoo.select import setting_of
 
@@ -57,14 +124,15 @@ def test_setting_of_ignores_seed_and_start():
     assert setting_of(a) == setting_of(b) and setting_of(a) != setting_of(dict(a, epochs=1.0))
 
 
-def test_no_history_follows_paper(filled):
+def test_no_evidence_recommends_the_base(filled):
     res = filled.select_start("t", dataset="a")
     starts = [c["start"] for c in res["candidates"]]
-    assert starts[0] == "centroid:task=t,exclude_dataset=a"
-    assert starts[-1] == "base" and "centroid:dataset=b" in starts
-    assert "prior" in res["basis"]
-    top = res["candidates"][0]["evidence"]
-    assert top["members"] == 3 and top["datasets"] == ["b"]
+    assert res["recommended"] == "base" and starts[0] == "base" and res["candidates"][0]["recommended"]
+    assert starts[1] == "centroid:task=t,exclude_dataset=a" and "centroid:dataset=b" in starts
+    assert "no evidence" in res["basis"] and "no evidence about the target" in res["reason"]
+    task = res["candidates"][1]
+    assert task["prior_gain"] == PRIORS["task-centroid"] and task["expected_gain"] is None
+    assert task["evidence"]["members"] == 3 and task["evidence"]["datasets"] == ["b"]
 
 
 def _fake_run(conn, model_id, dataset, start, start_kind, acc):
@@ -75,25 +143,51 @@ def _fake_run(conn, model_id, dataset, start, start_kind, acc):
                               run_id=rid)
 
 
-def test_history_can_overturn_the_prior(filled):
+def test_gains_on_other_datasets_do_not_decide(filled):
+    """The paper's default won on datasets a and b: shown, but c is another dataset."""
     ids = {m["name"]: m["id"] for m in filled.ls()}
     with filled.store.write() as conn:
         for ds, mid in (("a", ids["ft-a0"]), ("b", ids["ft-b0"])):
-            _fake_run(conn, mid, ds, "base", "base", 0.80)
-            _fake_run(conn, mid, ds, "centroid:task=t,exclude_dataset=" + ds, "centroid", 0.70)
-            _fake_run(conn, mid, ds, "centroid:task=t,exclude_dataset=" + ds, "centroid", 0.71)
+            _fake_run(conn, mid, ds, "base", "base", 0.70)
+            _fake_run(conn, mid, ds, "centroid:task=t,exclude_dataset=" + ds, "centroid", 0.80)
     res = filled.select_start("t", dataset="c")
     by = {c["category"]: c for c in res["candidates"]}
-    assert by["task-centroid"]["n_runs"] == 4 and by["task-centroid"]["observed_gain"] == pytest.approx(-0.095)
-    assert by["task-centroid"]["score"] < 0 and res["candidates"][0]["category"] != "task-centroid"
-    assert "observed" in res["basis"]
+    assert res["recommended"] == "base" and by["task-centroid"]["expected_gain"] is None
+    assert by["task-centroid"]["other_datasets_gain"] == pytest.approx(0.10) and by["task-centroid"]["other_datasets_runs"] == 2
+
+
+def test_runs_on_the_target_decide(filled):
+    ids = {m["name"]: m["id"] for m in filled.ls()}
+    spec = "centroid:task=t,exclude_dataset=c"
+    with filled.store.write() as conn:
+        for acc in (0.60, 0.62):
+            _fake_run(conn, ids["ft-a0"], "c", "base", "base", acc)
+        for acc in (0.75, 0.77):
+            _fake_run(conn, ids["ft-a0"], "c", spec, "centroid", acc)
+    res = filled.select_start("t", dataset="c")
+    top = res["candidates"][0]
+    assert res["recommended"] == spec and top["start"] == spec and top["recommended"]
+    assert top["expected_gain"] == pytest.approx(0.15) and top["gain_se"] == pytest.approx(SE_FLOOR)
+    assert top["sources"] == [{"gain": pytest.approx(0.15), "se": pytest.approx(SE_FLOOR), "n": 2, "source": "runs"}]
+    assert "the store's fine-tunes on c" in res["basis"] and "+15.0" in res["reason"]
+    # Losses on the target put the base back on top.
+    with filled.store.write() as conn:
+        for _ in range(4):
+            _fake_run(conn, ids["ft-a0"], "c", spec, "centroid", 0.50)
+    res = filled.select_start("t", dataset="c")
+    assert res["recommended"] == "base" and "no start clears" in res["reason"]
 
 
 def test_select_start_bad_input(filled):
     from zoo.errors import ZooValueError
 
-    with pytest.raises(ZooValueError):
-        filled.select_start("t", neighbours=0)
+    with pytest.raises(ZooValueError, match="--neighbours must be an integer of at least 0"):
+        filled.select_start("t", neighbours=-1)
+    assert [c["category"] for c in filled.select_start("t", dataset="a", neighbours=0)["candidates"]] == \
+        ["base", "task-centroid", "family-centroid"]
+    for bad in (float("nan"), 1.5, -2.0, float("inf")):
+        with pytest.raises(ZooValueError, match="--min-gain"):
+            filled.select_start("t", min_gain=bad)
 
 
 def test_history_counts_explicitly_named_centroids(filled):
@@ -108,16 +202,8 @@ def test_history_counts_explicitly_named_centroids(filled):
         catalog.insert_evaluation(conn, model_id=ids["ft-a1"], dataset="a", split="eval", metric="accuracy",
                                   value=0.75, run_id=rid)
     by = {c["category"]: c for c in filled.select_start("t", dataset="c")["candidates"]}
-    assert by["dataset-centroid"]["n_runs"] == 1 and by["dataset-centroid"]["observed_gain"] == pytest.approx(0.15)
-
-
-def test_probe_gain_is_weighted_like_pseudo_runs():
-    p = PRIORS["task-centroid"]
-    assert score("task-centroid", {}, 0.10)[0] == pytest.approx((PRIOR_WEIGHT * p + PROBE_WEIGHT * 0.10) / (PRIOR_WEIGHT + PROBE_WEIGHT))
-    g = {"task-centroid": [0.02, 0.04]}
-    assert score("task-centroid", g, -0.05)[0] == pytest.approx(
-        (PRIOR_WEIGHT * p + 0.06 - PROBE_WEIGHT * 0.05) / (PRIOR_WEIGHT + 2 + PROBE_WEIGHT))
-    assert score("base", {"base": [0.0]}, 0.0)[0] == 0.0  # the reference scores zero whatever the evidence
+    assert by["dataset-centroid"]["other_datasets_runs"] == 1
+    assert by["dataset-centroid"]["other_datasets_gain"] == pytest.approx(0.15)
 
 
 def test_folds_and_sample_are_stratified_and_deterministic():
@@ -139,56 +225,54 @@ def test_folds_and_sample_are_stratified_and_deterministic():
     assert sample_examples(ex, 100, seed=0) is ex
 
 
-def test_select_start_with_train_probes_every_candidate(filled, tmp_path):
-    from zoo.finetune import TrainParams, probe_cv
+def test_select_start_with_train_runs_paired_trials(filled, tmp_path):
+    from zoo.data import read_examples
+    from zoo.finetune import TrainParams, sample_examples, trial_cv
 
     train = write_sentiment(tmp_path / "c-train.jsonl", 40, seed=5)
-    res = filled.select_start("t", dataset="c", train=train, probe_examples=30, folds=3, max_length=16)
-    assert "linear probe" in res["basis"] and "30 examples" in res["basis"]
+    res = filled.select_start("t", dataset="c", train=train, examples=24, folds=3, max_length=16, epochs=1, batch_size=8)
+    assert "trial fine-tunes on 24 examples of c-train.jsonl in 3 folds" in res["basis"]
     cands = {c["start"]: c for c in res["candidates"]}
     base = cands["base"]
-    assert base["probe_gain"] == 0.0 and base["score"] == 0.0
+    assert base["expected_gain"] == 0.0 and base["gain_se"] == 0.0 and len(base["evidence"]["trial_fold_accuracy"]) == 3
     for c in res["candidates"]:
         ev = c["evidence"]
-        assert ev["probe_examples"] == 30 and 0.0 <= ev["probe_accuracy"] <= 1.0
-        assert c["probe_gain"] == pytest.approx(ev["probe_accuracy"] - base["evidence"]["probe_accuracy"])
+        assert ev["trial_examples"] == 24 and all(0.0 <= a <= 1.0 for a in ev["trial_fold_accuracy"])
         if c["category"] != "base":
-            assert c["score"] == pytest.approx(score(c["category"], {}, c["probe_gain"])[0])
-    # The recorded evidence is the probe of the materialized start, reproducible on its own.
+            want = paired_estimate(ev["trial_fold_accuracy"], base["evidence"]["trial_fold_accuracy"])
+            assert c["expected_gain"] == pytest.approx(want.gain) and c["gain_se"] == pytest.approx(want.se)
+            assert c["lower_bound"] == pytest.approx(want.gain - want.se)
+    # The recommendation follows the rule; the trial is reproducible on its own.
+    rivals = [c for c in res["candidates"] if c["category"] != "base"]
+    best = max(rivals, key=lambda c: (c["lower_bound"], c["expected_gain"]))
+    assert res["recommended"] == (best["start"] if best["lower_bound"] > 0 else "base")
     task = cands["centroid:task=t,exclude_dataset=c"]
-    from zoo.data import read_examples
-    from zoo.finetune import sample_examples
-
-    ex = sample_examples(read_examples(train), 30, 0)
-    again = probe_cv(filled.show(task["evidence"]["probe_model"])["uri"], [filled.show("base")["uri"]], ex,
-                     TrainParams(max_length=16), folds=3)
-    assert again["probe_accuracy"] == task["evidence"]["probe_accuracy"]
-    assert [c["score"] for c in res["candidates"]] == sorted((c["score"] for c in res["candidates"]), reverse=True)
+    ex = sample_examples(read_examples(train), 24, 0)
+    again = trial_cv(filled.show(task["evidence"]["trial_model"])["uri"], [filled.show("base")["uri"]], ex,
+                     TrainParams(max_length=16, epochs=1, batch_size=8), folds=3)
+    assert again["fold_accuracy"] == task["evidence"]["trial_fold_accuracy"]
 
 
-def test_probe_can_overturn_the_prior(filled, tmp_path, monkeypatch):
-    """A start whose features separate the target's labels far better than the base's outranks
-    the paper's default; one that separates them worse falls below the base."""
+def test_trials_can_recommend_a_region(filled, tmp_path, monkeypatch):
+    """A start whose trials beat the base's on every fold is recommended; one that loses falls below the base."""
     import zoo.finetune as ft
 
     train = write_sentiment(tmp_path / "c-train.jsonl", 40, seed=5)
     b_region = str(filled.centroid(dataset="b")["path"])  # select-start finds this one again (same members)
     base = str(filled.show("base")["uri"])
-    before = [c["start"] for c in filled.select_start("t", dataset="c")["candidates"]]
-    assert before[0] == "centroid:task=t,exclude_dataset=c"
 
-    def fake_probe(model_dir, tokenizer_dirs, ex, params, folds=5):
-        acc = {b_region: 0.95, base: 0.60}.get(str(model_dir), 0.50)
-        return {"probe_accuracy": acc, "n_examples": len(ex), "folds": folds}
+    def fake_trial(model_dir, tokenizer_dirs, ex, params, folds=4):
+        accs = {b_region: [0.9, 0.85, 0.95], base: [0.6, 0.55, 0.65]}.get(str(model_dir), [0.5, 0.45, 0.55])
+        return {"fold_accuracy": accs, "fold_loss": [0.5] * 3, "accuracy": sum(accs) / 3, "n_examples": len(ex),
+                "folds": folds}
 
-    monkeypatch.setattr(ft, "probe_cv", fake_probe)
+    monkeypatch.setattr(ft, "trial_cv", fake_trial)
     res = filled.select_start("t", dataset="c", train=train, folds=3)
     order = [c["start"] for c in res["candidates"]]
     by = {c["start"]: c for c in res["candidates"]}
-    assert order[0] == "centroid:dataset=b" and by["centroid:dataset=b"]["probe_gain"] == pytest.approx(0.35)
+    assert res["recommended"] == order[0] == "centroid:dataset=b" and by[order[0]]["expected_gain"] == pytest.approx(0.30)
     task = by["centroid:task=t,exclude_dataset=c"]
-    assert task["probe_gain"] == pytest.approx(-0.10) and task["score"] < 0
-    assert order.index("base") < order.index("centroid:task=t,exclude_dataset=c")
+    assert task["expected_gain"] == pytest.approx(-0.10) and order.index("base") < order.index(task["start"])
 
 
 def test_select_start_train_bad_input(filled, tmp_path):
@@ -201,13 +285,13 @@ def test_select_start_train_bad_input(filled, tmp_path):
     with pytest.raises(ZooValueError, match="one.jsonl.*2\\+ labels"):
         filled.select_start("t", dataset="c", train=one)
     few = write_sentiment(tmp_path / "few.jsonl", 6)
-    with pytest.raises(ZooValueError, match="at least 10 examples"):
+    with pytest.raises(ZooValueError, match="at least 8 examples"):
         filled.select_start("t", dataset="c", train=few)
     ok = write_sentiment(tmp_path / "ok.jsonl", 20)
     with pytest.raises(ZooValueError, match="--folds must be at least 2"):
         filled.select_start("t", dataset="c", train=ok, folds=1)
-    with pytest.raises(ZooValueError, match="--probe-examples"):
-        filled.select_start("t", dataset="c", train=ok, probe_examples=0)
+    with pytest.raises(ZooValueError, match="--examples"):
+        filled.select_start("t", dataset="c", train=ok, examples=0)
     assert filled.ls(kind="centroid") == []  # nothing materialized for input that was refused
 
 
@@ -227,8 +311,8 @@ def test_history_pairs_runs_with_base_runs_of_their_setting(filled):
                                          status="finished")
                 catalog.insert_evaluation(conn, model_id=ids["ft-a0"], dataset="a", split="eval", metric="accuracy",
                                           value=acc, run_id=rid)
-    by = {c["category"]: c for c in filled.select_start("t", dataset="c")["candidates"]}
-    assert by["task-centroid"]["n_runs"] == 1 and by["task-centroid"]["observed_gain"] == pytest.approx(0.05)
+    by = {c["category"]: c for c in filled.select_start("t", dataset="a")["candidates"]}
+    assert by["task-centroid"]["expected_gain"] == pytest.approx(0.05) and by["task-centroid"]["sources"][0]["n"] == 1
 
 
 def test_candidates_are_built_from_points_without_a_zoo():

@@ -163,9 +163,11 @@ class Zoo:
     # ------------------------------------------------------------ geometry
     def nearest(self, target: str, k: int = 5, dataset: str | None = None, task: str | None = None,
                 kind: str | None = None, metric: str | None = None, space: int | None = None,
-                family: str | None = None) -> r.Neighbours:
-        """The k models nearest to a model name or a checkpoint path (sketched on the fly, not registered)."""
-        return queries.nearest(self.store, target, k, dataset, task, kind, metric, space, family)
+                family: str | None = None, rerank: int = 0) -> r.Neighbours:
+        """The k models nearest to a model name or a checkpoint path (sketched on the fly, not
+        registered); ``rerank`` > 0 ranks the ``max(k, rerank)`` nearest sketches again by
+        exact distance from their weights."""
+        return queries.nearest(self.store, target, k, dataset, task, kind, metric, space, family, rerank)
 
     def distance(self, a: str, b: str, exact: bool = False, space: int | None = None) -> r.Distance:
         """Cosine and L2 distance between two models' task vectors: sketch estimate, or exact from weights."""
@@ -187,6 +189,13 @@ class Zoo:
                  seed: int = 0, kind: str | None = "finetune", exact: bool = False) -> r.Clusters:
         """faiss k-means on sketches (``exact``: on exact task vectors), with purity against dataset and task."""
         return queries.clusters(self.store, k, family, metric, space, seed, kind, exact)
+
+    def fidelity(self, k: int = 5, rerank: Sequence[int] = (20,), family: str | None = None,
+                 kind: str | None = "finetune") -> r.Fidelity:
+        """How far sketch answers agree with exact ones on this zoo: per sketch space (and per
+        re-rank depth), kNN@k overlap with the exact neighbours, 1-NN same-dataset agreement
+        and the rank correlation of pairwise distances. Reads every model's weights once."""
+        return queries.fidelity(self.store, k, rerank, family, kind)
 
     def map(self, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None, method: str = "pca",
             space: int | None = None, kind: str | None = None, annotate: bool = True, seed: int = 0) -> r.Map:
@@ -244,12 +253,15 @@ class Zoo:
         return runs.evaluate_many(self.store, names, data, train, split, dataset, probe, **params)
 
     def select_start(self, task: str, dataset: str | None = None, family: str | None = None,
-                     neighbours: int = 3, train: str | os.PathLike | None = None, probe_examples: int = 256,
-                     folds: int = 5, **params: Any) -> r.Starts:
-        """Rank starting points for fine-tuning on ``dataset`` of ``task`` (see zoo.select).
+                     neighbours: int = 3, train: str | os.PathLike | None = None, examples: int = 128,
+                     folds: int = 4, min_gain: float = 0.0, **params: Any) -> r.Starts:
+        """Recommend a starting point for fine-tuning on ``dataset`` of ``task`` (see zoo.select).
 
-        With ``train``, every candidate is materialized and probed on up to ``probe_examples``
-        of its examples (``folds``-fold cross-validated linear probe on the frozen body), and
-        the probe's gain over the base counts in the score.
+        The base unless evidence about the target says otherwise: with ``train``, every
+        candidate is materialized and fine-tuned briefly (``params``) on ``folds`` folds of up
+        to ``examples`` of its examples, scored on the held-out fold against the base; the
+        store's runs on ``dataset`` count too. A start is recommended when its gain clears one
+        standard error above ``min_gain`` (a fraction of accuracy).
         """
-        return select.select_start(self.store, task, dataset, family, neighbours, train, probe_examples, folds, **params)
+        return select.select_start(self.store, task, dataset, family, neighbours, train, examples, folds, min_gain,
+                                   **params)

@@ -122,7 +122,9 @@ def name_taken(conn: Conn, name: str) -> bool:
 _FILTER = """($family_id IS NULL OR m.family_id = $family_id) AND ($family IS NULL OR f.name = $family)
     AND ($dataset IS NULL OR m.dataset = $dataset) AND ($task IS NULL OR m.task = $task)
     AND ($kind IS NULL OR m.kind = $kind)
-    AND ($exclude_dataset IS NULL OR m.dataset IS NULL OR m.dataset <> $exclude_dataset)"""
+    AND ($exclude_dataset IS NULL OR m.dataset <> $exclude_dataset)"""
+# A model without a dataset may have been trained on the excluded one: a region that leaves a
+# dataset out leaves them out too.
 
 
 def _filter_params(family_id: int | None = None, family: str | None = None, dataset: str | None = None,

@@ -64,10 +64,11 @@ def check_kind(kind: str | None) -> str | None:
     return check_choice(kind, KINDS, "kind")
 
 
-def check_k(k: int, what: str = "-k") -> int:
-    """A positive integer count (``-k``, ``--neighbours``, ``--folds``...)."""
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
-        raise ZooValueError(f"{what} must be a positive integer, got {k!r}")
+def check_k(k: int, what: str = "-k", least: int = 1) -> int:
+    """An integer count of at least ``least`` (``-k``, ``--neighbours``, ``--folds``...)."""
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < least:
+        what_int = "a positive integer" if least == 1 else f"an integer of at least {least}"
+        raise ZooValueError(f"{what} must be {what_int}, got {k!r}")
     return int(k)
 
 

@@ -158,3 +158,33 @@ def gram_distances(g: np.ndarray, metric: str) -> np.ndarray:
     denom = norms[:, None] * norms[None, :]
     cos = np.divide(g, denom, out=np.zeros_like(g), where=denom > 0)
     return 1.0 - cos
+
+
+def neighbour_agreement(d_est: np.ndarray, d_true: np.ndarray, k: int, labels: Sequence[str | None],
+                        rerank: int = 0) -> dict[str, float]:
+    """How far the neighbours by ``d_est`` (a pairwise distance matrix) agree with those by
+    ``d_true``: the mean share of each point's k nearest that are its true k nearest, the share
+    of points whose nearest has the same label, and the Spearman rank correlation of the
+    pairwise distances. ``rerank`` > 0: the ``max(k, rerank)`` nearest by ``d_est`` are put in
+    ``d_true`` order first (what an exact re-rank of sketch candidates returns)."""
+    n = len(d_est)
+    if n < k + 1:
+        raise ZooValueError(f"{n} models cannot have {k} neighbours each; lower -k")
+    overlap, same = 0.0, 0
+    for i in range(n):
+        est = [j for j in np.argsort(d_est[i], kind="stable") if j != i]
+        if rerank:
+            est = sorted(est[:max(k, rerank)], key=lambda j: d_true[i, j])
+        true = [j for j in np.argsort(d_true[i], kind="stable") if j != i][:k]
+        overlap += len(set(est[:k]) & set(true)) / k
+        same += labels[est[0]] is not None and labels[est[0]] == labels[i]
+    iu = np.triu_indices(n, 1)
+    return {"knn_overlap": overlap / n, "nn1_same_dataset": same / n,
+            "spearman": None if rerank else _spearman(d_est[iu], d_true[iu])}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    ra, rb = np.argsort(np.argsort(a)).astype(float), np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -14,9 +14,9 @@ from zoo import catalog
 from zoo.checkpoint import read_header
 from zoo.domain import COLOR_BY, Family, check_choice, check_k, check_metric, check_seed, union_body
 from zoo.errors import EmptyRegion, FamilyMismatch, NotFound, ZooValueError
-from zoo.geometry import (brute_force, distances, exact_gram, gram_distances, inside_score, kmeans, purity,
-                          region_stats)
-from zoo.results import Clusters, Distance, Inside, Map, Neighbours, Region
+from zoo.geometry import (brute_force, distances, exact_gram, gram_distances, inside_score, kmeans,
+                          neighbour_agreement, purity, region_stats)
+from zoo.results import Clusters, Distance, Fidelity, Inside, Map, Neighbours, Region
 from zoo.store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,11 +59,18 @@ def _rows(meta: dict[int, dict[str, Any]], ids: Sequence[int], *keys: str) -> li
 
 def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, task: str | None = None,
             kind: str | None = None, metric: str | None = None, space: int | None = None,
-            family: str | None = None) -> Neighbours:
-    """The k models nearest to a model name or a checkpoint path (sketched on the fly, not registered)."""
+            family: str | None = None, rerank: int = 0) -> Neighbours:
+    """The k models nearest to a model name or a checkpoint path (sketched on the fly, not registered).
+
+    ``rerank`` > 0: the ``max(k, rerank)`` nearest by sketch are ranked again by their exact
+    distance from the weights (one streaming pass over those checkpoints, the query and the
+    base): the sketch's noise (about 1/sqrt(d) in cosine) no longer decides close calls.
+    """
     from zoo.index import FLAT_MAX
 
     check_k(k)
+    check_k(rerank, "--rerank", least=0)
+    want = max(k, rerank) if rerank else k
     with store.read() as conn:
         fam, vecs, row = target(conn, query, family)
         sp = fam.space(space)
@@ -76,18 +83,27 @@ def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, ta
         if metric != sp.metric or (allowed is not None and len(allowed) <= FLAT_MAX):
             ids, x = catalog.sketch_vectors(conn, sp.id, allowed)
             keep = ids != self_id
-            got_ids, got_d = brute_force(q, ids[keep], x[keep], k, metric)
+            got_ids, got_d = brute_force(q, ids[keep], x[keep], want, metric)
             how = "exact scan"
         else:
             idx = store.index(conn, sp)
             # Never ask FAISS for more than the index holds: it allocates k results per query.
-            kk = min(k + (row is not None), int(idx.index.ntotal))
+            kk = min(want + (row is not None), int(idx.index.ntotal))
             res_ids, res_d = idx.search(q[None], kk, None if allowed is None else np.asarray(allowed)) if kk else ([[]], [[]])
             pairs = sorted(((int(i), float(d)) for i, d in zip(res_ids[0], res_d[0]) if i >= 0 and i != self_id),
-                           key=lambda p: (p[1], p[0]))[:k]
+                           key=lambda p: (p[1], p[0]))[:want]
             got_ids, got_d = np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs])
             how = idx.meta["spec"]["factory"]
+        if rerank and len(got_ids):
+            paths = [store.base_weights(conn, fam), store.weights(row) if row else Path(query).expanduser(),
+                     *(store.weights(catalog.model_by_id(conn, int(i))) for i in got_ids)]
         meta = catalog.models_meta(conn, got_ids.tolist())
+    if rerank and len(got_ids):
+        base, *headers = [read_header(p) for p in paths]
+        d = gram_distances(exact_gram(base, headers, fam.body), metric)[0, 1:]
+        order = sorted(range(len(got_ids)), key=lambda j: (d[j], int(got_ids[j])))[:k]
+        got_ids, got_d = got_ids[order], d[order]
+        how += f", {len(d)} re-ranked by exact distance"
     results = [{"rank": r + 1, "name": m["name"], "id": int(i), "distance": float(d), "kind": m["kind"],
                 "dataset": m["dataset"], "task": m["task"]}
                for r, (i, d, m) in enumerate(zip(got_ids, got_d, _rows(meta, got_ids, "name", "kind", "dataset", "task")))]
@@ -119,8 +135,10 @@ def distance(store: Store, a: str, b: str, exact: bool = False, space: int | Non
 def members(conn: Conn, dataset: str | None = None, task: str | None = None,
             names: Sequence[str] | None = None, family: str | None = None, exclude_dataset: str | None = None,
             all_models: bool = False) -> tuple[Family, list[int]]:
-    """A region's family and member ids: NAMES, or the fine-tunes (every model with ``all_models``)
-    of a dataset / task, less ``exclude_dataset``."""
+    """A region's family and member ids: NAMES, or the fine-tuned models of a dataset / task
+    (of the whole family with ``all_models``), less ``exclude_dataset`` and less models that
+    have no dataset when one is excluded. Never the base or materialized points: a region
+    made of fine-tunes stays the same set however many centroids are made from it."""
     if not (dataset or task or names or all_models):
         raise ZooValueError("say which region: --dataset D, --task T, --all, or model NAMES")
     if names:
@@ -134,7 +152,7 @@ def members(conn: Conn, dataset: str | None = None, task: str | None = None,
         cand = [f for f in fams if family is None or f.name == family]
         if family is not None and not cand:
             raise NotFound(f"no family named {family!r}")
-        hits = {f.id: catalog.filtered_ids(conn, f.id, dataset, task, None if all_models else "finetune",
+        hits = {f.id: catalog.filtered_ids(conn, f.id, dataset, task, "finetune",
                                            exclude_dataset=exclude_dataset) for f in cand}
         hits = {k: v for k, v in hits.items() if v}
         if len(hits) > 1:
@@ -223,6 +241,36 @@ def clusters(store: Store, k: int, family: str | None = None, metric: str | None
     return Clusters(fam.name, None if exact else sp.id, exact, metric, k, len(rows),
                     purity(assign, [r["dataset"] for r in rows]), purity(assign, [r["task"] for r in rows]), rows,
                     [{"cluster": c, "size": len(v), "members": v} for c, v in sorted(groups.items())])
+
+
+def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: str | None = None,
+             kind: str | None = "finetune") -> Fidelity:
+    """Sketch answers against exact ones on a family's models (see ``Zoo.fidelity``)."""
+    check_k(k)
+    for r in rerank:
+        check_k(r, "--rerank")
+    with store.read() as conn:
+        fam = store.family(conn, family)
+        ids = catalog.filtered_ids(conn, fam.id, kind=kind)
+        if len(ids) < k + 1:
+            raise EmptyRegion(f"family {fam.name!r} has {len(ids)} {kind or ''} model(s); -k {k} needs at least {k + 1}")
+        sketches = {sp.id: catalog.sketch_vectors(conn, sp.id, ids)[1].astype(np.float64) for sp in fam.spaces}
+        meta = catalog.models_meta(conn, ids)
+        paths = [store.base_weights(conn, fam), *(store.weights(catalog.model_by_id(conn, i)) for i in ids)]
+    metric = fam.spaces[0].metric
+    labels = [meta[i]["dataset"] for i in ids]
+    base, *headers = [read_header(p) for p in paths]
+    d_true = gram_distances(exact_gram(base, headers, fam.body), metric)
+    rows = [dict(setting="exact", **neighbour_agreement(d_true, d_true, k, labels), reads_models=len(ids))]
+    for sp in fam.spaces:
+        x = sketches[sp.id]
+        d_sk = gram_distances(x @ x.T, metric)
+        rows.append(dict(setting=f"sketch d={sp.dim} (space {sp.id})", **neighbour_agreement(d_sk, d_true, k, labels),
+                         reads_models=0))
+        for r in rerank:
+            rows.append(dict(setting=f"sketch d={sp.dim} (space {sp.id}) + exact re-rank of {max(k, r)}",
+                             **neighbour_agreement(d_sk, d_true, k, labels, rerank=r), reads_models=max(k, r) + 1))
+    return Fidelity(fam.name, metric, len(ids), k, rows)
 
 
 def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None,

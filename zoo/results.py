@@ -185,6 +185,17 @@ class Inside(Result):
 
 
 @dataclass
+class Fidelity(Result):
+    """``zoo fidelity``: how sketch answers agree with exact ones, one row per query path."""
+
+    family: str
+    metric: str
+    n: int
+    k: int
+    settings: list[dict[str, Any]]
+
+
+@dataclass
 class Clusters(Result):
     """``zoo clusters``: assignments, clusters and purity against dataset and task."""
 
@@ -258,13 +269,15 @@ class Evaluation(Result):
 
 @dataclass
 class Starts(Result):
-    """``zoo select-start``: ranked candidates with their evidence."""
+    """``zoo select-start``: the recommended start, why, and every candidate with its evidence."""
 
     task: str
     dataset: str | None
     family: str
     basis: str
     runs_seen: int
+    recommended: str
+    reason: str
     candidates: list[dict[str, Any]]
 
 

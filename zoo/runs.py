@@ -48,7 +48,12 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
         name = out or catalog.unique_model_name(conn, folder_safe(f"{dataset}-from-{start_row['name']}-s{tp.seed}"))
         if catalog.name_taken(conn, name):
             raise Conflict(f"a model named {name!r} already exists; choose another --out")
+        # A region spec means whatever the zoo holds when it runs: the members it meant then
+        # are recorded, so the start can be made again after the zoo has grown.
+        members = {p["name"]: p["weight"] for p in catalog.parents(conn, start_row["id"])
+                   if p["relation"] in ("averaged_from", "interpolated_from")}
     run_params = dict(tp.as_dict(), start=start, start_kind=start_row["kind"], start_name=start_row["name"],
+                      start_members=members or None,
                       task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
     # Installed before the run row exists (a SIGTERM that finds the row finds the handler too)
     # and restored after, so a library caller's own handler is left as it was.

@@ -1,21 +1,26 @@
-"""Ranking starting points for a new fine-tuning run: the paper's prior, updated by the zoo's own runs.
+"""Advice on where a fine-tune should start: the base, unless evidence about the target says otherwise.
 
 Candidates are start specs that ``zoo finetune --from`` accepts: ``base``, the task-region
 centroid without the target dataset, the family centroid without it, and the centroids of
-the nearest dataset regions of the task. Each category carries a prior accuracy gain over
-starting from the base (Gueta et al. 2023: centroids of other datasets' models beat the
-base in 11 of 12 datasets, +3.06 points on average); the store's finished runs give
-observed gains: a run's accuracy minus the mean accuracy of runs from the base on the same
-dataset in the same setting (training and eval files, method, hyperparameters; the seed
-aside), so a few-shot run is never measured against a full-data base run. The score
-shrinks the observed mean towards the prior with ``PRIOR_WEIGHT`` pseudo-runs, so a few
-outcomes move the ranking and many outcomes decide it.
+the nearest dataset regions of the task.
 
-With the target's training data (``select-start --train FILE``), each candidate is also
-probed: the cross-validated accuracy of a linear probe on its frozen body, minus the
-base's. That gain is specific to the target dataset, where the prior and the observed
-gains come from other datasets, so it enters the same weighted mean as ``PROBE_WEIGHT``
-pseudo-runs of its own.
+The paper's finding (Gueta et al. 2023: centroids of other datasets' models beat the base
+in 11 of 12 datasets, +3.06 points) holds near the region it was measured on; off it,
+centroid starts have lost up to 24 points to the base, and neither the prior, nor gains
+observed on *other* datasets, nor a linear probe of the frozen body predicted that (the
+probe scored such a start +4.7 points and the fine-tune lost 23.9). So a start other than
+the base is recommended only on evidence about the target itself:
+
+* ``trial``: with the target's examples (``--train``), short real fine-tunes of every
+  candidate on the same label-stratified folds, scored on the held-out fold; the paired
+  fold differences against the base give a gain and its standard error;
+* ``runs``: finished fine-tunes on the target dataset already in the store, each against
+  the mean of the base's runs in the same setting (data and hyperparameters, seed aside).
+
+Estimates from both are pooled by inverse variance. The recommendation is the candidate
+whose gain clears ``Z`` standard errors above ``MIN_GAIN``; with no evidence, or none that
+clears it, the base, and the answer says why. The prior and the gains seen on other
+datasets are shown, never used to decide.
 """
 from __future__ import annotations
 
@@ -36,8 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from zoo.store import Store
 
 PRIORS = {"task-centroid": 0.0306, "family-centroid": 0.020, "dataset-centroid": 0.010, "base": 0.0, "model": 0.0}
-PRIOR_WEIGHT = 2.0
-PROBE_WEIGHT = 2.0
+Z = 1.0            # standard errors a gain must clear: about 84 % one-sided confidence
+MIN_GAIN = 0.0     # ... above this gain over the base (a fraction: 0.01 = one point)
+SE_FLOOR = 0.01    # folds that happen to agree still leave a point of doubt
+RUN_SE = 0.03      # one fine-tune against the base: seed-to-seed spread of a few points
 SETTING_KEYS = ("train", "eval", "method", "epochs", "lr", "batch_size", "max_length", "warmup_ratio", "weight_decay")
 
 
@@ -69,74 +76,157 @@ def setting_of(params: dict[str, Any]) -> tuple:
 
 @dataclass
 class Outcome:
-    """One finished run: its dataset, task, start category, accuracy and setting."""
+    """One finished run: its dataset, task, start category and spec, accuracy and setting."""
 
     dataset: str
     task: str | None
     category: str
     accuracy: float
     setting: tuple = ()
+    start: str = ""
 
 
-def observed_gains(outcomes: Iterable[Outcome], task: str | None = None) -> dict[str, list[float]]:
+def _base_means(outs: Sequence[Outcome]) -> dict[tuple, float]:
+    acc: dict[tuple, list[float]] = defaultdict(list)
+    for o in outs:
+        if o.category == "base":
+            acc[o.dataset, o.setting].append(o.accuracy)
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def observed_gains(outcomes: Iterable[Outcome], task: str | None = None,
+                   exclude_dataset: str | None = None) -> dict[str, list[float]]:
     """Per category, the gains over the base on datasets and settings where both were run
-    (same task first)."""
-    outs = list(outcomes)
+    (same task first; ``exclude_dataset``'s runs left out): context, not evidence about a target."""
+    outs = [o for o in outcomes if exclude_dataset is None or o.dataset != exclude_dataset]
     same = [o for o in outs if task is not None and o.task == task]
     pool = same if any(o.category == "base" for o in same) else outs
-    base_acc: dict[tuple, list[float]] = defaultdict(list)
-    for o in pool:
-        if o.category == "base":
-            base_acc[o.dataset, o.setting].append(o.accuracy)
+    ref = _base_means(pool)
     gains: dict[str, list[float]] = defaultdict(list)
     for o in pool:
-        ref = base_acc.get((o.dataset, o.setting))
-        if o.category != "base" and ref:
-            gains[o.category].append(o.accuracy - sum(ref) / len(ref))
-    for d, accs in base_acc.items():
-        gains["base"].extend([0.0] * len(accs))
+        if o.category != "base" and (o.dataset, o.setting) in ref:
+            gains[o.category].append(o.accuracy - ref[o.dataset, o.setting])
     return dict(gains)
 
 
-def score(cat: str, gains: dict[str, list[float]], probe_gain: float | None = None) -> tuple[float, float | None, int]:
-    """(score, observed mean gain or None, number of observations): the weighted mean of the
-    prior (``PRIOR_WEIGHT``), the observed gains (one each) and the probe gain (``PROBE_WEIGHT``)."""
-    obs = gains.get(cat, [])
-    prior = PRIORS.get(cat, 0.0)
-    mean = sum(obs) / len(obs) if obs else None
-    if cat == "base":  # the reference: every gain is measured against it
-        return 0.0, mean, len(obs)
-    num, den = PRIOR_WEIGHT * prior + sum(obs), PRIOR_WEIGHT + len(obs)
-    if probe_gain is not None:
-        num, den = num + PROBE_WEIGHT * probe_gain, den + PROBE_WEIGHT
-    return num / den, mean, len(obs)
+@dataclass
+class Estimate:
+    """An expected accuracy gain over the base (a fraction), its standard error and support."""
+
+    gain: float
+    se: float
+    n: int
+    source: str
+
+    def lower(self, z: float = Z) -> float:
+        return self.gain - z * self.se
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"gain": self.gain, "se": self.se, "n": self.n, "source": self.source}
+
+
+def paired_estimate(cand: Sequence[float], base: Sequence[float], source: str = "trial") -> Estimate:
+    """The mean of paired differences ``cand[i] - base[i]`` (the same fold, seed and head for
+    both) with its standard error, floored at ``SE_FLOOR``."""
+    if len(cand) != len(base) or not cand:
+        raise ZooValueError(f"paired scores need equal, non-empty lists; got {len(cand)} and {len(base)}")
+    d = np.asarray(cand, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return Estimate(float(d.mean()), max(se, SE_FLOOR), len(d), source)
+
+
+def run_estimates(outcomes: Iterable[Outcome], dataset: str | None, match: dict[str, Any] | None = None
+                  ) -> dict[str, Estimate]:
+    """Evidence from the store's fine-tunes on the target ``dataset`` itself, per start spec and
+    per category: each run against the mean of the base's runs in its setting (settings
+    agreeing with ``match`` only, when given). One run counts with ``RUN_SE``; several with
+    their spread."""
+    if dataset is None:
+        return {}
+    outs = [o for o in outcomes if o.dataset == dataset
+            and (match is None or all(dict(o.setting).get(k) == v for k, v in match.items()))]
+    ref = _base_means(outs)
+    by: dict[str, list[float]] = defaultdict(list)
+    for o in outs:
+        if o.category != "base" and (o.dataset, o.setting) in ref:
+            g = o.accuracy - ref[o.dataset, o.setting]
+            by[f"start:{o.start}"].append(g)
+            by[f"category:{o.category}"].append(g)
+    out = {}
+    for k, g in by.items():
+        se = float(np.std(g, ddof=1) / np.sqrt(len(g))) if len(g) > 1 else RUN_SE
+        out[k] = Estimate(float(np.mean(g)), max(se, SE_FLOOR), len(g), "runs")
+    return out
+
+
+def pool(estimates: Sequence[Estimate]) -> Estimate | None:
+    """Inverse-variance pooling of independent estimates (None for none)."""
+    if not estimates:
+        return None
+    w = np.array([1.0 / e.se ** 2 for e in estimates])
+    g = np.array([e.gain for e in estimates])
+    return Estimate(float((w * g).sum() / w.sum()), float(1.0 / np.sqrt(w.sum())), sum(e.n for e in estimates),
+                    "+".join(e.source for e in estimates))
 
 
 @dataclass
 class Candidate:
-    """A ranked starting point with the evidence for its place."""
+    """A starting point with the evidence about the target for it."""
 
     start: str
     category: str
-    score: float = 0.0
     prior_gain: float = 0.0
-    observed_gain: float | None = None
-    n_runs: int = 0
-    probe_gain: float | None = None
+    expected_gain: float | None = None
+    gain_se: float | None = None
+    lower_bound: float | None = None
+    recommended: bool = False
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    other_datasets_gain: float | None = None
+    other_datasets_runs: int = 0
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def rank(cands: list[Candidate], gains: dict[str, list[float]]) -> list[Candidate]:
-    """Score and sort candidates (their ``probe_gain`` counts where set): best first; ties keep
-    the paper's order (task, family, dataset, base)."""
+def advise(cands: list[Candidate], estimates: dict[str, list[Estimate]], z: float = Z,
+           min_gain: float = MIN_GAIN) -> tuple[list[Candidate], str]:
+    """Pool each candidate's estimates, recommend one, and order them: the recommendation
+    first, then by lower confidence bound, then the unevidenced in the paper's order.
+
+    The base is the reference (gain 0, no uncertainty) and the recommendation unless another
+    candidate's gain clears ``z`` standard errors above ``min_gain``. Returns the ordered
+    candidates and the reason for the recommendation."""
     order = ["task-centroid", "family-centroid", "dataset-centroid", "model", "base"]
     for c in cands:
-        c.score, c.observed_gain, c.n_runs = score(c.category, gains, c.probe_gain)
         c.prior_gain = PRIORS.get(c.category, 0.0)
-    return sorted(cands, key=lambda c: (-c.score, order.index(c.category), c.evidence.get("distance", 0.0)))
+        est = Estimate(0.0, 0.0, 0, "reference") if c.category == "base" else pool(estimates.get(c.start, []))
+        c.sources = [e.as_dict() for e in estimates.get(c.start, [])]
+        if est is not None:
+            c.expected_gain, c.gain_se, c.lower_bound = est.gain, est.se, est.lower(z)
+    base = next(c for c in cands if c.category == "base")
+    rivals = [c for c in cands if c is not base and c.lower_bound is not None]
+    best = max(rivals, key=lambda c: (c.lower_bound, c.expected_gain), default=None)
+    if best is not None and best.lower_bound > min_gain:
+        pick = best
+        reason = (f"gains {best.expected_gain * 100:+.1f} +/- {best.gain_se * 100:.1f} points over the base on "
+                  f"evidence about the target ({'+'.join(s['source'] for s in best.sources)}), more than {z:g} "
+                  f"standard error(s) above {min_gain * 100:+.1f}")
+    else:
+        pick = base
+        if best is None:
+            reason = ("no evidence about the target: the base is the safe start. The paper's prior (shown) holds near "
+                      "the region it was measured on and has lost up to 24 points off it; pass --train FILE to run "
+                      "short trial fine-tunes of each start on the target's examples")
+        else:
+            reason = (f"no start clears its uncertainty: the best, {best.start}, gains {best.expected_gain * 100:+.1f} "
+                      f"+/- {best.gain_se * 100:.1f} points (needs {z:g} standard error(s) above "
+                      f"{min_gain * 100:+.1f}); the base is the safe start")
+    pick.recommended = True
+    rest = sorted((c for c in cands if c is not pick),
+                  key=lambda c: (c.lower_bound is None, -(c.lower_bound if c.lower_bound is not None else c.prior_gain),
+                                 order.index(c.category), c.evidence.get("distance", 0.0)))
+    return [pick, *rest], reason
 
 
 # ---------------------------------------------------------------- candidates (pure)
@@ -198,20 +288,23 @@ def history(runs: Iterable[dict[str, Any]], start_members: dict[int, list[tuple[
         cat = category(p.get("start", ""), p.get("start_kind"))
         if cat == "model" and r["id"] in start_members:
             cat = category_of_members(r["dataset"], p.get("task"), start_members[r["id"]])
-        out.append(Outcome(r["dataset"], p.get("task"), cat, r["accuracy"], setting_of(p)))
+        out.append(Outcome(r["dataset"], p.get("task"), cat, r["accuracy"], setting_of(p), p.get("start", "")))
     return out
 
 
 # ---------------------------------------------------------------- the verb
 
 def select_start(store: "Store", task: str, dataset: str | None = None, family: str | None = None,
-                 neighbours: int = 3, train: str | os.PathLike | None = None, probe_examples: int = 256,
-                 folds: int = 5, **params: Any) -> Starts:
-    """Rank starting points for fine-tuning on ``dataset`` of ``task`` (see ``Zoo.select_start``)."""
+                 neighbours: int = 3, train: str | os.PathLike | None = None, examples: int = 128,
+                 folds: int = 4, min_gain: float = MIN_GAIN, **params: Any) -> Starts:
+    """Recommend a starting point for fine-tuning on ``dataset`` of ``task`` (see ``Zoo.select_start``)."""
     from zoo import catalog
 
-    check_k(neighbours, "--neighbours")
-    probe = _probe_input(train, probe_examples, folds, params) if train is not None else None
+    check_k(neighbours, "--neighbours", least=0)  # 0: no dataset regions, only the task and family centroids
+    if not (isinstance(min_gain, (int, float)) and np.isfinite(min_gain) and -1.0 <= min_gain <= 1.0):
+        raise ZooValueError(f"--min-gain {min_gain * 100:g} must be accuracy points between -100 and 100 "
+                            "(the library takes a fraction: 0.01 is one point)")
+    trial = _trial_input(train, examples, folds, params) if train is not None else None
     with store.read() as conn:
         fam = store.family(conn, family)
         sp = fam.space()
@@ -222,42 +315,58 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
     vec = {int(i): v.astype(np.float64) for i, v in zip(ids, x)}
     points = [Point(m["id"], m["dataset"], m["task"], vec[m["id"]]) for m in fts if m["id"] in vec]
     cands = build_candidates(base["name"], points, task, dataset, sp.metric, neighbours)
-    if probe is not None:
-        probe_candidates(store, cands, *probe, folds, family, store.weights(base))
-    gains = observed_gains(outcomes, task)
-    ranked = rank(cands, gains)
-    basis = "observed runs and the paper's prior" if any(gains.get(c.category) for c in ranked if c.category != "base") \
-        else "the paper's prior (no comparable runs in the store yet)"
-    if probe is not None:
-        basis += f", with a linear probe of each start on {len(probe[0])} examples of {Path(train).name}"
-    return Starts(task, dataset, fam.name, basis, len(outcomes), [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ranked)])
+    # The runs that speak for this fine-tune: its data and hyperparameters (any eval file).
+    match = ({k: v for k, v in setting_of(dict(trial[1].as_dict(), train=str(Path(train).resolve()))) if k != "eval"}
+             if trial is not None else None)
+    by_run = run_estimates(outcomes, dataset, match)
+    estimates: dict[str, list[Estimate]] = {}
+    for c in cands:
+        e = by_run.get(f"start:{c.start}") or (by_run.get(f"category:{c.category}")
+                                                if c.category in ("task-centroid", "family-centroid") else None)
+        estimates[c.start] = [e] if e is not None else []
+    if trial is not None:
+        for start, est in trial_candidates(store, cands, *trial, folds, family, store.weights(base)).items():
+            estimates[start].append(est)
+    other = observed_gains(outcomes, task, exclude_dataset=dataset)
+    for c in cands:
+        g = other.get(c.category, [])
+        c.other_datasets_gain, c.other_datasets_runs = (float(np.mean(g)) if g else None), len(g)
+    ordered, reason = advise(cands, estimates, Z, min_gain)
+    sources = sorted({s["source"] for c in ordered for s in c.sources})
+    basis = ("evidence about the target: " + ", ".join(
+        {"trial": f"trial fine-tunes on {len(trial[0]) if trial else 0} examples of "
+                  f"{Path(train).name if train else ''} in {folds} folds",
+         "runs": f"the store's fine-tunes on {dataset}"}[s] for s in sources)) if sources else "no evidence about the target"
+    return Starts(task, dataset, fam.name, basis, len(outcomes), ordered[0].start, reason,
+                  [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ordered)])
 
 
-def _probe_input(train: str | os.PathLike, probe_examples: int, folds: int, params: dict[str, Any]) -> tuple[Any, Any]:
-    """(examples, train params) for the probe, checked before any centroid is materialized."""
+def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: dict[str, Any]) -> tuple[Any, Any]:
+    """(examples, train params) for the trials, checked before any centroid is materialized."""
     from zoo.data import read_examples
-    from zoo.finetune import TrainParams, check_probe_input, sample_examples
+    from zoo.finetune import TrainParams, check_folds_input, sample_examples
 
-    check_k(probe_examples, "--probe-examples")
+    check_k(examples, "--examples")
     check_k(folds, "--folds")
     tp = TrainParams(**params)
-    ex = sample_examples(read_examples(train), probe_examples, tp.seed)
-    check_probe_input(ex, folds)
+    ex = sample_examples(read_examples(train), examples, tp.seed)
+    check_folds_input(ex, folds)
     return ex, tp
 
 
-def probe_candidates(store: "Store", cands: list[Candidate], ex: Any, tp: Any, folds: int, family: str | None,
-                     base_dir: Path) -> None:
-    """Set each candidate's probe evidence and its gain over the base's probe (materializing centroids)."""
-    from zoo.finetune import probe_cv
+def trial_candidates(store: "Store", cands: list[Candidate], ex: Any, tp: Any, folds: int, family: str | None,
+                     base_dir: Path) -> dict[str, Estimate]:
+    """Run the trials of every candidate (materializing centroids); each one's paired gain
+    over the base's trials, keyed by start spec. Fold accuracies go into its evidence."""
+    from zoo.finetune import trial_cv
     from zoo.materialize import resolve_start
 
     accs = {}
-    for c in store.bar(cands, "probing starts", unit="start"):
+    for c in store.bar(cands, "trial fine-tunes", unit="start"):
         row = resolve_start(store, c.start, family)
-        res = probe_cv(store.weights(row), [base_dir], ex, tp, folds=folds)
-        accs[c.start] = res["probe_accuracy"]
-        c.evidence.update(probe_accuracy=res["probe_accuracy"], probe_model=row["name"], probe_examples=res["n_examples"])
-    ref = next(accs[c.start] for c in cands if c.category == "base")
-    for c in cands:
-        c.probe_gain = accs[c.start] - ref
+        res = trial_cv(store.weights(row), [base_dir], ex, tp, folds=folds)
+        accs[c.start] = res["fold_accuracy"]
+        c.evidence.update(trial_accuracy=res["accuracy"], trial_fold_accuracy=res["fold_accuracy"],
+                          trial_model=row["name"], trial_examples=res["n_examples"])
+    ref = accs[next(c.start for c in cands if c.category == "base")]
+    return {c.start: paired_estimate(accs[c.start], ref) for c in cands if c.category != "base"}
