@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean install datasets real-zoo reproduce
+.PHONY: demo test test-slow bench clean install datasets real-zoo reproduce seed-study
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,13 @@ reproduce: $(STAMP)
 	@test -f data/real/datasets.json || $(MAKE) datasets
 	$(BIN)/python scripts/reproduce.py --home $${ZOO_HOME:-.zoo-real} --data data/real --out docs \
 		$${REPRODUCE_BUDGET:+--budget-min $$REPRODUCE_BUDGET}
+
+# Does a fine-tune carry its data or its seed? Exact distances by head initialisation (issue 16).
+seed-study: $(STAMP)
+	@test -f data/real/datasets.json || $(MAKE) datasets
+	$(BIN)/python scripts/seed_study.py --data data/real --out docs/seed_study_topic.json
+	$(BIN)/python scripts/seed_study.py --data data/real --datasets langid-short langid-medium \
+		--out docs/seed_study_langid.json
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_register.py

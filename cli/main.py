@@ -410,7 +410,7 @@ def fidelity(z: Zoo, k, rerank, kind, family, as_json) -> None:
               help="Folds of the trials: each fine-tunes on the others and scores the held-out one.")
 @click.option("--min-gain", type=float, default=0.0, show_default=True,
               help="Accuracy points a start must gain over the base, beyond one standard error, to be recommended.")
-@train_options("epochs", "lr", "batch_size", "max_length", "seed")
+@train_options("epochs", "lr", "batch_size", "max_length", "seed", "head_init")
 @options(family_opt, json_obj)
 def select_start(z: Zoo, task, dataset, neighbours, train, examples, folds, min_gain, family, as_json, **params) -> None:
     """Recommend where a fine-tune on DATASET of TASK should start: the base unless evidence says otherwise."""

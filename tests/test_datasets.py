@@ -163,7 +163,9 @@ def test_reproduce_script_clusters_and_map(filled, tmp_path):
     assert by["dataset"]["k"] == 2 and by["dataset"]["sketch_purity"] == 1.0 and by["dataset"]["exact_purity"] == 1.0
     assert by["dataset"]["sketch_exact_rand_index"] == 1.0 and by["task"]["k"] == 1
     fid = {r["setting"]: r for r in res["fidelity"]}
-    assert fid["exact"]["knn5_overlap"] == 1.0 and len(fid) == 3  # exact, the sketch, the sketch re-ranked
+    # exact, then each space the stage uses (d = 1024 and the d = 4096 it adds) alone and re-ranked
+    assert fid["exact"]["knn5_overlap"] == 1.0 and len(fid) == 5
+    assert {s.split(" (")[0] for s in fid} == {"exact", "sketch d=1024", "sketch d=4096"}
     assert all(0.0 <= r["knn5_overlap"] <= 1.0 for r in fid.values())
     md = (out / "REPRODUCTION.md").read_text()
     assert "| dataset | 2 |" in md and "100.0%" in md and "## Sketch answers against exact ones" in md
@@ -253,3 +255,34 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
     assert res2["advice"]["picks"] == res["advice"]["picks"] and res2["start"]["per_dataset"] == st["per_dataset"]
     text = (out / "REPRODUCTION.md").read_text()
     assert "## select-start's advice" in text and "## Starting points" in text and "off-centroid" in text
+
+
+@pytest.mark.slow
+def test_seed_study_compares_seed_and_data_distances(tmp_path, ckpts):
+    import subprocess
+    import sys
+
+    from conftest import write_sentiment
+
+    data = tmp_path / "data"
+    for i, name in enumerate(("d1", "d2")):
+        (data / name).mkdir(parents=True)
+        for j, split in enumerate(("train", "dev")):
+            write_sentiment(data / name / f"{split}.jsonl", 16, seed=10 * i + j)
+    (data / "datasets.json").write_text(json.dumps({"d1": {"task": "t"}, "d2": {"task": "t"}}))
+    out = tmp_path / "study.json"
+    script = Path(__file__).parent.parent / "scripts" / "seed_study.py"
+    r = subprocess.run([sys.executable, str(script), "--data", str(data), "--datasets", "d1", "d2", "--base",
+                        str(ckpts["base"]), "--home", str(tmp_path / "zoo"), "--epochs", "1", "--max-length", "16",
+                        "--batch-size", "8", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert set(res["inits"]) == {"random", "probe"} and len(res["pairs"]) == 12  # 6 pairs of 4 models, per init
+    for init, x in res["inits"].items():
+        pd = {tuple(k.split()): v for k, v in res["pairs"].items() if f"-{init}-" in k}
+        same_ds = [v for (a, b), v in pd.items() if a.split(f"-{init}-")[0] == b.split(f"-{init}-")[0]]
+        same_seed = [v for (a, b), v in pd.items() if a[-2:] == b[-2:] and a.split(f"-{init}-")[0] != b.split(f"-{init}-")[0]]
+        assert len(same_ds) == 2 and len(same_seed) == 2
+        assert x["same_dataset_different_seed"] == pytest.approx(sum(same_ds) / 2)
+        assert x["ratio"] == pytest.approx(x["same_dataset_different_seed"] / x["same_seed_different_dataset"])
+        assert all(0 <= a <= 1 for a in x["dev_accuracy"].values())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -283,3 +284,34 @@ def test_an_outside_reader_never_costs_a_finished_finetune(home, ckpts, tmp_path
     assert run["status"] == "finished" and run["result"] == "big-from-base-s0", run
     assert [m["name"] for m in z.ls()] == ["base", "big-from-base-s0"]
     assert list((home / "pending").iterdir()) == []
+
+
+def test_probe_head_starts_from_the_data_not_the_seed(filled, data):
+    """--head-init probe: the head is a logistic regression fitted on the frozen start, the same
+    whatever the seed, and already better than chance on its data; runs record the choice."""
+    import torch
+
+    from zoo.finetune import TrainParams, load_classifier, load_tokenizer, probe_head, _batches
+
+    train, _ = data
+    ex = read_examples(train)
+    labels = ex.label_space()
+    base = filled.show("base")["uri"]
+    tok = load_tokenizer([base])
+    heads, losses = [], []
+    for seed in (0, 7):
+        torch.manual_seed(seed)
+        model = load_classifier(base, labels)
+        probe_head(model, tok, ex, labels, TrainParams(max_length=16), "cpu")
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(labels)][-1]
+        heads.append((head.weight.detach().clone(), head.bias.detach().clone()))
+        lid = {l: i for i, l in enumerate(labels)}
+        with torch.no_grad():
+            enc = next(_batches(tok, ex, list(range(len(ex))), len(ex), 16, lid))
+            losses.append(float(model(**enc).loss))
+    assert torch.equal(heads[0][0], heads[1][0]) and torch.equal(heads[0][1], heads[1][1])
+    assert losses[0] == losses[1] < math.log(len(labels))
+    res = filled.finetune("base", train, None, dataset="senti", epochs=1, batch_size=8, head_init="probe")
+    assert json.loads(filled.sql(f"SELECT params FROM runs WHERE result_model_id = {res['id']}")[1][0][0])["head_init"] == "probe"
+    with pytest.raises(ZooValueError, match="--head-init"):
+        filled.finetune("base", train, None, dataset="senti", head_init="zeros")

@@ -21,6 +21,7 @@ RELATIONS = ("finetuned_from", "averaged_from", "interpolated_from")
 RUN_STATUSES = ("running", "finished", "failed")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_METHODS = ("full", "bitfit")
+HEAD_INITS = ("random", "probe")
 COLOR_BY = ("dataset", "task", "kind")
 MAP_METHODS = ("pca", "tsne")
 

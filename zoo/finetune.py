@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from zoo.data import Examples
-from zoo.domain import DEVICES, TRAIN_METHODS, check_choice, check_seed
+from zoo.domain import DEVICES, HEAD_INITS, TRAIN_METHODS, check_choice, check_seed
 from zoo.errors import ZooValueError
 
 
@@ -33,13 +33,17 @@ class TrainParams:
     lr: float | None = _param(None, "Learning rate (default 5e-5 full, 1e-3 bitfit).")
     batch_size: int = _param(16, "Examples per step.")
     max_length: int = _param(128, "Tokens per example (longer ones are cut).")
-    seed: int = _param(0, "Seed of the head's initialisation and the data order.")
+    seed: int = _param(0, "Seed of the data order, dropout and (with --head-init random) the head.")
     device: str = _param("auto", "auto: CUDA when present, else CPU.", DEVICES)
     warmup_ratio: float = _param(0.1, "Share of steps with a rising learning rate.")
     weight_decay: float = _param(0.01, "AdamW weight decay.")
+    head_init: str = _param("probe", "probe: a logistic-regression probe fitted on the start's frozen features first "
+                            "(linear probe, then fine-tune: the model carries its data, not its seed); random: a "
+                            "seeded random head.", HEAD_INITS)
 
     def __post_init__(self) -> None:
         check_choice(self.method, TRAIN_METHODS, "--method")
+        check_choice(self.head_init, HEAD_INITS, "--head-init")
         if self.lr is None:
             self.lr = 5e-5 if self.method == "full" else 1e-3
         for name in ("epochs", "lr", "batch_size", "max_length"):
@@ -166,6 +170,58 @@ def _trainable(model: Any, method: str) -> list[Any]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def _last_linear(model: Any, n_out: int) -> Any:
+    """The classifier's output layer: the last linear layer with one output per label."""
+    import torch
+
+    lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n_out]
+    if not lin:
+        raise ZooValueError(f"found no linear layer with {n_out} outputs to initialise from a probe; use --head-init random")
+    return lin[-1]
+
+
+def probe_head(model: Any, tok: Any, ex: Examples, labels: list[str], params: TrainParams, device: str) -> None:
+    """Set the classifier's output layer to an L2-regularised logistic regression fitted on the
+    inputs it receives from the frozen model over ``ex`` (linear probe, then fine-tune): the
+    head no longer starts random, so the seed does not steer the body's first updates."""
+    import torch
+
+    head = _last_linear(model, len(labels))
+    feats: list[Any] = []
+    hook = head.register_forward_pre_hook(lambda m, args: feats.append(args[0].detach().float().cpu()))
+    _governor(model, device)
+    model.eval().to(device)
+    try:
+        with torch.no_grad():
+            for enc in _batches(tok, ex, list(range(len(ex))), params.batch_size * 2, params.max_length, None):
+                model(**{k: v.to(device) for k, v in enc.items()})
+    finally:
+        hook.remove()
+    x = torch.cat(feats)
+    lid = {l: i for i, l in enumerate(labels)}
+    y = torch.tensor([lid[l] for l in ex.labels])
+    has_bias = head.bias is not None
+    mu, sd = (x.mean(0) if has_bias else torch.zeros(x.shape[1])), x.std(0) + 1e-6
+    clf = torch.nn.Linear(x.shape[1], len(labels), bias=has_bias)
+    for p in clf.parameters():
+        torch.nn.init.zeros_(p)  # the optimum of a convex loss, from zero: no seed in it
+    opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+    xs = (x - mu) / sd
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(clf(xs), y) + 1e-2 * clf.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():  # fold the standardisation into the layer: W (x - mu) / sd + b
+        w = clf.weight / sd
+        head.weight.copy_(w.to(head.weight.dtype))
+        if has_bias:
+            head.bias.copy_((clf.bias - w @ mu).to(head.bias.dtype))
+
+
 def _adamw(params: list[Any], lr: float, weight_decay: float) -> Any:
     """AdamW with torch's fused kernel where the device and dtype have one: the per-tensor
     loop was a third of a MiniLM step on CPU (171 of ~550 ms beside two busy processes)."""
@@ -237,6 +293,8 @@ def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, e
     tok = load_tokenizer([start_dir, *tokenizer_dirs])
     model = load_classifier(start_dir, labels)
     t0 = time.perf_counter()
+    if params.head_init == "probe":
+        probe_head(model, tok, train_ex, labels, params, device)
     fit = _fit(model, tok, train_ex, labels, params, device, progress, step_hook)
     train_s = time.perf_counter() - t0
     metrics: dict[str, Any] = dict(fit, train_seconds=train_s, device=device, labels=labels, n_train=len(train_ex))
@@ -429,6 +487,8 @@ def trial_cv(model_dir: Path, tokenizer_dirs: Sequence[Path], ex: Examples, para
     for f in range(folds):
         seed_everything(params.seed + f)
         model = load_classifier(model_dir, labels)
+        if params.head_init == "probe":
+            probe_head(model, tok, ex.subset([i for i, g in enumerate(fold) if g != f]), labels, params, device)
         _fit(model, tok, ex.subset([i for i, g in enumerate(fold) if g != f]), labels, params, device)
         ev = evaluate_classifier(model, tok, ex.subset([i for i, g in enumerate(fold) if g == f]), labels, params, device)
         accs.append(ev["accuracy"])

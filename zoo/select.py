@@ -45,7 +45,9 @@ Z = 1.0            # standard errors a gain must clear: about 84 % one-sided con
 MIN_GAIN = 0.0     # ... above this gain over the base (a fraction: 0.01 = one point)
 SE_FLOOR = 0.01    # folds that happen to agree still leave a point of doubt
 RUN_SE = 0.03      # one fine-tune against the base: seed-to-seed spread of a few points
-SETTING_KEYS = ("train", "eval", "method", "epochs", "lr", "batch_size", "max_length", "warmup_ratio", "weight_decay")
+SETTING_KEYS = ("train", "eval", "method", "epochs", "lr", "batch_size", "max_length", "warmup_ratio", "weight_decay",
+                "head_init")
+SETTING_DEFAULTS = {"head_init": "random"}  # runs recorded before the key existed
 
 
 def category(start: str, start_kind: str | None) -> str:
@@ -71,7 +73,7 @@ def category_of_members(dataset: str | None, task: str | None, members: Iterable
 
 def setting_of(params: dict[str, Any]) -> tuple:
     """What must match for two runs' accuracies to be compared: data and hyperparameters."""
-    return tuple((k, params.get(k)) for k in SETTING_KEYS)
+    return tuple((k, params.get(k, SETTING_DEFAULTS.get(k))) for k in SETTING_KEYS)
 
 
 @dataclass
