@@ -322,3 +322,18 @@ def test_a_failed_add_leaves_nothing_in_the_store(zoo, ckpts, tmp_path):
     with pytest.raises(Conflict):
         zoo.add([ckpts["a0"]], name="base")  # the name is taken: found at commit, after the files came in
     assert sorted(p.name for p in (zoo.home / "weights").iterdir()) == [zoo.show("base")["content_hash"]]
+
+
+def test_a_relative_home_stores_and_reads_model_folders(ckpts, tmp_path, monkeypatch):
+    """`zoo --home myzoo add DIR` from the zoo's parent folder (a relative home): the folder is
+    staged into the store, settled under its content hash and read back from there."""
+    monkeypatch.chdir(tmp_path)
+    z = Zoo("rel-zoo")
+    assert z.store.home == tmp_path / "rel-zoo"
+    z.add([ckpts["base"]], name="base")
+    [res] = z.add([ckpts["a0"]], name="ft", dataset="a")
+    uri = Path(z.show("ft")["uri"])
+    assert uri.is_absolute() and (tmp_path / "rel-zoo" / "weights") in uri.parents and uri.exists()
+    monkeypatch.chdir(tmp_path.parent)  # the zoo opened from elsewhere still finds its files
+    assert Zoo(tmp_path / "rel-zoo").distance("ft", "base", exact=True)["exact"]["l2"] > 0  # reads both files
+    assert [r["name"] for r in Zoo(tmp_path / "rel-zoo").ls()] == ["base", "ft"]

@@ -69,7 +69,9 @@ class Store:
 
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False, default_dim: int = DEFAULT_DIM,
                  default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC):
-        self.home = Path(home).expanduser() if home else default_home()
+        # Absolute once: paths the store builds and paths read back from checkpoints must
+        # compare equal (a relative home made a staged folder look like a file inside itself).
+        self.home = (Path(home).expanduser() if home else default_home()).absolute()
         self.progress = progress
         # The space a new family starts with.
         self.default_space = Space(check_dim(default_dim), default_seed, None, check_metric(default_metric))
