@@ -197,6 +197,14 @@ def fmt_add(rows: Sequence[dict[str, Any]]) -> str:
                      f"family {r['family']})" + (f": {r['note']}" if r["note"] else "") for r in rows)
 
 
+def fmt_cache_scan(r: dict[str, Any]) -> str:
+    lines = [f"Hugging Face cache {r['cache']}: {len(r['added'])} added, {len(r['skipped'])} skipped"]
+    lines += [("added " if a["created"] else "exists ") + f"{a['name']} ({a['repo_id']}@{a['revision'][:10]}, "
+              f"family {a['family']})" for a in r["added"]]
+    lines += [f"skipped {s['repo_id']}: {s['why']}" for s in r["skipped"]]
+    return "\n".join(lines)
+
+
 def fmt_edited(r: dict[str, Any]) -> str:
     return f"{r['name']} (id {r['id']}): " + ", ".join(f"{k} {_cell(v['old'])!r} -> {_cell(v['new'])!r}"
                                                        for k, v in r["changed"].items())

@@ -107,8 +107,8 @@ def init(z: Zoo, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--name", help="Model name (default: folder or file name).")
+@click.argument("paths", nargs=-1)
+@click.option("--name", help="Model name (default: folder or file name, or the Hub repository's name).")
 @click.option("--base", help="Base model this checkpoint was fine-tuned from.")
 @options(*region_opts)
 @click.option("--seed", type=int)
@@ -116,9 +116,16 @@ def init(z: Zoo, as_json: bool) -> None:
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Extra metadata (repeatable).")
 @click.option("--in-place", is_flag=True, help="Reference the files where they are instead of bringing them into "
               "the zoo's store (for very large models; moving them then needs `zoo relocate`).")
+@click.option("--scan-cache", "scan_cache", is_flag=True, help="Register every model of the Hugging Face cache that "
+              "fits a family (HF_HUB_CACHE; never downloads).")
 @json_obj
-def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, in_place, as_json) -> None:
-    """Register checkpoints (model folders, .safetensors/.bin files, or folders of them)."""
+def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, in_place, scan_cache, as_json) -> None:
+    """Register checkpoints: model folders, .safetensors/.bin files, folders of them, or Hugging Face
+    repo ids (org/name[@revision]) and cache folders, resolved offline in the local cache."""
+    if scan_cache or not paths:
+        if paths or not scan_cache:
+            raise click.UsageError("give PATHS to register, or --scan-cache alone")
+        return fmt.emit(z.add_from_cache(dataset=dataset, task=task), as_json, fmt.fmt_cache_scan)
     res = z.add(paths, name=name, base=base, dataset=dataset, task=task, seed=seed, kind=kind, meta=fmt.kv_pairs(meta),
                 in_place=in_place)
     fmt.emit(res, as_json, fmt.fmt_add)

@@ -100,6 +100,12 @@ class Zoo:
         return register.add(self.store, paths, name, base, dataset, task, seed, check_meta(meta), kind, lineage, expected,
                             on_commit, in_place)
 
+    def add_from_cache(self, cache: str | os.PathLike | None = None, dataset: str | None = None,
+                       task: str | None = None) -> r.CacheScan:
+        """Register every model of the Hugging Face cache (``cache``, default huggingface_hub's)
+        that fits one of the zoo's families; never downloads. The others are listed as skipped."""
+        return register.add_from_cache(self.store, cache, dataset, task)
+
     def rm(self, name: str, force: bool = False) -> r.Removed:
         """Remove a model from the catalog. Files the zoo wrote itself (under ``checkpoints/``)
         are deleted too; registered checkpoints elsewhere stay where they are."""

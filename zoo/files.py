@@ -95,10 +95,12 @@ def model_files(path: Path, weights: list[Path]) -> list[Path]:
 
 
 def link_or_copy(src: Path, dst: Path) -> bool:
-    """Hard-link ``src`` at ``dst`` (same filesystem), else copy it; True when linked."""
+    """Hard-link ``src`` at ``dst`` (same filesystem), else copy it; True when linked. A
+    symlink (the Hugging Face cache is made of them) is followed: Linux's link() would link
+    the symlink itself, dangling once it sits elsewhere."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(src, dst)
+        os.link(os.path.realpath(src), dst)
         return True
     except OSError:
         shutil.copy2(src, dst)

@@ -21,7 +21,7 @@ from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, chec
 from zoo.errors import Conflict, ZooError, ZooValueError
 from zoo.files import crash_point
 from zoo.ingest import Decision, Scan, check_fits, choose_base, fill_missing, fits, float_body, scan
-from zoo.results import AddResult, Edited, Removed, SpaceAdded
+from zoo.results import AddResult, CacheScan, Edited, Removed, SpaceAdded
 from zoo.store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,8 +63,18 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
         on_commit: Callable[[Conn, list[AddResult]], None] | None = None,
         in_place: bool = False) -> list[AddResult]:
     """Register checkpoints (see ``Zoo.add``): all of them or none. Their files are brought into
-    the store first (``weights/<content hash>``) and read from there, unless ``in_place``."""
-    files = expand_paths([str(p) for p in paths])
+    the store first (``weights/<content hash>``) and read from there, unless ``in_place``.
+    Hugging Face repo ids and cache folders resolve to their cached snapshot (``zoo.hub``)."""
+    from zoo import hub
+
+    hub_refs: dict[Path, hub.HubRef] = {}
+    raw = []
+    for p in paths:
+        ref = hub.resolve(str(p))
+        if ref is not None:
+            hub_refs[ref.path.absolute()] = ref
+        raw.append(str(ref.path) if ref is not None else str(p))
+    files = expand_paths(raw)
     if name and len(files) > 1:
         raise ZooValueError(f"--name {name!r} given for {len(files)} checkpoints; register them one by one or drop --name")
     check_kind(kind)
@@ -84,7 +94,8 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
         made: list[Path] = []  # folders this call put in the store: gone again if it fails
         try:
             pending = [_scan_one(store, path, batch, name, kind, in_place, made,
-                                 dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {})))
+                                 dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {})),
+                                 hub_refs.get(path.absolute()))
                        for path in store.bar(files, "sketching")]
             for p in pending if expected is not None else []:
                 for sp in p.decision.family.spaces if p.decision.family else []:
@@ -110,10 +121,35 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
     return results
 
 
+def add_from_cache(store: Store, cache: str | os.PathLike | None = None, dataset: str | None = None,
+                   task: str | None = None) -> CacheScan:
+    """Register every model of the Hugging Face cache that fits one of the zoo's families (as a
+    fine-tune of it, one transaction each); the others are listed as skipped, with why."""
+    from zoo import hub
+    from zoo.errors import CheckpointError, FamilyMismatch
+
+    added, skipped = [], []
+    with store.read() as conn:
+        fams = catalog.families_snapshot(conn)
+    if not fams:
+        raise ZooValueError("the zoo has no family yet: register a base first (`zoo add PATH --kind base`), "
+                            "then scan the cache for its fine-tunes")
+    for ref in store.bar(hub.scan(Path(cache).expanduser() if cache else None), "cache", unit="repo"):
+        try:
+            if not any(fits(read_header(ref.path), f) for f in fams):
+                raise FamilyMismatch(f"its architecture fits none of this zoo's families ({', '.join(f.name for f in fams)})")
+            [res] = add(store, [ref.path], dataset=dataset, task=task, kind="finetune")
+        except (FamilyMismatch, CheckpointError, Conflict) as e:
+            skipped.append({"repo_id": ref.repo_id, "revision": ref.revision, "why": str(e)})
+            continue
+        added.append(dict(res.as_dict(), repo_id=ref.repo_id, revision=ref.revision))
+    return CacheScan(str(Path(cache).expanduser() if cache else hub.cache_dir()), added, skipped)
+
+
 def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: str | None, in_place: bool,
-              made: list[Path], fields: dict[str, Any]) -> Pending:
+              made: list[Path], fields: dict[str, Any], ref: Any = None) -> Pending:
     """Bring one checkpoint into the store (unless in place or already the zoo's), scan it and
-    decide its family and name."""
+    decide its family and name (a Hub snapshot: its repository's name, with repo id and commit)."""
     source = read_header(path)
     header, root = source, None
     if not in_place and not store.owns(source.path):
@@ -121,11 +157,13 @@ def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: s
         made.append(root)
         header = read_header(staged)  # the scan reads exactly the bytes the store keeps
     p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
-    p.name = name or catalog.first_free(default_name(path), batch.taken)
+    p.name = name or catalog.first_free(ref.name if ref is not None else default_name(path), batch.taken)
     batch.taken.add(p.name)
     if p.decision.is_base:
         _found_family(batch, p, store.default_space)
     fields["meta"]["registered_from"] = str(source.path)
+    if ref is not None:
+        fields["meta"]["hub"] = ref.as_meta()
     p.fields, p.stage_root = fields, root
     return p
 

@@ -185,6 +185,16 @@ class Inside(Result):
 
 
 @dataclass
+class CacheScan(Result):
+    """``zoo add --scan-cache``: the cache read, the models added (with repo id and commit), and
+    the repositories skipped with why."""
+
+    cache: str
+    added: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+
+
+@dataclass
 class Fidelity(Result):
     """``zoo fidelity``: how sketch answers agree with exact ones, one row per query path."""
 
