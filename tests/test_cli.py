@@ -289,3 +289,17 @@ def test_a_read_only_home_gets_one_line(run, ckpts, home, monkeypatch):
         assert "could not write the rebuilt index" in err
     assert run("ls", "--json").stdout == before
     assert not (home / "checkpoints").exists() or list((home / "checkpoints").iterdir()) == []
+
+
+def test_fidelity_and_rerank_from_the_cli(run, ckpts):
+    run("add", ckpts["base"], "--name", "base")
+    run("add", *(ckpts[f"{d}{i}"] for d in "ab" for i in range(3)), "--task", "t")
+    res = json.loads(run("fidelity", "-k", "2", "--rerank", "5", "--rerank", "3", "--json").stdout)
+    assert [r["setting"].split(" (")[0] for r in res["settings"]] == ["exact"] + ["sketch d=1024"] * 3
+    assert res["settings"][0]["knn_overlap"] == 1.0 and res["settings"][2]["knn_overlap"] == 1.0  # re-rank of all 5
+    text = run("fidelity", "-k", "2").stdout
+    assert "sketch answers against exact ones on 6 models" in text and "knn_overlap" in text
+    near = json.loads(run("nearest", "ft-a0", "-k", "2", "--rerank", "5", "--json").stdout)
+    assert "re-ranked by exact distance" in near["search"] and len(near["results"]) == 2
+    assert "--rerank must be an integer of at least 0" in _one_line_error(run("nearest", "ft-a0", "--rerank", "-1", code=2))
+    assert "needs at least 7" in _one_line_error(run("fidelity", "-k", "6", code=1))
