@@ -185,7 +185,7 @@ def test_select_start_bad_input(filled):
         filled.select_start("t", neighbours=-1)
     assert [c["category"] for c in filled.select_start("t", dataset="a", neighbours=0)["candidates"]] == \
         ["base", "task-centroid", "family-centroid"]
-    for bad in (float("nan"), 1.5, -2.0, float("inf")):
+    for bad in (float("nan"), 1.5, -2.0, float("inf"), "0.1", None):
         with pytest.raises(ZooValueError, match="--min-gain"):
             filled.select_start("t", min_gain=bad)
 

@@ -304,7 +304,8 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
 
     check_k(neighbours, "--neighbours", least=0)  # 0: no dataset regions, only the task and family centroids
     if not (isinstance(min_gain, (int, float)) and np.isfinite(min_gain) and -1.0 <= min_gain <= 1.0):
-        raise ZooValueError(f"--min-gain {min_gain * 100:g} must be accuracy points between -100 and 100 "
+        shown = f"{min_gain * 100:g}" if isinstance(min_gain, (int, float)) else repr(min_gain)
+        raise ZooValueError(f"--min-gain {shown} must be accuracy points between -100 and 100 "
                             "(the library takes a fraction: 0.01 is one point)")
     trial = _trial_input(train, examples, folds, params) if train is not None else None
     with store.read() as conn:
