@@ -205,21 +205,27 @@ def probe_head(model: Any, tok: Any, ex: Examples, labels: list[str], params: Tr
     clf = torch.nn.Linear(x.shape[1], len(labels), bias=has_bias)
     for p in clf.parameters():
         torch.nn.init.zeros_(p)  # the optimum of a convex loss, from zero: no seed in it
-    opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
-    xs = (x - mu) / sd
-
-    def closure() -> Any:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(clf(xs), y) + 1e-2 * clf.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    _fit_logistic(clf, (x - mu) / sd, y, l2=1e-2, max_iter=100)
     with torch.no_grad():  # fold the standardisation into the layer: W (x - mu) / sd + b
         w = clf.weight / sd
         head.weight.copy_(w.to(head.weight.dtype))
         if has_bias:
             head.bias.copy_((clf.bias - w @ mu).to(head.bias.dtype))
+
+
+def _fit_logistic(clf: Any, x: Any, y: Any, l2: float, max_iter: int) -> None:
+    """Fit a linear layer as an L2-regularised multinomial logistic regression (L-BFGS), in place."""
+    import torch
+
+    opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(clf(x), y) + l2 * clf.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
 
 
 def _adamw(params: list[Any], lr: float, weight_decay: float) -> Any:
@@ -394,15 +400,7 @@ def _probe_accuracy(xtr: Any, ytr: Any, xte: Any, yte: Any, n_labels: int, seed:
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     torch.manual_seed(seed)
     clf = torch.nn.Linear(xtr.shape[1], n_labels)
-    opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(clf(xtr), ytr) + 1e-3 * clf.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    _fit_logistic(clf, xtr, ytr, l2=1e-3, max_iter=200)
     with torch.no_grad():
         return float((clf(xte).argmax(-1) == yte).float().mean())
 
@@ -487,9 +485,10 @@ def trial_cv(model_dir: Path, tokenizer_dirs: Sequence[Path], ex: Examples, para
     for f in range(folds):
         seed_everything(params.seed + f)
         model = load_classifier(model_dir, labels)
+        train_f = ex.subset([i for i, g in enumerate(fold) if g != f])
         if params.head_init == "probe":
-            probe_head(model, tok, ex.subset([i for i, g in enumerate(fold) if g != f]), labels, params, device)
-        _fit(model, tok, ex.subset([i for i, g in enumerate(fold) if g != f]), labels, params, device)
+            probe_head(model, tok, train_f, labels, params, device)
+        _fit(model, tok, train_f, labels, params, device)
         ev = evaluate_classifier(model, tok, ex.subset([i for i, g in enumerate(fold) if g == f]), labels, params, device)
         accs.append(ev["accuracy"])
         losses.append(ev["loss"])

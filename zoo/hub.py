@@ -16,7 +16,6 @@ from pathlib import Path
 from zoo.errors import NotFound, ZooValueError
 
 REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?$")
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -54,11 +53,11 @@ def from_path(p: Path) -> HubRef | None:
     """A cache folder (its ``refs/main`` snapshot, or its only one) or a snapshot folder (or a
     file in one) as a ``HubRef``; None for a path outside the cache's layout."""
     p = p.expanduser().absolute()
+    if _repo_of(p.name) and (p / "snapshots").is_dir():
+        return resolve_repo(_repo_of(p.name), None, p.parent)
     for q in (p, *p.parents):
         if q.parent.name == "snapshots" and _repo_of(q.parent.parent.name):
             return HubRef(_repo_of(q.parent.parent.name), q.name, q if p.is_dir() else p)
-        if q == p and _repo_of(p.name) and (p / "snapshots").is_dir():
-            return resolve_repo(_repo_of(p.name), None, p.parent)
     return None
 
 
