@@ -71,6 +71,11 @@ space_opt = click.option("--space", "space", type=int, help="Sketch space id (de
 family_opt = click.option("--family", help="Family name (needed when the zoo has several).")
 kind_opt = click.option("--kind", type=click.Choice(KINDS), help="Only models of this kind.")
 region_opts = [click.option("--dataset"), click.option("--task")]
+adapter_out_opts = [
+    click.option("--rank", type=int, help="Adapters on one parent: truncate the averaged adapter to this rank by SVD "
+                                          "(the relative error is reported; default: exact, rank = sum of ranks)."),
+    click.option("--merged", is_flag=True, help="Write a full checkpoint even when every member is an adapter."),
+]
 
 
 def options(*opts: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
@@ -320,11 +325,13 @@ def space_add(z: Zoo, dim, seed, metric, tensor_filter, family, as_json) -> None
 @click.option("--dirichlet", type=float, help="Sample a point of the convex hull with this concentration.")
 @click.option("--seed", type=int, default=default(Zoo.centroid, "seed"), show_default=True)
 @click.option("--out", help="Name of the new model (default: derived from the members).")
-@options(family_opt, json_obj)
-def centroid(z: Zoo, names, dataset, task, all_models, exclude_dataset, weights, dirichlet, seed, out, family, as_json):
+@options(family_opt, *adapter_out_opts, json_obj)
+def centroid(z: Zoo, names, dataset, task, all_models, exclude_dataset, weights, dirichlet, seed, out, family, rank,
+             merged, as_json):
     """Write the weighted average of a region's members as a checkpoint and register it."""
     res = z.centroid(dataset=dataset, task=task, names=names or None, all_models=all_models, exclude_dataset=exclude_dataset,
-                     weights=fmt.floats(weights, "--weights"), dirichlet=dirichlet, seed=seed, out=out, family=family)
+                     weights=fmt.floats(weights, "--weights"), dirichlet=dirichlet, seed=seed, out=out, family=family,
+                     rank=rank, merged=merged)
     fmt.emit(res, as_json, fmt.fmt_materialized)
 
 
@@ -343,10 +350,11 @@ def export(z: Zoo, name, dest, as_json) -> None:
 @click.option("--alpha", type=float, required=True, help="Position on the line: 0 is A, 1 is B.")
 @click.option("--extrapolate", is_flag=True, help="Allow alpha outside [0, 1].")
 @click.option("--out", help="Name of the new model.")
-@json_obj
-def interpolate(z: Zoo, a, b, alpha, extrapolate, out, as_json) -> None:
+@options(*adapter_out_opts, json_obj)
+def interpolate(z: Zoo, a, b, alpha, extrapolate, out, rank, merged, as_json) -> None:
     """Write (1 - alpha) A + alpha B as a checkpoint and register it."""
-    fmt.emit(z.interpolate(a, b, alpha, extrapolate=extrapolate, out=out), as_json, fmt.fmt_materialized)
+    fmt.emit(z.interpolate(a, b, alpha, extrapolate=extrapolate, out=out, rank=rank, merged=merged), as_json,
+             fmt.fmt_materialized)
 
 
 @main.command()

@@ -212,18 +212,23 @@ class Zoo:
     def centroid(self, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
                  all_models: bool = False, exclude_dataset: str | None = None, weights: Sequence[float] | None = None,
                  dirichlet: float | None = None, seed: int = 0, out: str | None = None,
-                 family: str | None = None) -> r.Materialized:
+                 family: str | None = None, rank: int | None = None, merged: bool = False) -> r.Materialized:
         """Materialize the (weighted) average of a region's members as a checkpoint and register it.
 
         Weights default to uniform; ``dirichlet`` samples a random point of the convex hull.
         The same member set and weights materialized before are returned from the catalog.
+        LoRA adapters on one parent average into a PEFT adapter: exact (their factors
+        concatenated, rank Σr), or ``rank`` r by truncated SVD (the relative error is in the
+        note); ``merged`` writes a full checkpoint instead, as does a mix with full models.
         """
         return materialize.centroid(self.store, dataset, task, names, all_models, exclude_dataset, weights, dirichlet,
-                                    seed, out, family)
+                                    seed, out, family, rank, merged)
 
-    def interpolate(self, a: str, b: str, alpha: float, extrapolate: bool = False, out: str | None = None) -> r.Materialized:
-        """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
-        return materialize.interpolate(self.store, a, b, alpha, extrapolate, out)
+    def interpolate(self, a: str, b: str, alpha: float, extrapolate: bool = False, out: str | None = None,
+                    rank: int | None = None, merged: bool = False) -> r.Materialized:
+        """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``);
+        ``rank``/``merged`` as for ``centroid``."""
+        return materialize.interpolate(self.store, a, b, alpha, extrapolate, out, rank, merged)
 
     def export(self, name: str, dest: str | os.PathLike) -> r.Exported:
         """Copy a model's checkpoint to a new folder ``dest`` (loadable with transformers)."""

@@ -121,10 +121,10 @@ def name_taken(conn: Conn, name: str) -> bool:
 # The one filter over ``models m`` joined to ``families f``: every argument may be NULL.
 _FILTER = """($family_id IS NULL OR m.family_id = $family_id) AND ($family IS NULL OR f.name = $family)
     AND ($dataset IS NULL OR m.dataset = $dataset) AND ($task IS NULL OR m.task = $task)
-    AND ($kind IS NULL OR m.kind = $kind)
+    AND ($kind IS NULL OR m.kind = $kind OR ($kind = 'trained' AND m.kind IN ('finetune', 'adapter')))
     AND ($exclude_dataset IS NULL OR m.dataset <> $exclude_dataset)"""
 # A model without a dataset may have been trained on the excluded one: a region that leaves a
-# dataset out leaves them out too.
+# dataset out leaves them out too. kind 'trained': full fine-tunes and adapters (domain.TRAINED_KINDS).
 
 
 def _filter_params(family_id: int | None = None, family: str | None = None, dataset: str | None = None,

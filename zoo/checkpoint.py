@@ -409,14 +409,17 @@ def arch_signature(body: list[tuple[str, tuple[int, ...]]]) -> str:
 
 
 def is_model_dir_like(p: Path) -> bool:
-    """Whether a directory is itself a checkpoint (rather than a folder of checkpoints)."""
-    return any((p / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
+    """Whether a directory is itself a checkpoint or a PEFT adapter (rather than a folder of them)."""
+    return any((p / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                                            "adapter_config.json"))
 
 
 def weight_bytes(path: Path) -> int:
     """Bytes of the weight files ``resolve`` finds at ``path``: the size of the work reading it
     is; 0 for what is no checkpoint (reading it reports why)."""
     try:
+        if (Path(path) / "adapter_config.json").is_file():
+            return sum(f.stat().st_size for f in Path(path).glob("adapter_model.*"))
         return sum(f.stat().st_size for f in resolve(path)[1])
     except (ZooError, OSError):
         return 0

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from zoo.errors import ZooValueError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from zoo.checkpoint import Header
 
 
 def prepare(vecs: np.ndarray, metric: str) -> np.ndarray:
@@ -120,32 +117,32 @@ def kmeans(x: np.ndarray, k: int, metric: str, seed: int = 0, niter: int = 50) -
     return assign[:, 0], km.centroids
 
 
-def exact_gram(base: Header, headers: list[Header], body: dict[str, tuple[int, ...]], chunk: int = 1 << 20) -> np.ndarray:
+def exact_gram(base: Any, readers: Sequence[Any], body: dict[str, tuple[int, ...]], chunk: int = 1 << 20) -> np.ndarray:
     """Exact Gram matrix G[i, j] = <delta_i, delta_j> of task vectors over the body, in float64.
 
-    Reads all checkpoints in lockstep, one tensor (in chunks) at a time: memory holds
-    N + 1 tensors, never N models.
+    ``readers`` give each model's dense weights (``zoo.sources``); ``base`` the family base's.
+    Reads all models in lockstep, one tensor (in chunks) at a time: memory holds N + 1
+    tensors, never N models. When every model is an adapter straight on the base, the Gram
+    comes from the adapters' factors alone (``adapter.factor_gram``): r x r work per module.
     """
-    from zoo.checkpoint import Reader
+    from zoo.adapter import AdapterReader, factor_gram
 
-    n = len(headers)
+    if readers and all(isinstance(r, AdapterReader) and r.parent is base for r in readers):
+        views = [r.factor_view(body) for r in readers]
+        if all(v is not None for v in views):
+            return factor_gram(views)
+    n = len(readers)
     g = np.zeros((n, n), dtype=np.float64)
-    rb = Reader(base)
-    readers = [Reader(h, fallback=rb) for h in headers]
-    try:
-        for name in sorted(body):
-            b = rb.get(name).reshape(-1)
-            ts = [r.get(name).reshape(-1) for r in readers]
-            for lo in range(0, b.size, chunk):
-                bb = b[lo:lo + chunk].astype(np.float64)
-                d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
-                g += d @ d.T
-            del b, ts
-            for r in (rb, *readers):
-                r.release_name(name)
-    finally:
-        for r in (*readers, rb):
-            r.close()
+    for name in sorted(body):
+        b = base.get(name).reshape(-1)
+        ts = [r.get(name).reshape(-1) for r in readers]
+        for lo in range(0, b.size, chunk):
+            bb = b[lo:lo + chunk].astype(np.float64)
+            d = np.stack([t[lo:lo + chunk].astype(np.float64) - bb for t in ts])
+            g += d @ d.T
+        del b, ts
+        for r in (base, *readers):
+            r.release_name(name)
     return g
 
 

@@ -6,7 +6,7 @@ and the sketch of every requested space. The catalog is not open meanwhile.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from zoo.checkpoint import ContentHash, Header, as_float, stream
 from zoo.domain import Family, Space
 from zoo.errors import AmbiguousBase, BadWeights, FamilyMismatch
 from zoo.sketch import sketch_array
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.adapter import Adapter
 
 @dataclass
 class Scan:
@@ -103,6 +106,20 @@ def scan(header: Header, spaces: Iterable[Space], body: dict[str, tuple[int, ...
             raise BadWeights(f"{header.path}: NaN or Inf in tensor {info.name!r}; zoo refuses such checkpoints: "
                              "fix the training run or drop the checkpoint")
     return Scan(header, hasher.hexdigest(), raw, body, head)
+
+
+def scan_adapter(ad: "Adapter", fam: Family, parent_delta: dict[int, np.ndarray], parent: Any = None) -> Scan:
+    """The scan of a LoRA adapter bound to ``fam``: its raw sketch is the base's, plus its
+    parent's task vector (``parent_delta`` by space id), plus the sketch of its own change
+    (B·A block by block). ``parent`` reads the parent's dense weights, needed only when the
+    adapter replaces whole body tensors."""
+    from zoo.adapter import adapter_header, sketch_delta
+
+    raw = {sp.key: sp.base_vec + parent_delta[sp.id] for sp in fam.spaces}
+    sketch_delta(ad, fam.spaces, fam.body, raw, parent)
+    head = sorted({m.name for m in ad.modules if ad.target(m) not in fam.body} |
+                  {t.name for t in ad.whole if ad.canon[t.name] not in fam.body})
+    return Scan(adapter_header(ad), ad.content_hash(), raw, fam.body, head)
 
 
 def fill_missing(sc: Scan, fam: Family) -> list[str]:

@@ -45,7 +45,7 @@ def member_weights(n: int, names: list[str], weights: Sequence[float] | None, di
 def centroid(store: Store, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,
              all_models: bool = False, exclude_dataset: str | None = None, weights: Sequence[float] | None = None,
              dirichlet: float | None = None, seed: int = 0, out: str | None = None,
-             family: str | None = None) -> Materialized:
+             family: str | None = None, rank: int | None = None, merged: bool = False) -> Materialized:
     """Materialize the (weighted) average of a region's members as a checkpoint and register it."""
     with store.read() as conn:
         fam, ids = members(conn, dataset, task, names, family, exclude_dataset, all_models)
@@ -59,11 +59,11 @@ def centroid(store: Store, dataset: str | None = None, task: str | None = None, 
     if names:
         spec["names"] = list(names)
     kind = "interpolation" if dirichlet is not None else "centroid"
-    return materialize(store, fam, rows, w, out, kind, "averaged_from", spec)
+    return materialize(store, fam, rows, w, out, kind, "averaged_from", spec, rank, merged)
 
 
 def interpolate(store: Store, a: str, b: str, alpha: float, extrapolate: bool = False,
-                out: str | None = None) -> Materialized:
+                out: str | None = None, rank: int | None = None, merged: bool = False) -> Materialized:
     """Materialize (1 - alpha) A + alpha B (alpha outside [0, 1] needs ``extrapolate``)."""
     w = interpolation_weights(alpha, extrapolate)
     check_name(out, "--out", folder=True)
@@ -72,17 +72,27 @@ def interpolate(store: Store, a: str, b: str, alpha: float, extrapolate: bool = 
         if rows[0]["family_id"] != rows[1]["family_id"]:
             raise FamilyMismatch(f"{a!r} and {b!r} are in different families; interpolation needs one family")
         fam = store.family_of(conn, rows[0])
-    return materialize(store, fam, rows, w, out, "interpolation", "interpolated_from", {"a": a, "b": b, "alpha": alpha})
+    return materialize(store, fam, rows, w, out, "interpolation", "interpolated_from", {"a": a, "b": b, "alpha": alpha},
+                       rank, merged)
 
 
 def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[float], out: str | None, kind: str,
-                relation: str, spec: dict[str, Any]) -> Materialized:
+                relation: str, spec: dict[str, Any], rank: int | None = None, merged: bool = False) -> Materialized:
     """Write sum w_i theta_i (streaming) and register it; the same members and weights again
-    return the model made before. Its sketch must equal the weighted sketches (linearity)."""
+    return the model made before. Its sketch must equal the weighted sketches (linearity).
+
+    Adapters on one parent give an adapter (exact, or ``rank`` by truncated SVD); ``merged``,
+    a mix with full checkpoints, or adapters that replace body tensors give a full checkpoint.
+    """
     import xxhash
 
-    key = xxhash.xxh3_64("|".join(f"{r['id']}:{wi:.12g}" for r, wi in sorted(zip(rows, w), key=lambda x: x[0]["id"]))
-                         .encode()).hexdigest()
+    from zoo.adapter import FORMAT, check_rank
+    from zoo.sources import source
+
+    check_rank(rank)
+    mode = "".join(x for x in (f"|rank={rank}" if rank is not None else "", "|merged" if merged else ""))
+    key = xxhash.xxh3_64(("|".join(f"{r['id']}:{wi:.12g}" for r, wi in sorted(zip(rows, w), key=lambda x: x[0]["id"]))
+                          + mode).encode()).hexdigest()
     with store.read() as conn:
         cached = catalog.model_by_meta(conn, "members_key", key)
         if cached is None and out and catalog.name_taken(conn, out):
@@ -93,20 +103,33 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
             ids, x = catalog.sketch_vectors(conn, sp.id, [r["id"] for r in rows])
             order = [int(np.where(ids == r["id"])[0][0]) for r in rows]
             expected[sp.id] = np.asarray(w) @ x[order].astype(np.float64)
+        srcs = [source(store, conn, fam, r) for r in rows]
+        base_path = store.base_weights(conn, fam)
+        parents = {r["meta"].get("adapter_parent") for r in rows}
+        parent = catalog.model_by_id(conn, parents.pop()) if all(r["format"] == FORMAT for r in rows) and \
+            len(parents) == 1 else None
     names = [r["name"] for r in rows]
     if cached is not None:
         return Materialized(cached["name"], cached["id"], False, cached["kind"], cached["uri"], names, w,
                             f"same members and weights already materialized as {cached['name']!r}")
+    if rank is not None and (parent is None or merged):
+        raise ZooValueError("--rank truncates an adapter made of adapters on one parent; these members make a full "
+                            "checkpoint (drop --rank)")
     name = out or f"{kind}-{key[:10]}"
-    headers = [read_header(store.weights(r)) for r in rows]
-    base_h = read_header(store.weights(base_row))
-    plan = plan_merge(headers, fam.body, base_h, [r["meta"].get("id2label") for r in rows])
+    meta: dict[str, Any] = {"members_key": key, "spec": spec}
     with store.output(name) as out_dir:
-        path = weighted_merge(headers, w, plan, base_h, out_dir, progress=store.progress)
+        adapters = _adapter_members(srcs, fam) if parent is not None and not merged else None
+        if adapters is not None:
+            report = _write_adapter(adapters, w, rows, out_dir, rank, parent)
+            meta.update(merge=report.note, adapter_rel_error=report.rel_error)
+            path, note, base_name = out_dir, report.note, parent["name"]
+            expected = expected if report.rel_error == 0 else None  # a truncation is its own point
+        else:
+            path, note = _write_full(store, fam, rows, w, srcs, base_path, out_dir)
+            meta["merge"], base_name = note, base_row["name"]
         crash_point("materialize:written")
         try:
-            [res] = add(store, [path], name=name, kind=kind, base=base_row["name"],
-                        meta={"members_key": key, "merge": plan.note, "spec": spec},
+            [res] = add(store, [path], name=name, kind=kind, base=base_name, meta=meta,
                         lineage=[(r["name"], relation, wi) for r, wi in zip(rows, w)], expected=expected)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
@@ -116,7 +139,40 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
         with store.read() as conn:
             path = Path(catalog.model_by_id(conn, res.id)["uri"])
         return Materialized(res.name, res.id, False, res.kind, str(path), names, w, res.note)
-    return Materialized(res.name, res.id, res.created, kind, str(path), names, w, plan.note)
+    return Materialized(res.name, res.id, res.created, kind, str(path), names, w, note)
+
+
+def _adapter_members(srcs: list[Any], fam: Family) -> list[Any] | None:
+    """The members as bound adapters when an adapter can hold their average: none of them
+    replaces a body tensor (a trained bias, a saved body module); else None."""
+    from zoo.adapter import bind, read_adapter
+
+    ads = [bind(read_adapter(s.path), fam.body, fam.name) for s in srcs]
+    return None if any(a.body_whole(fam.body) for a in ads) else ads
+
+
+def _write_adapter(ads: list[Any], w: list[float], rows: list[dict[str, Any]], out_dir: Path, rank: int | None,
+                   parent: dict[str, Any]) -> Any:
+    """Σ w ΔW as one PEFT adapter; the heads (modules_to_save) averaged when all members share them."""
+    from zoo.adapter import write_mix
+    from zoo.files import atomic_dir
+
+    heads = [{(t.name, t.shape) for t in a.whole} for a in ads]
+    labels = [r["meta"].get("id2label") for r in rows]
+    same_head = bool(heads[0]) and all(h == heads[0] for h in heads) and all(lab == labels[0] for lab in labels)
+    ref = (parent["meta"].get("hub") or {}).get("repo_id") or parent["meta"].get("registered_from") or parent["uri"]
+    with atomic_dir(out_dir) as tmp:
+        return write_mix(ads, w, tmp, rank, same_head, ref)
+
+
+def _write_full(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[float], srcs: list[Any],
+                base_path: Path, out_dir: Path) -> tuple[Path, str]:
+    """Σ w θ as a full checkpoint, every member read densely (adapters as parent + B·A)."""
+    from zoo.sources import open_readers
+
+    with open_readers(base_path, srcs, fam) as (base, readers):
+        plan = plan_merge([r.header for r in readers], fam.body, base.header, [r["meta"].get("id2label") for r in rows])
+        return weighted_merge(readers, w, plan, base, out_dir, progress=store.progress), plan.note
 
 
 def export(store: Store, name: str, dest: str | os.PathLike) -> Exported:
@@ -126,10 +182,12 @@ def export(store: Store, name: str, dest: str | os.PathLike) -> Exported:
 
     with store.read() as conn:
         row = catalog.model(conn, name)
+    from zoo.adapter import is_adapter, weight_file
+
     src = store.weights(row)
-    header = read_header(src)
+    shards = [weight_file(src)] if is_adapter(src) else read_header(src).shards
     top = src if src.is_dir() else src.parent
-    files = [f for f in model_files(src, header.shards) if f.name != "zoo-record.json"]
+    files = [f for f in model_files(src, shards) if f.name != "zoo-record.json"]
     out = Path(dest).expanduser()
     with atomic_dir(out) as tmp:
         for f in files:

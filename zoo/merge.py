@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from zoo.checkpoint import Header, Reader
+from zoo.checkpoint import Header
 from zoo.errors import ZooValueError
 from zoo.files import atomic_dir
 
@@ -103,37 +103,35 @@ def plan_merge(members: Sequence[Header], body: dict[str, tuple[int, ...]], base
     return MergePlan(names, same_head, note, cfg)
 
 
-def weighted_merge(members: Sequence[Header], weights: Sequence[float], plan: MergePlan, base: Header,
-                   out_dir: Path, progress: bool = False) -> Path:
-    """Write sum_i w_i theta_i (float64 accumulation, stored in the base's dtype) as a model folder."""
+def weighted_merge(readers: Sequence[Any], weights: Sequence[float], plan: MergePlan, base: Any, out_dir: Path,
+                   progress: bool = False) -> Path:
+    """Write sum_i w_i theta_i (float64 accumulation, stored in the base's dtype) as a model folder.
+
+    ``readers`` give each member's dense weights (``zoo.sources``: a checkpoint, or an
+    adapter's parent plus B·A); ``base`` is the family base's reader (config, tokenizer).
+    """
     from tqdm.auto import tqdm
 
-    if len(members) != len(weights) or not members:
-        raise ZooValueError(f"{len(members)} members but {len(weights)} weights")
+    if len(readers) != len(weights) or not readers:
+        raise ZooValueError(f"{len(readers)} members but {len(weights)} weights")
     w = [float(x) for x in weights]
     out_dir = Path(out_dir)
-    base_reader = Reader(base)
-    readers = [Reader(h, fallback=base_reader) for h in members]
-    try:
-        with atomic_dir(out_dir) as tmp:
-            shapes = {c: readers[0].info(c).shape for c, _ in plan.names}
-            layout = []
-            for c, name in plan.names:
-                dt = readers[0].info(c).dtype
-                layout.append((name, shapes[c], dt if dt in _ST_DTYPE else "F32"))
-            writer = SafetensorsWriter(tmp / "model.safetensors", layout)
-            for c, name in tqdm(plan.names, desc="merging", unit="tensor", disable=not progress, leave=False):
-                acc = np.zeros(int(np.prod(shapes[c], dtype=np.int64)), dtype=np.float64)
-                for r, wi in zip(readers, w):
-                    axpy(acc, r.get(c).reshape(-1), wi)
-                    r.release_name(c)
-                writer.write(name, acc.reshape(shapes[c]))
-                del acc
-            writer.close()
-            _copy_support_files(plan, base, tmp)
-    finally:
-        for r in (*readers, base_reader):
-            r.close()
+    with atomic_dir(out_dir) as tmp:
+        shapes = {c: readers[0].info(c).shape for c, _ in plan.names}
+        layout = []
+        for c, name in plan.names:
+            dt = readers[0].info(c).dtype
+            layout.append((name, shapes[c], dt if dt in _ST_DTYPE else "F32"))
+        writer = SafetensorsWriter(tmp / "model.safetensors", layout)
+        for c, name in tqdm(plan.names, desc="merging", unit="tensor", disable=not progress, leave=False):
+            acc = np.zeros(int(np.prod(shapes[c], dtype=np.int64)), dtype=np.float64)
+            for r, wi in zip(readers, w):
+                axpy(acc, r.get(c).reshape(-1), wi)
+                r.release_name(c)
+            writer.write(name, acc.reshape(shapes[c]))
+            del acc
+        writer.close()
+        _copy_support_files(plan, base.header, tmp)
     return out_dir
 
 

@@ -14,8 +14,9 @@ from zoo import catalog
 from zoo.checkpoint import read_header
 from zoo.domain import COLOR_BY, Family, check_choice, check_k, check_metric, check_seed, union_body
 from zoo.errors import EmptyRegion, FamilyMismatch, NotFound, ZooValueError
-from zoo.geometry import (brute_force, distances, exact_gram, gram_distances, inside_score, kmeans,
+from zoo.geometry import (brute_force, distances, gram_distances, inside_score, kmeans,
                           neighbour_agreement, purity, region_stats)
+from zoo.sources import gram, source
 from zoo.results import Clusters, Distance, Fidelity, Inside, Map, Neighbours, Region
 from zoo.store import Store
 
@@ -38,6 +39,15 @@ def target(conn: Conn, name_or_path: str, family: str | None = None
         fam = Store.family_of(conn, row)
         return fam, {sp.id: catalog.sketch_vectors(conn, sp.id, [row["id"]])[1][0].astype(np.float64)
                      for sp in fam.spaces}, row
+    from zoo.adapter import is_adapter, read_adapter
+    from zoo.sources import find_parent, scan_registered_parent
+
+    if is_adapter(name_or_path):
+        ad = read_adapter(name_or_path)
+        fam, sc = scan_registered_parent(Store, conn, ad, find_parent(conn, ad.base_ref, ad.path))
+        if family is not None and fam.name != family:
+            raise FamilyMismatch(f"{name_or_path}: the adapter's base is in family {fam.name!r}, not {family!r}")
+        return fam, {sp.id: sc.delta(sp) for sp in fam.spaces}, None
     fams = catalog.families_snapshot(conn)
     header = read_header(name_or_path)
     fitting = [f for f in fams if fits(header, f) and (family is None or f.name == family)]
@@ -95,12 +105,12 @@ def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, ta
             got_ids, got_d = np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs])
             how = idx.meta["spec"]["factory"]
         if rerank and len(got_ids):
-            paths = [store.base_weights(conn, fam), store.weights(row) if row else Path(query).expanduser(),
-                     *(store.weights(catalog.model_by_id(conn, int(i))) for i in got_ids)]
+            base_path = store.base_weights(conn, fam)
+            srcs = [source(store, conn, fam, row if row else Path(query).expanduser()),
+                    *(source(store, conn, fam, catalog.model_by_id(conn, int(i))) for i in got_ids)]
         meta = catalog.models_meta(conn, got_ids.tolist())
     if rerank and len(got_ids):
-        base, *headers = [read_header(p) for p in paths]
-        d = gram_distances(exact_gram(base, headers, fam.body), metric)[0, 1:]
+        d = gram_distances(gram(base_path, srcs, fam), metric)[0, 1:]
         order = sorted(range(len(got_ids)), key=lambda j: (d[j], int(got_ids[j])))[:k]
         got_ids, got_d = got_ids[order], d[order]
         how += f", {len(d)} re-ranked by exact distance"
@@ -118,14 +128,14 @@ def distance(store: Store, a: str, b: str, exact: bool = False, space: int | Non
         if fa.id != fb.id:
             raise FamilyMismatch(f"{a!r} is in family {fa.name!r} and {b!r} in {fb.name!r}; distances are defined within a family")
         sp = fa.space(space)
-        paths = [store.base_weights(conn, fa), *(store.weights(r) if r else p for r, p in ((ra, a), (rb, b)))] if exact else []
+        base_path = store.base_weights(conn, fa) if exact else None
+        srcs = [source(store, conn, fa, r if r else p) for r, p in ((ra, a), (rb, b))] if exact else []
     x, y = va[sp.id], vb[sp.id]
     out = Distance(a, b, fa.name, sp.id, sp.dim, {"cosine": float(distances(x, y[None], "cosine")[0]),
                                                   "l2": float(distances(x, y[None], "l2")[0]),
                                                   "norm_a": float(np.linalg.norm(x)), "norm_b": float(np.linalg.norm(y))})
     if exact:
-        base, *headers = [read_header(p) for p in paths]
-        g = exact_gram(base, headers, fa.body)
+        g = gram(base_path, srcs, fa)
         out.exact = {"cosine": float(gram_distances(g, "cosine")[0, 1]), "l2": float(gram_distances(g, "l2")[0, 1]),
                      "norm_a": float(np.sqrt(g[0, 0])), "norm_b": float(np.sqrt(g[1, 1]))}
         out.relative_error_l2 = abs(out.sketch["l2"] - out.exact["l2"]) / out.exact["l2"] if out.exact["l2"] > 0 else 0.0
@@ -152,7 +162,7 @@ def members(conn: Conn, dataset: str | None = None, task: str | None = None,
         cand = [f for f in fams if family is None or f.name == family]
         if family is not None and not cand:
             raise NotFound(f"no family named {family!r}")
-        hits = {f.id: catalog.filtered_ids(conn, f.id, dataset, task, "finetune",
+        hits = {f.id: catalog.filtered_ids(conn, f.id, dataset, task, "trained",
                                            exclude_dataset=exclude_dataset) for f in cand}
         hits = {k: v for k, v in hits.items() if v}
         if len(hits) > 1:
@@ -225,11 +235,10 @@ def clusters(store: Store, k: int, family: str | None = None, metric: str | None
             raise EmptyRegion(f"family {fam.name!r} has no {kind or ''} models to cluster")
         mids, x = catalog.sketch_vectors(conn, sp.id, ids)
         meta = catalog.models_meta(conn, mids.tolist())
-        paths = [store.base_weights(conn, fam), *(store.weights(catalog.model_by_id(conn, int(i))) for i in mids)] \
-            if exact else []
+        base_path = store.base_weights(conn, fam) if exact else None
+        srcs = [source(store, conn, fam, catalog.model_by_id(conn, int(i))) for i in mids] if exact else []
     if exact:
-        base, *headers = [read_header(p) for p in paths]
-        g = exact_gram(base, headers, fam.body)
+        g = gram(base_path, srcs, fam)
         vals, vecs = np.linalg.eigh(g)
         x = vecs * np.sqrt(np.clip(vals, 0.0, None))
     assign, _ = kmeans(x, k, metric, seed)
@@ -256,11 +265,11 @@ def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: st
             raise EmptyRegion(f"family {fam.name!r} has {len(ids)} {kind or ''} model(s); -k {k} needs at least {k + 1}")
         sketches = {sp.id: catalog.sketch_vectors(conn, sp.id, ids)[1].astype(np.float64) for sp in fam.spaces}
         meta = catalog.models_meta(conn, ids)
-        paths = [store.base_weights(conn, fam), *(store.weights(catalog.model_by_id(conn, i)) for i in ids)]
+        base_path = store.base_weights(conn, fam)
+        srcs = [source(store, conn, fam, catalog.model_by_id(conn, i)) for i in ids]
     metric = fam.spaces[0].metric
     labels = [meta[i]["dataset"] for i in ids]
-    base, *headers = [read_header(p) for p in paths]
-    d_true = gram_distances(exact_gram(base, headers, fam.body), metric)
+    d_true = gram_distances(gram(base_path, srcs, fam), metric)
     rows = [dict(setting="exact", **neighbour_agreement(d_true, d_true, k, labels), reads_models=len(ids))]
     for sp in fam.spaces:
         x = sketches[sp.id]

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from zoo import catalog
+from zoo.adapter import FORMAT as ADAPTER_FORMAT
 from zoo.checkpoint import (Header, arch_signature, default_name, expand_paths, file_stats, read_header,
                             weight_bytes)
 from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_meta, check_metric, check_name,
@@ -150,13 +152,18 @@ def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: s
               made: list[Path], fields: dict[str, Any], ref: Any = None) -> Pending:
     """Bring one checkpoint into the store (unless in place or already the zoo's), scan it and
     decide its family and name (a Hub snapshot: its repository's name, with repo id and commit)."""
+    from zoo.adapter import is_adapter
+
+    if is_adapter(path):
+        return _scan_adapter(store, path, batch, name, kind, in_place, made, fields, ref)
     source = read_header(path)
     header, root = source, None
     if not in_place and not store.owns(source.path):
         root, staged = store.stage(source.path, source.shards)
         made.append(root)
         header = read_header(staged)  # the scan reads exactly the bytes the store keeps
-    p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
+    with _as_source(root, source.path):
+        p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
     p.name = name or catalog.first_free(ref.name if ref is not None else default_name(path), batch.taken)
     batch.taken.add(p.name)
     if p.decision.is_base:
@@ -168,11 +175,62 @@ def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: s
     return p
 
 
+def _scan_adapter(store: Store, path: Path, batch: _Batch, name: str | None, kind: str | None, in_place: bool,
+                  made: list[Path], fields: dict[str, Any], ref: Any = None) -> Pending:
+    """A LoRA adapter joins its parent's family (the parent: ``--base``, else the model its
+    ``base_model_name_or_path`` names); its sketch is its parent's plus that of B·A."""
+    from zoo.adapter import read_adapter, weight_file
+    from zoo.sources import find_parent, scan_registered_parent
+
+    if kind == "base":
+        raise ZooValueError(f"{path}: a LoRA adapter cannot be a base (it changes one); register its base with --kind base")
+    ad = read_adapter(path)
+    source_path, root = ad.path, None
+    if not in_place and not store.owns(ad.path):
+        root, staged = store.stage(ad.path, [weight_file(ad.path)])
+        made.append(root)
+        ad = read_adapter(staged)
+    with store.read() as conn, _as_source(root, source_path):
+        parent = batch.base_row or find_parent(conn, ad.base_ref, source_path)
+        fam, sc = scan_registered_parent(store, conn, ad, parent)
+    how = "base given" if batch.base_row else f"base from adapter_config.json ({ad.base_ref})"
+    note = f"LoRA adapter on {parent['name']} ({how}): {len(ad.modules)} module(s), rank " \
+           f"{'/'.join(sorted({str(m.rank) for m in ad.modules}))}"
+    p = Pending(sc, Decision(fam, False, note), kind or "adapter", parent["id"], fam.id)
+    p.name = name or catalog.first_free(ref.name if ref is not None else default_name(source_path), batch.taken)
+    batch.taken.add(p.name)
+    fields["meta"].update(registered_from=str(source_path), adapter_parent=parent["id"],
+                          adapter={"ranks": sorted({m.rank for m in ad.modules}), "modules": len(ad.modules),
+                                   "base_model_name_or_path": ad.base_ref})
+    if ref is not None:
+        fields["meta"]["hub"] = ref.as_meta()
+    p.fields, p.stage_root = fields, root
+    return p
+
+
+@contextmanager
+def _as_source(root: Path | None, source: Path) -> Iterator[None]:
+    """Errors about a staged copy name the path the user gave, not the store's staging folder."""
+    try:
+        yield
+    except ZooError as e:
+        if root is None or str(root) not in str(e):
+            raise
+        raise type(e)(str(e).replace(str(root), str(source if source.is_dir() else source.parent))) from e
+
+
 def _settle(store: Store, p: Pending, made: list[Path]) -> None:
     """Move a staged checkpoint to its content address and point the scan's header there."""
     staged = p.scan.header.path
     final = store.settle(p.stage_root, p.scan.content_hash)
     made[made.index(p.stage_root)] = final
+    if p.scan.header.format == ADAPTER_FORMAT:
+        from zoo.adapter import adapter_header, read_adapter
+
+        ad = read_adapter(final)
+        ad.prefix = p.scan.header.prefix
+        p.scan.header = adapter_header(ad)
+        return
     p.scan.header = read_header(final if staged == p.stage_root else final / staged.name)
 
 

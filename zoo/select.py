@@ -312,7 +312,7 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
         fam = store.family(conn, family)
         sp = fam.space()
         base = catalog.model_by_id(conn, fam.base_model_id)
-        fts = catalog.list_models(conn, family=fam.name, kind="finetune")
+        fts = catalog.list_models(conn, family=fam.name, kind="trained")
         outcomes = history(catalog.finished_runs(conn, fam.id), catalog.run_start_members(conn, fam.id))
         ids, x = catalog.sketch_vectors(conn, sp.id, [m["id"] for m in fts])
     vec = {int(i): v.astype(np.float64) for i, v in zip(ids, x)}

@@ -45,11 +45,13 @@ def name_key(name: str, seed: int) -> int:
     return int.from_bytes(digest, "little") ^ _mix(int(seed) * 0x9E3779B97F4A7C15 + 1)
 
 
-def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray) -> None:
+def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray, offset: int = 0) -> None:
     """Add the sketch of one float array ``x`` (canonical tensor ``name``) into ``out``.
 
     ``out`` is a float64 vector of length ``dim``; the addition is in place so a whole
-    checkpoint is sketched by calling this tensor by tensor. Large tensors go to the
+    checkpoint is sketched by calling this tensor by tensor. ``offset``: ``x`` holds the
+    tensor's flat elements from that index on, so a tensor computed block by block (an
+    adapter's B·A) is sketched without being whole in memory. Large tensors go to the
     torch kernel on CUDA when a GPU is present, else to the numba kernel.
     """
     flat = np.ascontiguousarray(x).reshape(-1)
@@ -58,15 +60,22 @@ def sketch_array(x: np.ndarray, name: str, seed: int, dim: int, out: np.ndarray)
     if flat.size >= _PARALLEL_MIN and cuda_available():
         import torch
 
-        out += sketch_torch(torch.from_numpy(flat).to("cuda", non_blocking=False), name, seed, dim).cpu().numpy()
+        out += sketch_torch(torch.from_numpy(flat).to("cuda", non_blocking=False), name, seed, dim,
+                            offset=offset).cpu().numpy()
         return
     from zoo.kernels import sketch_parallel, sketch_serial
 
-    key = np.uint64(name_key(name, seed))
+    # Element k of the block is element offset + k of the tensor: advance the key offset steps.
+    key = np.uint64(_shift(name_key(name, seed), offset))
     if flat.size >= _PARALLEL_MIN:
         sketch_parallel(flat, key, dim, out, (flat.size + _CHUNK - 1) // _CHUNK)
     else:
         sketch_serial(flat, key, dim, out)
+
+
+def _shift(key: int, offset: int) -> int:
+    """The key whose k-th step is step ``offset + k`` of ``key`` (the splitmix64 state is key + k * GAMMA)."""
+    return (key + offset * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
 
 
 _CUDA: bool | None = None
@@ -104,7 +113,8 @@ def _wrap(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def sketch_torch(t: "torch.Tensor", name: str, seed: int, dim: int, chunk: int = 1 << 24) -> "torch.Tensor":
+def sketch_torch(t: "torch.Tensor", name: str, seed: int, dim: int, chunk: int = 1 << 24,
+                 offset: int = 0) -> "torch.Tensor":
     """The torch kernel: same buckets and signs as the numba kernel, on the tensor's device.
 
     int64 multiplication wraps modulo 2**64 like uint64, and shifts are made logical, so
@@ -115,7 +125,7 @@ def sketch_torch(t: "torch.Tensor", name: str, seed: int, dim: int, chunk: int =
     flat = t.reshape(-1)
     dev = flat.device
     out = torch.zeros(dim, dtype=torch.float64, device=dev)
-    key = _wrap(name_key(name, seed))
+    key = _wrap(_shift(name_key(name, seed), offset))
     from zoo.kernels import C1, C2, GAMMA
 
     gamma, c1, c2 = _wrap(int(GAMMA)), _wrap(int(C1)), _wrap(int(C2))

@@ -337,9 +337,10 @@ class Store:
                                     f"differs); restore it, or `zoo relocate {row['name']} PATH` to an unchanged copy")
         return Path(row["uri"])
 
-    def base_weights(self, conn: db.Conn, fam: Family) -> Path:
+    @staticmethod
+    def base_weights(conn: db.Conn, fam: Family) -> Path:
         """The family base's checkpoint path, checked like ``weights``."""
-        return self.weights(catalog.model_by_id(conn, fam.base_model_id))
+        return Store.weights(catalog.model_by_id(conn, fam.base_model_id))
 
     @property
     def weights_dir(self) -> Path:

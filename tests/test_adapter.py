@@ -1,0 +1,305 @@
+"""LoRA adapters (PEFT) as models: registered in their base's family with the sketch of their
+weight change, exact distances from factors, adapter centroids that PEFT loads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_finetune
+
+
+def make_lora(base: Path, path: Path, seed: int, r: int = 4, alpha: float = 8, targets=("query", "value"),
+              cls: bool = False, direction: int | None = None, twin: Path | None = None, **cfg) -> Path:
+    """A real PEFT LoRA adapter with non-zero B (as after training); ``direction`` adds a
+    shared component so adapters of one 'dataset' cluster. ``twin``: also save the merged model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertForSequenceClassification, BertModel
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(base, num_labels=2) if cls else BertModel.from_pretrained(base)
+    conf = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), task_type="SEQ_CLS" if cls else None, **cfg)
+    pm = get_peft_model(model, conf)
+    g = torch.Generator().manual_seed(seed)
+    dg = torch.Generator().manual_seed(direction) if direction is not None else None
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n or "modules_to_save" in n or n.endswith("bias") and p.requires_grad:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g) + (0.2 * torch.randn(p.shape, generator=dg) if dg else 0))
+    pm.save_pretrained(path)
+    cfg_file = path / "adapter_config.json"
+    c = json.loads(cfg_file.read_text())
+    c["base_model_name_or_path"] = str(base)
+    cfg_file.write_text(json.dumps(c))
+    if twin is not None:
+        pm.merge_and_unload().save_pretrained(twin)
+    return path
+
+
+def delta_of(adapter_dir: Path, base: Path) -> dict[str, np.ndarray]:
+    """ΔW of an adapter computed by PEFT itself: merged weights minus the base's."""
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    m = PeftModel.from_pretrained(AutoModel.from_pretrained(base), adapter_dir).merge_and_unload()
+    b = AutoModel.from_pretrained(base).state_dict()
+    return {k: (v - b[k]).double().numpy() for k, v in m.state_dict().items() if k in b}
+
+
+def cos(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    num = sum(float((a[k] * b[k]).sum()) for k in a)
+    na = np.sqrt(sum(float((v * v).sum()) for v in a.values()))
+    nb = np.sqrt(sum(float((v * v).sum()) for v in b.values()))
+    return num / (na * nb)
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory, ckpts):
+    root = tmp_path_factory.mktemp("loras")
+    base = ckpts["base"]
+    out = {"base": base}
+    for ds, d in (("x", 7), ("y", 8)):
+        for s in range(3):
+            out[f"{ds}{s}"] = make_lora(base, root / f"lora-{ds}{s}", seed=100 * d + s, direction=d)
+    out["plain"] = make_lora(base, root / "plain", seed=1, twin=root / "plain-merged")
+    out["plain-merged"] = root / "plain-merged"
+    out["rs"] = make_lora(base, root / "rs", seed=2, r=3, alpha=5, targets=("query", "key", "dense"), use_rslora=True,
+                          alpha_pattern={"key": 2.0}, twin=root / "rs-merged")
+    out["rs-merged"] = root / "rs-merged"
+    out["emb"] = make_lora(base, root / "emb", seed=3, r=2, targets=("word_embeddings", "query"), bias="lora_only",
+                           twin=root / "emb-merged")
+    out["emb-merged"] = root / "emb-merged"
+    out["cls"] = make_lora(base, root / "cls", seed=4, cls=True)
+    out["cls2"] = make_lora(base, root / "cls2", seed=5, cls=True)
+    return out
+
+
+@pytest.fixture()
+def lzoo(zoo, loras):
+    zoo.add([loras["base"]], name="base")
+    return zoo
+
+
+@pytest.mark.parametrize("variant", ["plain", "rs", "emb"])
+def test_adapter_sketch_equals_its_merged_twin(lzoo, loras, variant):
+    """Plain, rsLoRA with an alpha pattern and three module kinds, and an embedding with trained
+    biases: the adapter's sketch is the merged model's, and the exact distance between them is 0."""
+    [res] = lzoo.add([loras[variant]], name="ad")
+    assert res.kind == "adapter" and res.family == "base"
+    assert "base from adapter_config.json" in res.note
+    [twin] = lzoo.add([loras[f"{variant}-merged"]], name="twin")
+    assert twin.kind == "finetune"
+    d = lzoo.distance("ad", "twin", exact=True)
+    assert d.exact["norm_a"] > 0.1
+    assert d.exact["l2"] <= 1e-5 * d.exact["norm_a"]
+    assert d.sketch["l2"] <= 1e-5 * d.sketch["norm_a"]
+
+
+def test_exact_distances_from_factors_equal_peft_deltas(lzoo, loras):
+    lzoo.add([loras["x0"], loras["x1"], loras["y0"]])
+    want = cos(delta_of(loras["x0"], loras["base"]), delta_of(loras["y0"], loras["base"]))
+    got = lzoo.distance("lora-x0", "lora-y0", exact=True)
+    assert got.exact["cosine"] == pytest.approx(1 - want, abs=1e-6)
+    # the factor path (adapters only) and the dense path (a full model in the set) agree
+    lzoo.add([loras["plain-merged"]], name="full")
+    dense = lzoo.distance("lora-x0", "full", exact=True).exact["norm_a"]
+    assert dense == pytest.approx(got.exact["norm_a"], rel=1e-6)
+
+
+def test_nearest_among_adapters_agrees_with_exact_cosine(lzoo, loras):
+    names = [f"{ds}{s}" for ds in "xy" for s in range(3)]
+    lzoo.add([loras[n] for n in names])
+    deltas = {n: delta_of(loras[n], loras["base"]) for n in names}
+    for q in names:
+        exact = sorted((n for n in names if n != q), key=lambda n: -cos(deltas[q], deltas[n]))
+        got = [r["name"] for r in lzoo.nearest(f"lora-{q}", k=5, kind="adapter").results]
+        # by sketch: the same two neighbours (its own 'dataset'); re-ranked exactly: the exact order
+        assert set(got[:2]) == {f"lora-{n}" for n in exact[:2]}, q
+        reranked = [r["name"] for r in lzoo.nearest(f"lora-{q}", k=5, kind="adapter", rerank=5).results]
+        assert reranked == [f"lora-{n}" for n in exact]
+
+
+def test_unregistered_adapter_path_is_a_query(lzoo, loras):
+    lzoo.add([loras[f"x{s}"] for s in range(3)] + [loras[f"y{s}"] for s in range(2)])
+    res = lzoo.nearest(str(loras["y2"]), k=2)
+    assert not res.registered and [r["name"] for r in res.results] == ["lora-y0", "lora-y1"] or \
+        {r["name"] for r in res.results} == {"lora-y0", "lora-y1"}
+
+
+def test_exact_centroid_of_adapters_is_the_mean_delta_and_loads_with_peft(lzoo, loras):
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    lzoo.add([loras[f"x{s}"] for s in range(3)], dataset="x", task="t")
+    res = lzoo.centroid(dataset="x")
+    out = Path(res.path)
+    assert (out / "adapter_config.json").is_file() and "exact, rank 12" in res.note
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 12 and cfg["lora_alpha"] == 12
+    got = delta_of(out, loras["base"])
+    parts = [delta_of(loras[f"x{s}"], loras["base"]) for s in range(3)]
+    num = sum(float(((got[k] - sum(p[k] for p in parts) / 3) ** 2).sum()) for k in got)
+    den = sum(float(((sum(p[k] for p in parts) / 3) ** 2).sum()) for k in got)
+    assert np.sqrt(num / den) < 1e-4
+    row = lzoo.show(res.name)
+    assert row["kind"] == "centroid" and row["format"] == "peft-lora"
+    # registered with a sketch equal to the members' mean (checked at registration) and loadable
+    PeftModel.from_pretrained(AutoModel.from_pretrained(loras["base"]), out)
+    # the same members again: the cached one
+    assert not lzoo.centroid(dataset="x").created
+
+
+def test_truncated_centroid_reports_its_error(lzoo, loras):
+    lzoo.add([loras[f"x{s}"] for s in range(3)] + [loras["y0"]], task="t")
+    exact = lzoo.centroid(task="t")
+    low = lzoo.centroid(task="t", rank=2, out="low")
+    assert "truncated to rank 2" in low.note
+    err = lzoo.show("low")["meta"]["adapter_rel_error"]
+    want = {k: v for k, v in delta_of(Path(exact.path), loras["base"]).items()}
+    got = delta_of(Path(low.path), loras["base"])
+    actual = np.sqrt(sum(float(((got[k] - want[k]) ** 2).sum()) for k in want) /
+                     sum(float((want[k] ** 2).sum()) for k in want))
+    assert 0 < err < 1 and actual == pytest.approx(err, rel=1e-3)
+    full = lzoo.centroid(task="t", rank=16, out="full-rank")  # a rank above the total is exact: the same model
+    assert not full.created and full.name == exact.name
+
+
+def test_merged_and_mixed_centroids_are_full_checkpoints(lzoo, loras, ckpts):
+    from safetensors.numpy import load_file
+
+    lzoo.add([loras["plain"]], name="ad")
+    lzoo.add([loras["plain-merged"]], name="twin")
+    merged = lzoo.centroid(names=["ad"], merged=True, out="ad-merged")
+    assert (Path(merged.path) / "model.safetensors").is_file()
+    a = load_file(str(Path(merged.path) / "model.safetensors"))
+    b = load_file(str(loras["plain-merged"] / "model.safetensors"))
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-6
+    lzoo.add([ckpts["a0"]], name="ft")
+    mixed = lzoo.centroid(names=["ad", "ft"], out="mixed")
+    assert (Path(mixed.path) / "model.safetensors").is_file()
+    d = lzoo.distance("mixed", "ad", exact=True)
+    half = lzoo.distance("ft", "ad", exact=True)
+    assert d.exact["l2"] == pytest.approx(half.exact["l2"] / 2, rel=1e-5)
+
+
+def test_heads_of_classifier_adapters(lzoo, loras):
+    """modules_to_save (the classifier) is a head: not sketched, averaged when the members share it."""
+    from peft import PeftModel
+    from transformers import BertForSequenceClassification
+
+    lzoo.add([loras["cls"], loras["cls2"]])
+    assert lzoo.show("cls")["meta"]["head"] == ["base_model.model.classifier.bias", "base_model.model.classifier.weight"]
+    res = lzoo.centroid(names=["cls", "cls2"])
+    m = PeftModel.from_pretrained(BertForSequenceClassification.from_pretrained(loras["base"], num_labels=2),
+                                  res.path)
+    sd = {k: v for k, v in m.state_dict().items() if "classifier" in k and "modules_to_save" in k and "weight" in k}
+    from safetensors.numpy import load_file
+
+    heads = [load_file(str(loras[n] / "adapter_model.safetensors"))["base_model.model.classifier.weight"]
+             for n in ("cls", "cls2")]
+    assert np.allclose(next(iter(sd.values())).numpy(), (heads[0] + heads[1]) / 2, atol=1e-6)
+
+
+def test_adapter_refusals(lzoo, loras, tmp_path, ckpts):
+    from zoo.errors import CheckpointError, FamilyMismatch, NotFound, ZooValueError
+
+    bad = tmp_path / "ia3"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
+    (bad / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="adapter type 'IA3' is not supported"):
+        lzoo.add([bad])
+    dora = tmp_path / "dora"
+    make_lora(loras["base"], dora, seed=9, use_dora=True)
+    with pytest.raises(CheckpointError, match="use_dora is set"):
+        lzoo.add([dora])
+    orphan = tmp_path / "orphan"
+    make_lora(loras["base"], orphan, seed=9)
+    cfg = json.loads((orphan / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "acme/never-registered"
+    (orphan / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(NotFound, match="'acme/never-registered' .* is not in this zoo; register the base first"):
+        lzoo.add([orphan])
+    with pytest.raises(ZooValueError, match="cannot be a base"):
+        lzoo.add([loras["plain"]], kind="base")
+    lzoo.add([ckpts["llama"]], name="llama", kind="base")
+    with pytest.raises(FamilyMismatch, match=f"^{loras['plain']}: none of the adapter's 4 target modules .* family 'llama'"):
+        lzoo.add([loras["plain"]], base="llama")
+    assert [m["name"] for m in lzoo.ls()] == ["base", "llama"]  # nothing half-registered
+
+
+def test_adapter_base_by_given_name_and_by_repo_id(lzoo, loras, tmp_path):
+    from zoo.errors import ZooValueError
+
+    [res] = lzoo.add([loras["x0"]], base="base", name="given")
+    assert "base given" in res.note and lzoo.show("given")["meta"]["adapter_parent"] == lzoo.show("base")["id"]
+    # an adapter whose config names the base by repo id: found through the recorded hub meta
+    lzoo.set("base", meta={"note_for_test": "x"})
+    repo = tmp_path / "by-repo"
+    make_lora(loras["base"], repo, seed=11)
+    cfg = json.loads((repo / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "base"
+    (repo / "adapter_config.json").write_text(json.dumps(cfg))
+    assert lzoo.add([repo])[0].created
+    # an adapter on an adapter is refused with the fix
+    with pytest.raises(ZooValueError, match="itself an adapter"):
+        lzoo.add([loras["x1"]], base="given")
+
+
+def test_adapter_on_a_finetune_carries_its_parents_delta(lzoo, loras, ckpts, tmp_path):
+    lzoo.add([ckpts["a0"]], name="ft")
+    ad = make_lora(ckpts["a0"], tmp_path / "on-ft", seed=12)
+    [res] = lzoo.add([ad], base="ft")
+    assert res.created
+    # its task vector relative to the family base: the fine-tune's plus its own change
+    d = lzoo.distance("on-ft", "ft", exact=True)
+    own = np.sqrt(sum(float((v ** 2).sum()) for v in delta_of(ad, ckpts["a0"]).values()))
+    assert d.exact["l2"] == pytest.approx(own, rel=1e-4)
+    assert d.sketch["l2"] == pytest.approx(own, rel=0.3)
+
+
+def test_gpt2_fan_in_fan_out_adapter(zoo, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    g = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32))
+    g.save_pretrained(tmp_path / "gpt2")
+    pm = get_peft_model(g, LoraConfig(r=2, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    pm.save_pretrained(tmp_path / "lora")
+    pm.merge_and_unload().save_pretrained(tmp_path / "merged")
+    zoo.add([tmp_path / "gpt2"], name="gpt2")
+    zoo.add([tmp_path / "lora"], name="ad", base="gpt2")
+    zoo.add([tmp_path / "merged"], name="twin")
+    d = zoo.distance("ad", "twin", exact=True)
+    assert d.exact["norm_a"] > 0.01 and d.exact["l2"] <= 1e-5 * d.exact["norm_a"]
+    res = zoo.centroid(names=["ad"], out="self")  # a one-member adapter centroid: written back transposed right
+    assert zoo.distance("self", "twin", exact=True).exact["l2"] <= 1e-5 * d.exact["norm_a"]
+    assert json.loads((Path(res.path) / "adapter_config.json").read_text())["fan_in_fan_out"] is True
+
+
+def test_cli_adapter_round_trip(home, loras, tmp_path):
+    from click.testing import CliRunner
+
+    from zoo.cli.main import main
+
+    run = CliRunner()
+    env = {"ZOO_HOME": str(home)}
+    assert run.invoke(main, ["add", str(loras["base"]), "--name", "base"], env=env).exit_code == 0
+    r = run.invoke(main, ["add", str(loras["x0"]), str(loras["x1"]), "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    assert {x["kind"] for x in json.loads(r.output)} == {"adapter"}
+    r = run.invoke(main, ["centroid", "lora-x0", "lora-x1", "--rank", "0"], env=env)
+    assert r.exit_code == 2 and "--rank 0 must be a whole number >= 1" in r.output
+    r = run.invoke(main, ["centroid", "lora-x0", "lora-x1", "--rank", "3", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "truncated to rank 3" in json.loads(r.output)["note"]
+    r = run.invoke(main, ["export", json.loads(r.output)["name"], str(tmp_path / "exp")], env=env)
+    assert r.exit_code == 0 and (tmp_path / "exp" / "adapter_config.json").is_file()
