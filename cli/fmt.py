@@ -256,7 +256,9 @@ def fmt_materialized(r: dict[str, Any]) -> str:
 def fmt_finetune(r: dict[str, Any]) -> str:
     return (f"{r['name']}: fine-tuned from {r['start']} ({r['start_kind']}) on {r['dataset']}, "
             f"{r['steps']} steps in {r['train_seconds']:.1f}s on {r['device']}"
-            + (f"; eval accuracy {r['eval_accuracy']:.4f} (loss {r['eval_loss']:.4f})" if "eval_accuracy" in r else ""))
+            + (f"; eval accuracy {r['eval_accuracy']:.4f} (loss {r['eval_loss']:.4f})" if "eval_accuracy" in r else "")
+            + (f"; eval perplexity {r['eval_perplexity']:.3f} (loss {r['eval_loss']:.4f})" if "eval_perplexity" in r
+               else ""))
 
 
 def fmt_eval(res: dict[str, Any] | list[dict[str, Any]]) -> str:

@@ -303,3 +303,60 @@ def test_cli_adapter_round_trip(home, loras, tmp_path):
     assert "truncated to rank 3" in json.loads(r.output)["note"]
     r = run.invoke(main, ["export", json.loads(r.output)["name"], str(tmp_path / "exp")], env=env)
     assert r.exit_code == 0 and (tmp_path / "exp" / "adapter_config.json").is_file()
+
+
+def test_lora_finetune_registers_an_adapter_and_continues_from_one(lzoo, loras, tmp_path):
+    from conftest import write_sentiment
+
+    train = write_sentiment(tmp_path / "senti.jsonl", 32)
+    dev = write_sentiment(tmp_path / "dev.jsonl", 16, seed=1)
+    res = lzoo.finetune("base", train, eval=dev, method="lora", lora_rank=2, epochs=2, batch_size=8, out="l1")
+    row = lzoo.show("l1")
+    assert row["kind"] == "adapter" and row["format"] == "peft-lora"
+    assert 0 <= res.metrics["eval_accuracy"] <= 1
+    assert row["meta"]["id2label"] == {"0": "neg", "1": "pos"}
+    # the head saved with it scores the data through `zoo eval`, loaded by zoo's own merge
+    [ev] = lzoo.evaluate_many(["l1"], dev)
+    assert ev.score["how"] == "head" and ev.score["value"] == pytest.approx(res.metrics["eval_accuracy"])
+    # continuing from the adapter: one adapter on the same parent, rank 2 + 2, lineage to the start
+    lzoo.finetune("l1", train, method="lora", lora_rank=2, epochs=1, batch_size=8, out="l2")
+    cfg = json.loads((Path(lzoo.show("l2")["uri"]) / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and lzoo.show("l2")["meta"]["adapter_parent"] == lzoo.show("base")["id"]
+    assert [(e["parent"], e["relation"]) for e in lzoo.lineage("l2").ancestors if e["depth"] == 1] == [("l1", "finetuned_from")]
+    # the full method from an adapter start: a full checkpoint, fine-tuned from the adapter
+    lzoo.finetune("l1", train, epochs=1, batch_size=8, out="f1")
+    assert lzoo.show("f1")["kind"] == "finetune"
+    with pytest.raises(Exception, match="--lora-rank must be a whole number"):
+        lzoo.finetune("base", train, method="lora", lora_rank=0)
+
+
+def test_decoder_trains_on_plain_text_and_reports_perplexity(zoo, ckpts, tmp_path):
+    from conftest import WORDS, make_tokenizer
+
+    import shutil
+
+    base = tmp_path / "llama"
+    shutil.copytree(ckpts["llama"], base)
+    make_tokenizer(base)  # 33 tokens: fits the tiny Llama's vocabulary of 64
+    rng = np.random.default_rng(0)
+    text = tmp_path / "text.jsonl"
+    text.write_text("\n".join(json.dumps({"text": " ".join(rng.choice(WORDS[:8], 6))}) for _ in range(48)) + "\n")
+    zoo.add([base], name="llama", kind="base")
+    [before] = zoo.evaluate_many(["llama"], text)
+    assert before.score["metric"] == "perplexity" and before.score["value"] > 1
+    res = zoo.finetune("llama", text, eval=text, epochs=3, batch_size=8, lr=3e-3, out="lm")
+    assert res.metrics["eval_perplexity"] < before.score["value"]
+    assert zoo.show("lm")["kind"] == "finetune"
+    lora = zoo.finetune("llama", text, eval=text, method="lora", epochs=3, batch_size=8, lr=3e-3, out="lm-lora")
+    assert zoo.show("lm-lora")["kind"] == "adapter"
+    [after] = zoo.evaluate_many(["lm-lora"], text)
+    assert after.score["value"] == pytest.approx(lora.metrics["eval_perplexity"], rel=1e-4)
+    assert after.score["value"] < before.score["value"]
+    evs = zoo.sql("SELECT metric FROM evaluations e JOIN models m ON m.id = e.model_id WHERE m.name = 'lm'")[1]
+    assert sorted(r[0] for r in evs) == ["loss", "perplexity"]
+    # a classifier family refuses plain text, naming the fix
+    bert = tmp_path / "bert"
+    shutil.copytree(ckpts["base"], bert)
+    zoo.add([bert], name="bert", kind="base")
+    with pytest.raises(Exception, match="needs a decoder family"):
+        zoo.finetune("bert", text, family="bert")

@@ -158,7 +158,7 @@ def test_bad_finetune_input(filled, data, tmp_path):
     with pytest.raises(ZooValueError, match="--lr"):
         filled.finetune("base", train, lr=-1)
     with pytest.raises(ZooValueError, match="--method"):
-        filled.finetune("base", train, method="lora")
+        filled.finetune("base", train, method="dora")
     assert filled.sql("SELECT count(*) FROM runs")[1][0][0] == 0
 
 

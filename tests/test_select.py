@@ -261,8 +261,9 @@ def test_trials_can_recommend_a_region(filled, tmp_path, monkeypatch):
     b_region = str(filled.centroid(dataset="b")["path"])  # select-start finds this one again (same members)
     base = str(filled.show("base")["uri"])
 
-    def fake_trial(model_dir, tokenizer_dirs, ex, params, folds=4):
-        accs = {b_region: [0.9, 0.85, 0.95], base: [0.6, 0.55, 0.65]}.get(str(model_dir), [0.5, 0.45, 0.55])
+    def fake_trial(model, tokenizer_dirs, ex, params, folds=4):
+        assert model.adapter is None  # a zoo of full checkpoints: plain model references
+        accs = {b_region: [0.9, 0.85, 0.95], base: [0.6, 0.55, 0.65]}.get(str(model.path), [0.5, 0.45, 0.55])
         return {"fold_accuracy": accs, "fold_loss": [0.5] * 3, "accuracy": sum(accs) / 3, "n_examples": len(ex),
                 "folds": folds}
 

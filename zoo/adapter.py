@@ -117,8 +117,52 @@ class Adapter:
 
 
 def adapter_header(ad: Adapter) -> Header:
-    """The header an adapter is registered with: its folder, its tensors, its weight file."""
-    return Header(ad.path, FORMAT, ad.header.tensors, None, ad.prefix, ad.header.shards)
+    """The header an adapter is registered with: its folder, its tensors, its weight file, and
+    the task model's config saved beside it (labels of a classifier zoo trained), if any."""
+    cfg = None
+    if (ad.path / "config.json").is_file():
+        try:
+            cfg = json.loads((ad.path / "config.json").read_text())
+        except ValueError:
+            cfg = None
+    return Header(ad.path, FORMAT, ad.header.tensors, cfg, ad.prefix, ad.header.shards)
+
+
+def model_params(model: Any) -> dict[str, Any]:
+    """A transformers model's tensors by canonical name (its ``base_model_prefix`` dropped); in a
+    model PEFT has wrapped, the wrapped layers' own weights under their plain names."""
+    prefix = getattr(model, "base_model_prefix", "")
+    params: dict[str, Any] = {}
+    for name, p in model.state_dict(keep_vars=True).items():
+        if "lora_" in name or ".modules_to_save." in name:
+            continue
+        name = name.replace(".base_layer.", ".").replace(".original_module.", ".")
+        params.setdefault(name[len(prefix) + 1:] if prefix and name.startswith(prefix + ".") else name, p)
+    return params
+
+
+def merge_into(model: Any, folder: Path) -> Any:
+    """Add an adapter's change to a loaded transformers model, in place, by zoo's own name
+    mapping (PEFT would need the class the adapter was trained on); whole tensors of a
+    matching shape (a head in ``modules_to_save``) replace the model's. Returns the model."""
+    import torch
+
+    params = model_params(model)
+    ad = bind(read_adapter(folder), {c: tuple(p.shape) for c, p in params.items()}, type(model).__name__)
+    with Reader(ad.header) as r, torch.no_grad():
+        for m in ad.modules:
+            c = ad.target(m)
+            if c in params:
+                p = params[c]
+                p.add_(torch.from_numpy(dense_delta(*factors(m, r))).reshape(p.shape).to(p.dtype))
+            if m.bias is not None and ad.bias_target(m) in params:
+                p = params[ad.bias_target(m)]
+                p.add_(torch.from_numpy(bias_delta(m, r)).reshape(p.shape).to(p.dtype))
+        for t in ad.whole:
+            c = ad.canon[t.name]
+            if c in params and tuple(params[c].shape) == tuple(t.shape):
+                params[c].copy_(torch.from_numpy(np.array(as_float(t, r.read(t)))).to(params[c].dtype))
+    return model
 
 
 def read_adapter(path: str | Path) -> Adapter:
@@ -389,14 +433,15 @@ class MixReport:
 
 
 def write_mix(members: Sequence[Adapter], weights: Sequence[float], out_dir: Path, rank: int | None = None,
-              heads: bool = False, parent_ref: str | None = None) -> MixReport:
+              heads: bool = False, parent_ref: str | None = None, head_from: int | None = None) -> MixReport:
     """Write Σ w_i ΔW_i as one PEFT LoRA adapter in ``out_dir`` (an existing, empty folder).
 
     Exact by default: per module the members' factors are concatenated, weights folded
     into B (PEFT's ``cat`` combination), rank Σ r_i; modules of lower total rank are
     zero-padded to the largest. ``rank`` truncates each module by SVD (through QR of the
     factors: r×r work) and reports the relative error. ``heads``: the members' whole
-    (modules_to_save) tensors are averaged too (the caller checked they share a label space).
+    (modules_to_save) tensors are averaged too (the caller checked they share a label space);
+    ``head_from``: member whose whole tensors are copied as they are (a continued training's).
     """
     from zoo.merge import SafetensorsWriter
 
@@ -442,7 +487,11 @@ def write_mix(members: Sequence[Adapter], weights: Sequence[float], out_dir: Pat
             tensors += [(keys[0], a), (keys[1], b)]
             if biases:
                 tensors.append((f"{WRAP}{mod}.lora_B.bias", biases.get(c, np.zeros(b.shape[0]))))
-        if heads:
+        if head_from is not None:
+            src = members[head_from]
+            for t in src.whole:
+                tensors.append((t.name, np.asarray(as_float(t, readers[head_from].read(t)), dtype=np.float64)))
+        elif heads:
             for t in first.whole:
                 acc = sum(w * np.asarray(as_float(t, rd.read(next(x for x in ad.whole if x.name == t.name))),
                                          dtype=np.float64) for ad, rd, w in zip(members, readers, weights))
@@ -459,7 +508,8 @@ def write_mix(members: Sequence[Adapter], weights: Sequence[float], out_dir: Pat
     cfg = dict(first.config)
     cfg.update(r=width, lora_alpha=width, use_rslora=False, rank_pattern={}, alpha_pattern={}, layers_to_transform=None,
                layers_pattern=None, target_modules=sorted(names[c][0] for c in out), lora_bias=bool(biases),
-               modules_to_save=first.config.get("modules_to_save") if heads else None, inference_mode=True,
+               modules_to_save=members[head_from].config.get("modules_to_save") if head_from is not None else
+               first.config.get("modules_to_save") if heads else None, inference_mode=True,
                base_model_name_or_path=parent_ref or first.base_ref)
     (out_dir / CONFIG).write_text(json.dumps(cfg, indent=2))
     err = math.sqrt(lost / total) if total > 0 else 0.0

@@ -13,18 +13,21 @@ _READERS = {".csv": "read_csv_auto", ".tsv": "read_csv_auto", ".jsonl": "read_js
 
 @dataclass
 class Examples:
-    """Texts (and optional second texts) with their labels as strings."""
+    """Texts (and optional second texts) with their labels as strings; ``labels`` is None for
+    plain text (a ``text`` column only: next-token training of a decoder)."""
 
     path: str
     text: list[str]
     text_pair: list[str] | None
-    labels: list[str]
+    labels: list[str] | None
 
     def __len__(self) -> int:
         return len(self.text)
 
     def label_space(self) -> list[str]:
         """Sorted distinct labels; numeric labels sort as numbers."""
+        if self.labels is None:
+            raise ZooValueError(f"{self.path}: no 'label' column; this needs labelled data (text, label)")
         uniq = set(self.labels)
         try:
             return sorted(uniq, key=lambda x: (float(x), x))
@@ -33,11 +36,13 @@ class Examples:
 
     def subset(self, idx: Sequence[int]) -> "Examples":
         return Examples(self.path, [self.text[i] for i in idx],
-                        None if self.text_pair is None else [self.text_pair[i] for i in idx], [self.labels[i] for i in idx])
+                        None if self.text_pair is None else [self.text_pair[i] for i in idx],
+                        None if self.labels is None else [self.labels[i] for i in idx])
 
 
 def read_examples(path: str | Path) -> Examples:
-    """Read ``text``, optional ``text_pair`` and ``label`` columns; labels may be strings or ints."""
+    """Read ``text``, optional ``text_pair`` and ``label`` columns; labels may be strings or ints.
+    Without a ``label`` column the file is plain text (labels None)."""
     import duckdb
 
     p = Path(path).expanduser()
@@ -55,20 +60,20 @@ def read_examples(path: str | Path) -> Examples:
         raise ZooValueError(f"{p}: cannot read as {p.suffix} ({str(e).splitlines()[0]})") from e
     finally:
         con.close()
-    missing = [c for c in ("text", "label") if c not in cols]
-    if missing:
-        raise ZooValueError(f"{p}: missing column(s) {', '.join(missing)}; found {', '.join(cols)}. "
-                            "Data needs 'text', optional 'text_pair', and 'label'")
+    if "text" not in cols:
+        raise ZooValueError(f"{p}: missing column text; found {', '.join(cols)}. Data needs 'text', optional "
+                            "'text_pair', and 'label' (without 'label': plain text for a decoder)")
     if not rows:
         raise ZooValueError(f"{p}: no examples")
-    ti, li = cols.index("text"), cols.index("label")
+    ti = cols.index("text")
+    li = cols.index("label") if "label" in cols else None
     pi = cols.index("text_pair") if "text_pair" in cols else None
-    bad = [i for i, r in enumerate(rows) if r[ti] is None or r[li] is None]
+    bad = [i for i, r in enumerate(rows) if r[ti] is None or (li is not None and r[li] is None)]
     if bad:
         raise ZooValueError(f"{p}: {len(bad)} row(s) with an empty text or label (first at row {bad[0] + 1})")
     return Examples(str(p), [str(r[ti]) for r in rows],
                     None if pi is None else [("" if r[pi] is None else str(r[pi])) for r in rows],
-                    [_label(r[li]) for r in rows])
+                    None if li is None else [_label(r[li]) for r in rows])
 
 
 def _label(v: object) -> str:

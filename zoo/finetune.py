@@ -28,9 +28,10 @@ def _param(default: Any, help: str, choices: tuple[str, ...] | None = None) -> A
 class TrainParams:
     """Hyperparameters of a run (recorded in ``runs.params``); the CLI's training options are these fields."""
 
-    method: str = _param("full", "full: every weight; bitfit: biases and the head only.", TRAIN_METHODS)
+    method: str = _param("full", "full: every weight; bitfit: biases and the head only; lora: a LoRA adapter (peft), "
+                         "registered as an adapter of the start's family.", TRAIN_METHODS)
     epochs: float = _param(3.0, "Passes over the training data.")
-    lr: float | None = _param(None, "Learning rate (default 5e-5 full, 1e-3 bitfit).")
+    lr: float | None = _param(None, "Learning rate (default 5e-5 full, 1e-3 bitfit, 5e-4 lora).")
     batch_size: int = _param(16, "Examples per step.")
     max_length: int = _param(128, "Tokens per example (longer ones are cut).")
     seed: int = _param(0, "Seed of the data order, dropout and (with --head-init random) the head.")
@@ -40,13 +41,21 @@ class TrainParams:
     head_init: str = _param("probe", "probe: a logistic-regression probe fitted on the start's frozen features first "
                             "(linear probe, then fine-tune: the model carries its data, not its seed); random: a "
                             "seeded random head.", HEAD_INITS)
+    lora_rank: int = _param(8, "LoRA rank (--method lora).")
+    lora_alpha: float = _param(16.0, "LoRA alpha: the update is scaled by alpha / rank (--method lora).")
+    lora_targets: str | None = _param(None, "Comma-separated module names LoRA adapts (--method lora; default: "
+                                      "PEFT's choice for the architecture, e.g. query,value for BERT).")
 
     def __post_init__(self) -> None:
         check_choice(self.method, TRAIN_METHODS, "--method")
         check_choice(self.head_init, HEAD_INITS, "--head-init")
         if self.lr is None:
-            self.lr = 5e-5 if self.method == "full" else 1e-3
-        for name in ("epochs", "lr", "batch_size", "max_length"):
+            self.lr = {"full": 5e-5, "bitfit": 1e-3, "lora": 5e-4}[self.method]
+        if not (isinstance(self.lora_rank, int) and not isinstance(self.lora_rank, bool) and self.lora_rank >= 1):
+            raise ZooValueError(f"--lora-rank must be a whole number >= 1, got {self.lora_rank!r}")
+        if self.lora_targets is not None and not [t for t in str(self.lora_targets).split(",") if t.strip()]:
+            raise ZooValueError(f"--lora-targets {self.lora_targets!r} names no module; give e.g. query,value")
+        for name in ("epochs", "lr", "batch_size", "max_length", "lora_alpha"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ZooValueError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
@@ -102,6 +111,56 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A model for transformers to load: a checkpoint folder, or a LoRA adapter on one (merged
+    in memory by zoo's own name mapping, ``adapter.merge_into``)."""
+
+    path: Path
+    adapter: Path | None = None
+
+    def _merged(self, model: Any) -> Any:
+        if self.adapter is None:
+            return model
+        from zoo.adapter import merge_into
+
+        return merge_into(model, self.adapter)
+
+    @property
+    def config_dir(self) -> Path:
+        """Where the model's config lives: the adapter's saved task config, else the checkpoint's."""
+        return self.adapter if self.adapter is not None and (self.adapter / "config.json").is_file() else self.path
+
+    def classifier(self, labels: list[str]) -> Any:
+        return self._merged(load_classifier(self.path, labels))
+
+    def body(self) -> Any:
+        return self._merged(_load_body(self.path))
+
+    def causal_lm(self) -> Any:
+        return self._merged(load_causal_lm(self.path))
+
+
+def is_causal_lm(model_dir: Path) -> bool:
+    """Whether a checkpoint's config names a next-token (causal-LM) architecture."""
+    import json
+
+    cfg = Path(model_dir) / "config.json"
+    archs = json.loads(cfg.read_text()).get("architectures") or [] if cfg.is_file() else []
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+
+
+def load_causal_lm(model_dir: Path) -> Any:
+    """A causal LM; a family whose base is not one is refused (plain text trains next-token prediction)."""
+    from transformers import AutoModelForCausalLM
+
+    if not is_causal_lm(model_dir):
+        raise ZooValueError(f"{model_dir}: plain-text data (no 'label' column) trains next-token prediction, which "
+                            "needs a decoder family (config architectures ...ForCausalLM); give labelled data (text, "
+                            "label) to train a classifier")
+    return AutoModelForCausalLM.from_pretrained(str(model_dir))
+
+
 def load_classifier(model_dir: Path, labels: list[str]) -> Any:
     """A sequence classifier with ``len(labels)`` outputs; a head of another size is re-initialised."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -117,7 +176,9 @@ def load_classifier(model_dir: Path, labels: list[str]) -> Any:
         hf_logging.set_verbosity(verbosity)
 
 
-def _batches(tok: Any, ex: Examples, order: Sequence[int], bs: int, max_length: int, label_ids: dict[str, int] | None):
+def _batches(tok: Any, ex: Examples, order: Sequence[int], bs: int, max_length: int, label_ids: dict[str, int] | None,
+             causal: bool = False):
+    """Tokenized batches; ``label_ids``: class labels; ``causal``: next-token labels (padding ignored)."""
     import torch
 
     for lo in range(0, len(order), bs):
@@ -125,9 +186,39 @@ def _batches(tok: Any, ex: Examples, order: Sequence[int], bs: int, max_length: 
         texts = [ex.text[i] for i in idx]
         pairs = [ex.text_pair[i] for i in idx] if ex.text_pair is not None else None
         enc = tok(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        if label_ids is not None:
+        if causal:
+            enc["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        elif label_ids is not None:
             enc["labels"] = torch.tensor([label_ids[ex.labels[i]] for i in idx])
         yield enc
+
+
+def evaluate_lm(model: Any, tok: Any, ex: Examples, params: TrainParams, device: str) -> dict[str, float]:
+    """Perplexity and mean next-token cross-entropy over every predicted token of ``ex``."""
+    import torch
+
+    _governor(model, device)
+    model.eval().to(device)
+    loss_sum, tokens = 0.0, 0
+    with torch.no_grad():
+        for enc in _batches(tok, ex, list(range(len(ex))), params.batch_size * 2, params.max_length, None, causal=True):
+            enc = {k: v.to(device) for k, v in enc.items()}
+            n = int((enc["labels"][:, 1:] != -100).sum())  # the model predicts every token but the first
+            if n:
+                loss_sum += float(model(**enc).loss) * n
+                tokens += n
+    if not tokens:
+        raise ZooValueError(f"{ex.path}: no text to score (every example is shorter than two tokens)")
+    loss = loss_sum / tokens
+    return {"perplexity": math.exp(min(loss, 700.0)), "loss": loss, "n_examples": len(ex), "n_tokens": tokens}
+
+
+def _pad_token(tok: Any) -> None:
+    """Decoders often ship without a padding token: batches pad with end-of-sequence (masked out)."""
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ZooValueError("the tokenizer has neither a padding nor an end-of-sequence token; save one with it")
+        tok.pad_token = tok.eos_token
 
 
 def evaluate_classifier(model: Any, tok: Any, ex: Examples, labels: list[str], params: TrainParams,
@@ -239,10 +330,11 @@ def _adamw(params: list[Any], lr: float, weight_decay: float) -> Any:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def _fit(model: Any, tok: Any, train_ex: Examples, labels: list[str], params: TrainParams, device: str,
+def _fit(model: Any, tok: Any, train_ex: Examples, labels: list[str] | None, params: TrainParams, device: str,
          progress: bool = False, step_hook: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The optimisation loop of a fine-tune (AdamW, linear warm-up and decay, clipped
-    gradients, threads governed): ``params.epochs`` passes over ``train_ex``, in place."""
+    gradients, threads governed): ``params.epochs`` passes over ``train_ex``, in place.
+    ``labels`` None: next-token prediction on plain text."""
     import numpy as np
     import torch
     from tqdm.auto import tqdm
@@ -255,13 +347,13 @@ def _fit(model: Any, tok: Any, train_ex: Examples, labels: list[str], params: Tr
     steps_per_epoch = math.ceil(len(train_ex) / params.batch_size)
     total = max(1, int(round(params.epochs * steps_per_epoch)))
     sched = get_linear_schedule_with_warmup(opt, int(params.warmup_ratio * total), total)
-    lid = {l: i for i, l in enumerate(labels)}
+    lid = {l: i for i, l in enumerate(labels)} if labels is not None else None
     gen = torch.Generator().manual_seed(params.seed)
     step, losses = 0, []
     bar = tqdm(total=total, desc="fine-tuning", unit="step", disable=not progress, leave=False)
     while step < total:
         order = torch.randperm(len(train_ex), generator=gen).tolist()
-        for enc in _batches(tok, train_ex, order, params.batch_size, params.max_length, lid):
+        for enc in _batches(tok, train_ex, order, params.batch_size, params.max_length, lid, causal=lid is None):
             enc = {k: v.to(device) for k, v in enc.items()}
             loss = model(**enc).loss
             if not torch.isfinite(loss):
@@ -285,30 +377,89 @@ def _fit(model: Any, tok: Any, train_ex: Examples, labels: list[str], params: Tr
             "threads": gov.threads, "thread_changes": gov.changes}
 
 
-def train(start_dir: Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, eval_ex: Examples | None,
+def train(start: ModelRef | Path, tokenizer_dirs: Sequence[Path], train_ex: Examples, eval_ex: Examples | None,
           params: TrainParams, out_dir: Path, progress: bool = False,
           step_hook: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Fine-tune ``start_dir`` on ``train_ex`` and save the result to ``out_dir`` (appears whole).
+    """Fine-tune ``start`` on ``train_ex`` and save the result to ``out_dir`` (appears whole).
 
-    ``step_hook(step)`` runs after every optimiser step (progress reporting, interruption).
+    Labelled data trains a sequence classifier; plain text (no labels) next-token prediction
+    of a decoder. ``--method lora`` saves a PEFT adapter (from an adapter start: the start's
+    factors and the new ones concatenated, one adapter on the start's parent). ``step_hook(step)``
+    runs after every optimiser step (progress reporting, interruption).
     """
+    start = start if isinstance(start, ModelRef) else ModelRef(Path(start))
     device = resolve_device(params.device)
     seed_everything(params.seed)
     quiet_transformers()
-    labels = check_labels(train_ex, eval_ex)
-    tok = load_tokenizer([start_dir, *tokenizer_dirs])
-    model = load_classifier(start_dir, labels)
+    causal = train_ex.labels is None
+    tok = load_tokenizer([start.path, *tokenizer_dirs])
+    if causal:
+        labels = None
+        _pad_token(tok)
+        model = start.causal_lm()
+    else:
+        labels = check_labels(train_ex, eval_ex)
+        model = start.classifier(labels)
     t0 = time.perf_counter()
-    if params.head_init == "probe":
+    if params.head_init == "probe" and not causal:
         probe_head(model, tok, train_ex, labels, params, device)
+    if params.method == "lora":
+        model = _lora(model, params, causal)
     fit = _fit(model, tok, train_ex, labels, params, device, progress, step_hook)
     train_s = time.perf_counter() - t0
     metrics: dict[str, Any] = dict(fit, train_seconds=train_s, device=device, labels=labels, n_train=len(train_ex))
-    if eval_ex is not None:
+    if eval_ex is not None and causal:
+        ev = evaluate_lm(model, tok, eval_ex, params, device)
+        metrics.update(eval_perplexity=ev["perplexity"], eval_loss=ev["loss"], n_eval=ev["n_examples"])
+    elif eval_ex is not None:
         ev = evaluate_classifier(model, tok, eval_ex, labels, params, device)
         metrics.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"], n_eval=ev["n_examples"])
-    save_model(model.cpu(), tok, out_dir)
+    if params.method == "lora":
+        _save_adapter(model.cpu(), tok, out_dir, start.adapter)
+    else:
+        save_model(model.cpu(), tok, out_dir)
     return metrics
+
+
+def _lora(model: Any, params: TrainParams, causal: bool) -> Any:
+    """Wrap a model in a fresh LoRA adapter (PEFT); a classifier's head trains whole beside it."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = [t.strip() for t in params.lora_targets.split(",") if t.strip()] if params.lora_targets else None
+    cfg = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, target_modules=targets, lora_dropout=0.0,
+                     task_type="CAUSAL_LM" if causal else "SEQ_CLS")
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ZooValueError(f"--lora-targets: {str(e).splitlines()[0][:200]}; name modules of this architecture "
+                            "(e.g. query,value for BERT, q_proj,v_proj for Llama, c_attn for GPT-2)") from None
+
+
+def _save_adapter(model: Any, tok: Any, out_dir: Path, start_adapter: Path | None) -> None:
+    """The trained adapter, its tokenizer and the task model's config (its labels); from an
+    adapter start, the start's factors and the new ones as one adapter on the start's parent."""
+    from zoo.files import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        if start_adapter is None:
+            model.save_pretrained(tmp)
+        else:
+            import shutil
+            import tempfile
+
+            from zoo.adapter import bind, model_params, read_adapter, write_mix
+
+            inner = model.base_model.model
+            body = {c: tuple(p.shape) for c, p in model_params(inner).items()}
+            with tempfile.TemporaryDirectory(dir=tmp.parent) as new:
+                model.save_pretrained(new)
+                both = [bind(read_adapter(d), body, type(inner).__name__) for d in (start_adapter, Path(new))]
+                write_mix(both, [1.0, 1.0], tmp, head_from=1)
+                for extra in ("README.md",):
+                    if (Path(new) / extra).is_file():
+                        shutil.copy2(Path(new) / extra, tmp / extra)
+        model.base_model.model.config.to_json_file(str(tmp / "config.json"))
+        tok.save_pretrained(tmp)
 
 
 def save_model(model: Any, tok: Any, out_dir: Path) -> None:
@@ -320,36 +471,48 @@ def save_model(model: Any, tok: Any, out_dir: Path) -> None:
         tok.save_pretrained(tmp)
 
 
-def head_fits(model_dir: Path, labels: list[str]) -> bool:
-    """Whether the checkpoint's classification head has exactly these labels."""
+def head_fits(model: ModelRef | Path, labels: list[str]) -> bool:
+    """Whether the model's classification head has exactly these labels."""
     import json
 
-    cfg_path = Path(model_dir) / "config.json"
+    ref = model if isinstance(model, ModelRef) else ModelRef(Path(model))
+    cfg_path = ref.config_dir / "config.json"
     if not cfg_path.is_file():
         return False
-    cfg = json.loads(cfg_path.read_text())
-    id2label = cfg.get("id2label") or {}
-    from zoo.checkpoint import read_header
+    id2label = json.loads(cfg_path.read_text()).get("id2label") or {}
+    if ref.adapter is not None:
+        from zoo.adapter import read_adapter
 
-    has_head = any(t.canonical.startswith(("classifier", "score")) for t in read_header(model_dir).tensors)
+        names = [t.canonical for t in read_adapter(ref.adapter).whole]
+    else:
+        from zoo.checkpoint import read_header
+
+        names = [t.canonical for t in read_header(ref.path).tensors]
+    has_head = any(n.startswith(("classifier", "score")) for n in names)
     return has_head and [id2label.get(str(i)) for i in range(len(id2label))] == labels
 
 
-def evaluate(model_dir: Path, tokenizer_dirs: Sequence[Path], data: Examples, probe_train: Examples | None,
+def evaluate(model: ModelRef | Path, tokenizer_dirs: Sequence[Path], data: Examples, probe_train: Examples | None,
              params: TrainParams, probe: bool = False) -> dict[str, Any]:
-    """Accuracy of a checkpoint on ``data``: through its head when it has this label space,
+    """Accuracy of a model on labelled ``data``: through its head when it has this label space,
     else (or always, with ``probe``) a linear probe on the frozen body (the paper's
-    "generalized" evaluation, which compares models whose heads differ on equal terms)."""
+    "generalized" evaluation, which compares models whose heads differ on equal terms).
+    Perplexity on plain text (a decoder)."""
     import numpy as np
 
+    ref = model if isinstance(model, ModelRef) else ModelRef(Path(model))
     device = resolve_device(params.device)
     seed_everything(params.seed)
     quiet_transformers()
-    tok = load_tokenizer([model_dir, *tokenizer_dirs])
+    tok = load_tokenizer([ref.path, *([ref.adapter] if ref.adapter else []), *tokenizer_dirs])
+    if data.labels is None:
+        _pad_token(tok)
+        ev = evaluate_lm(ref.causal_lm(), tok, data, params, device)
+        return {"metric": "perplexity", "value": ev["perplexity"], "loss": ev["loss"], "n_examples": ev["n_examples"],
+                "n_tokens": ev["n_tokens"], "how": "next-token prediction"}
     labels = data.label_space()
-    if not probe and head_fits(model_dir, labels):
-        model = load_classifier(model_dir, labels)
-        ev = evaluate_classifier(model, tok, data, labels, params, device)
+    if not probe and head_fits(ref, labels):
+        ev = evaluate_classifier(ref.classifier(labels), tok, data, labels, params, device)
         return {"metric": "accuracy", "value": ev["accuracy"], "loss": ev["loss"], "n_examples": ev["n_examples"],
                 "how": "head"}
     if probe_train is None:
@@ -359,7 +522,7 @@ def evaluate(model_dir: Path, tokenizer_dirs: Sequence[Path], data: Examples, pr
         if half < 2:
             raise ZooValueError(f"{data.path}: too few examples ({len(data)}) for a linear probe; pass --train FILE")
         probe_train, data = data.subset(order[:half].tolist()), data.subset(order[half:].tolist())
-    acc = linear_probe(model_dir, tok, probe_train, data, params, device)
+    acc = linear_probe(ref, tok, probe_train, data, params, device)
     return {"metric": "probe_accuracy", "value": acc, "n_examples": len(data), "how": "linear probe on frozen body",
             "n_probe_train": len(probe_train)}
 
@@ -405,14 +568,14 @@ def _probe_accuracy(xtr: Any, ytr: Any, xte: Any, yte: Any, n_labels: int, seed:
         return float((clf(xte).argmax(-1) == yte).float().mean())
 
 
-def linear_probe(model_dir: Path, tok: Any, train_ex: Examples, test_ex: Examples, params: TrainParams,
+def linear_probe(model: ModelRef | Path, tok: Any, train_ex: Examples, test_ex: Examples, params: TrainParams,
                  device: str) -> float:
     """Mean-pooled features of the frozen body, a multinomial logistic regression on top."""
     import torch
 
     labels = sorted(set(train_ex.labels) | set(test_ex.labels))
     lid = {l: i for i, l in enumerate(labels)}
-    body = _load_body(model_dir)
+    body = (model if isinstance(model, ModelRef) else ModelRef(Path(model))).body()
     xtr, xte = _features(body, tok, train_ex, params, device), _features(body, tok, test_ex, params, device)
     ytr = torch.tensor([lid[l] for l in train_ex.labels])
     yte = torch.tensor([lid[l] for l in test_ex.labels])
@@ -469,7 +632,7 @@ def sample_examples(ex: Examples, n: int, seed: int) -> Examples:
     return ex.subset(sorted(sorted(key, key=key.__getitem__)[:n]))
 
 
-def trial_cv(model_dir: Path, tokenizer_dirs: Sequence[Path], ex: Examples, params: TrainParams,
+def trial_cv(model: ModelRef | Path, tokenizer_dirs: Sequence[Path], ex: Examples, params: TrainParams,
              folds: int = 4) -> dict[str, Any]:
     """Held-out accuracy of short real fine-tunes from ``model_dir``: for each of ``folds``
     label-stratified folds of ``ex``, fine-tune with ``params`` on the other folds and score
@@ -479,15 +642,18 @@ def trial_cv(model_dir: Path, tokenizer_dirs: Sequence[Path], ex: Examples, para
     labels = ex.label_space()
     device = resolve_device(params.device)
     quiet_transformers()
-    tok = load_tokenizer([model_dir, *tokenizer_dirs])
+    ref = model if isinstance(model, ModelRef) else ModelRef(Path(model))
+    tok = load_tokenizer([ref.path, *tokenizer_dirs])
     fold = stratified_folds(ex.labels, folds, params.seed)
     accs, losses = [], []
     for f in range(folds):
         seed_everything(params.seed + f)
-        model = load_classifier(model_dir, labels)
+        model = ref.classifier(labels)
         train_f = ex.subset([i for i, g in enumerate(fold) if g != f])
         if params.head_init == "probe":
             probe_head(model, tok, train_f, labels, params, device)
+        if params.method == "lora":
+            model = _lora(model, params, False)
         _fit(model, tok, train_f, labels, params, device)
         ev = evaluate_classifier(model, tok, ex.subset([i for i, g in enumerate(fold) if g == f]), labels, params, device)
         accs.append(ev["accuracy"])

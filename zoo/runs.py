@@ -52,6 +52,10 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
         # are recorded, so the start can be made again after the zoo has grown.
         members = {p["name"]: p["weight"] for p in catalog.parents(conn, start_row["id"])
                    if p["relation"] in ("averaged_from", "interpolated_from")}
+        # A LoRA result is an adapter on a full checkpoint: the start, or an adapter start's parent.
+        on = start_row["name"]
+        if tp.method == "lora" and start_row["meta"].get("adapter_parent") is not None:
+            on = catalog.model_by_id(conn, start_row["meta"]["adapter_parent"])["name"]
     run_params = dict(tp.as_dict(), start=start, start_kind=start_row["kind"], start_name=start_row["name"],
                       start_members=members or None,
                       task=task, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()) if eval else None)
@@ -66,8 +70,9 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
         try:
             metrics = _train(store, start_row, base_row, (train_ex, eval_ex), tp, out_dir, termination, step_hook)
             crash_point("finetune:trained")
-            rec = dict(run_id=run_id, path=str(out_dir), name=name, base=start_row["name"], dataset=dataset, task=task,
-                       seed=tp.seed, start_kind=start_row["kind"], metrics=metrics)
+            rec = dict(run_id=run_id, path=str(out_dir), name=name, base=on, start=start_row["name"], dataset=dataset,
+                       task=task, seed=tp.seed, start_kind=start_row["kind"], metrics=metrics,
+                       kind="adapter" if tp.method == "lora" else "finetune")
             try:
                 res = register_result(store, rec)
             except ZooBusy as e:  # a reader holds the catalog: the weights are kept, never discarded
@@ -96,7 +101,9 @@ def _train(store: Store, start_row: dict[str, Any], base_row: dict[str, Any], da
         if step_hook is not None:
             step_hook(step)
 
-    metrics = run_training(store.weights(start_row), [store.weights(base_row)], data[0], data[1], tp, out_dir,
+    from zoo.sources import model_ref
+
+    metrics = run_training(model_ref(store, start_row), [store.weights(base_row)], data[0], data[1], tp, out_dir,
                            progress=store.progress, step_hook=hook)
     termination.check()
     return metrics
@@ -105,7 +112,8 @@ def _train(store: Store, start_row: dict[str, Any], base_row: dict[str, Any], da
 def register_result(store: Store, rec: dict[str, Any]) -> AddResult:
     """Register a run's trained model and finish its run row with evaluations, in one transaction.
 
-    ``rec``: run_id, path, name, base (the start's name), dataset, task, seed, start_kind, metrics.
+    ``rec``: run_id, path, name, base (the start's name; a LoRA result's parent), start (when
+    it differs from base), dataset, task, seed, start_kind, kind, metrics.
     """
     metrics, run_id = rec["metrics"], rec["run_id"]
 
@@ -113,13 +121,17 @@ def register_result(store: Store, rec: dict[str, Any]) -> AddResult:
         mid = results[0].id
         catalog.update_run(conn, run_id, result_model_id=mid, status="finished", finished_at=_dt.datetime.now(),
                            metrics=metrics)
-        for metric in ("accuracy", "loss") if "eval_accuracy" in metrics else ():
-            catalog.insert_evaluation(conn, model_id=mid, dataset=rec["dataset"], split="eval", metric=metric,
-                                      value=float(metrics[f"eval_{metric}"]), n_examples=metrics["n_eval"], run_id=run_id)
+        for metric in ("accuracy", "perplexity", "loss"):
+            if f"eval_{metric}" in metrics:
+                catalog.insert_evaluation(conn, model_id=mid, dataset=rec["dataset"], split="eval", metric=metric,
+                                          value=float(metrics[f"eval_{metric}"]), n_examples=metrics["n_eval"],
+                                          run_id=run_id)
 
+    start = rec.get("start", rec["base"])
     [res] = add(store, [rec["path"]], name=rec["name"], base=rec["base"], dataset=rec["dataset"], task=rec["task"],
-                seed=rec["seed"], kind="finetune", meta={"run_id": run_id, "start_kind": rec["start_kind"]},
-                on_commit=record)
+                seed=rec["seed"], kind=rec.get("kind", "finetune"),
+                meta={"run_id": run_id, "start_kind": rec["start_kind"]}, on_commit=record,
+                lineage=[(start, "finetuned_from", None)] if start != rec["base"] else ())
     return res
 
 
@@ -150,6 +162,7 @@ def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, t
     frozen body. The data is read and every name checked before the first evaluation."""
     from zoo.data import read_examples
     from zoo.finetune import TrainParams, evaluate as run_eval
+    from zoo.sources import model_ref
 
     tp = TrainParams(**params)
     ex = read_examples(data)
@@ -157,10 +170,10 @@ def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, t
     dataset = dataset or Path(data).stem
     with store.read() as conn:
         rows = [catalog.model(conn, n) for n in names]
-        paths = [(store.weights(r), store.base_weights(conn, store.family_of(conn, r))) for r in rows]
+        bases = [store.base_weights(conn, store.family_of(conn, r)) for r in rows]
     out = []
-    for row, (path, base_path) in zip(rows, paths):
-        res = run_eval(path, [base_path], ex, probe_ex, tp, probe=probe)
+    for row, base_path in zip(rows, bases):
+        res = run_eval(model_ref(store, row), [base_path], ex, probe_ex, tp, probe=probe)
         with store.write() as conn:
             catalog.insert_evaluation(conn, model_id=row["id"], dataset=dataset, split=split, metric=res["metric"],
                                       value=float(res["value"]), n_examples=res["n_examples"])

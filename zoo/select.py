@@ -352,7 +352,9 @@ def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: di
     check_k(examples, "--examples")
     check_k(folds, "--folds")
     tp = TrainParams(**params)
-    ex = sample_examples(read_examples(train), examples, tp.seed)
+    ex = read_examples(train)
+    ex.label_space()  # trials score classifiers: plain text is refused here, before any work
+    ex = sample_examples(ex, examples, tp.seed)
     check_folds_input(ex, folds)
     return ex, tp
 
@@ -363,11 +365,12 @@ def trial_candidates(store: "Store", cands: list[Candidate], ex: Any, tp: Any, f
     over the base's trials, keyed by start spec. Fold accuracies go into its evidence."""
     from zoo.finetune import trial_cv
     from zoo.materialize import resolve_start
+    from zoo.sources import model_ref
 
     accs = {}
     for c in store.bar(cands, "trial fine-tunes", unit="start"):
         row = resolve_start(store, c.start, family)
-        res = trial_cv(store.weights(row), [base_dir], ex, tp, folds=folds)
+        res = trial_cv(model_ref(store, row), [base_dir], ex, tp, folds=folds)
         accs[c.start] = res["fold_accuracy"]
         c.evidence.update(trial_accuracy=res["accuracy"], trial_fold_accuracy=res["fold_accuracy"],
                           trial_model=row["name"], trial_examples=res["n_examples"])

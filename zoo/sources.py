@@ -114,3 +114,16 @@ def scan_registered_parent(store: Any, conn: Conn, ad: Any, parent: dict[str, An
         return fam, scan_adapter(ad, fam, delta)
     with open_readers(store.base_weights(conn, fam), [source(store, conn, fam, parent)], fam) as (_, [reader]):
         return fam, scan_adapter(ad, fam, delta, reader)
+
+
+def model_ref(store: Any, row: dict[str, Any]) -> Any:
+    """What transformers loads for a model row (``finetune.ModelRef``): its checkpoint, or for
+    an adapter its parent's checkpoint with the adapter merged in memory."""
+    from zoo.adapter import FORMAT
+    from zoo.finetune import ModelRef
+
+    if row["format"] != FORMAT:
+        return ModelRef(store.weights(row))
+    with store.read() as conn:
+        parent = catalog.model_by_id(conn, row["meta"]["adapter_parent"])
+    return ModelRef(store.weights(parent), store.weights(row))
