@@ -4,9 +4,10 @@
 On the real base (all-MiniLM-L6-v2), N adapters of rank 8 on query/key/value/dense (random B,
 as after training). Each measurement runs in a fresh process (its peak RSS is its own):
 
-* register: ``zoo add ADAPTER`` into a zoo holding the base (one call: catalog open, read,
+* register: ``Zoo.add(ADAPTER)`` into a zoo holding the base (one call: catalog open, read,
   hash, sketch of B·A, commit, index) against ``AutoModel.from_pretrained(base)`` +
-  ``PeftModel.from_pretrained`` (what a user runs to look at an adapter);
+  ``PeftModel.from_pretrained`` (what a user runs to look at an adapter); times include each
+  side's imports, as a user running either pays them;
 * centroid of N = 4 / 16: ``Zoo.centroid(names=...)`` exact (factors concatenated) and
   ``rank=8`` (SVD), against loading the N adapters into one PeftModel and
   ``add_weighted_adapter(..., combination_type="cat" | "svd", svd_rank=8)``; the ΔW of each
@@ -90,7 +91,16 @@ def child(mode: str, args: list[str]) -> None:
     else:
         raise SystemExit(f"unknown mode {mode}")
     seconds = time.perf_counter() - t
-    print(json.dumps(dict(extra, seconds=seconds, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+    print(json.dumps(dict(extra, seconds=seconds, peak_rss_mb=peak_rss_mb())))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+    over from the parent through fork and exec, so every child would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(mode: str, *args: str) -> dict:

@@ -360,3 +360,67 @@ def test_decoder_trains_on_plain_text_and_reports_perplexity(zoo, ckpts, tmp_pat
     zoo.add([bert], name="bert", kind="base")
     with pytest.raises(Exception, match="needs a decoder family"):
         zoo.finetune("bert", text, family="bert")
+
+
+def test_folders_travel_with_support_files_card_and_recipe(zoo, ckpts, loras, tmp_path):
+    """A centroid carries the base's support files (sentence-transformers modules, generation
+    config), a model card with base_model / base_model_relation and a mergekit recipe; zoo add of
+    a mergekit output records its inputs as lineage with normalised weights."""
+    import shutil
+
+    import yaml
+
+    base = tmp_path / "st-base"
+    shutil.copytree(ckpts["base"], base)
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    (base / "modules.json").write_text('[{"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"}]')
+    (base / "generation_config.json").write_text("{}")
+    zoo.add([base], name="st", kind="base")
+    zoo.add([ckpts["a0"], ckpts["a1"]], dataset="a")
+    res = zoo.centroid(dataset="a", weights=[1, 3], out="mix")
+    out = Path(res.path)
+    for f in ("1_Pooling/config.json", "modules.json", "generation_config.json", "tokenizer.json"):
+        assert (out / f).is_file(), f
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["base_model_relation"] == "merge" and sorted(front["base_model"]) == ["ft-a0", "ft-a1"]
+    recipe = yaml.safe_load((out / "mergekit_config.yml").read_text())
+    assert recipe["merge_method"] == "linear" and [m["parameters"]["weight"] for m in recipe["models"]] == [0.25, 0.75]
+    # a mergekit output (here: the same folder, copied as another tool would write it) with raw weights
+    ext = tmp_path / "ext"
+    shutil.copytree(out, ext)
+    recipe["parameters"] = {"normalize": True}
+    for m, w in zip(recipe["models"], (2, 6)):
+        m["parameters"]["weight"] = w
+    (ext / "mergekit_config.yml").write_text(yaml.safe_dump(recipe))
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    t = load_file(str(ext / "model.safetensors"))
+    save_file({k: v + np.float32(1e-3) for k, v in t.items()}, str(ext / "model.safetensors"), metadata={"format": "pt"})
+    [r] = zoo.add([ext], name="ext")
+    assert r.kind == "centroid"
+    edges = {(e["parent"], e["relation"], round(e["weight"], 6)) for e in zoo.lineage("ext").ancestors if e["depth"] == 1}
+    assert edges == {("ft-a0", "averaged_from", 0.25), ("ft-a1", "averaged_from", 0.75)}
+    # a non-linear method with an input the zoo does not hold
+    recipe.update(merge_method="ties")
+    recipe["models"].append({"model": "acme/elsewhere", "parameters": {"weight": 1.0}})
+    (ext / "mergekit_config.yml").write_text(yaml.safe_dump(recipe))
+    save_file({k: v + np.float32(2e-3) for k, v in t.items()}, str(ext / "model.safetensors"), metadata={"format": "pt"})
+    [r] = zoo.add([ext], name="ties")
+    assert r.kind == "external"
+    row = zoo.show("ties")
+    assert row["meta"]["merge_recipe"]["unresolved"] == ["acme/elsewhere"]
+    assert {e["relation"] for e in zoo.lineage("ties").ancestors if e["depth"] == 1} == {"merged_from"}
+
+
+def test_adapter_centroid_card_names_its_parent(lzoo, loras):
+    import yaml
+
+    lzoo.add([loras["x0"], loras["x1"]])
+    res = lzoo.centroid(names=["lora-x0", "lora-x1"])
+    front = yaml.safe_load((Path(res.path) / "README.md").read_text().split("---")[1])
+    assert front == {"base_model": "base", "base_model_relation": "adapter", "library_name": "peft",
+                     "tags": ["zoo", "adapter"]}
+    assert (Path(res.path) / "tokenizer.json").is_file() and not (Path(res.path) / "mergekit_config.yml").exists()

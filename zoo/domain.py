@@ -19,7 +19,7 @@ KINDS = ("base", "finetune", "adapter", "centroid", "interpolation", "external")
 # Kinds that are trained models (what ``--all`` and region members mean): not bases, not points zoo made.
 TRAINED_KINDS = ("finetune", "adapter")
 METRICS = ("cosine", "l2")
-RELATIONS = ("finetuned_from", "averaged_from", "interpolated_from")
+RELATIONS = ("finetuned_from", "averaged_from", "interpolated_from", "merged_from")
 RUN_STATUSES = ("running", "finished", "failed")
 DEVICES = ("auto", "cpu", "cuda")
 TRAIN_METHODS = ("full", "bitfit", "lora")
@@ -78,7 +78,7 @@ def check_k(k: int, what: str = "-k", least: int = 1) -> int:
 MAX_SEED = 2**31 - 1
 # Keys zoo writes into a model's meta itself; a user's --meta may not set them.
 RESERVED_META = ("members_key", "merge", "spec", "prefix", "head", "note", "id2label", "run_id", "start_kind", "files",
-                 "registered_from", "hub", "adapter", "adapter_parent")
+                 "registered_from", "hub", "adapter", "adapter_parent", "merge_recipe")
 
 
 def check_seed(seed: int | None, what: str = "--seed") -> int | None:

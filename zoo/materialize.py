@@ -84,9 +84,12 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
     Adapters on one parent give an adapter (exact, or ``rank`` by truncated SVD); ``merged``,
     a mix with full checkpoints, or adapters that replace body tensors give a full checkpoint.
     """
+    import json
+
     import xxhash
 
     from zoo.adapter import FORMAT, check_rank
+    from zoo.cards import RECIPE, copy_support, ref_of, write_card, write_recipe
     from zoo.sources import source
 
     check_rank(rank)
@@ -105,6 +108,8 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
             expected[sp.id] = np.asarray(w) @ x[order].astype(np.float64)
         srcs = [source(store, conn, fam, r) for r in rows]
         base_path = store.base_weights(conn, fam)
+        refs = [ref_of(r) if r["format"] != FORMAT else  # mergekit's "base+lora" names an adapter on its base
+                f"{ref_of(catalog.model_by_id(conn, r['meta']['adapter_parent']))}+{ref_of(r)}" for r in rows]
         parents = {r["meta"].get("adapter_parent") for r in rows}
         parent = catalog.model_by_id(conn, parents.pop()) if all(r["format"] == FORMAT for r in rows) and \
             len(parents) == 1 else None
@@ -127,6 +132,16 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
         else:
             path, note = _write_full(store, fam, rows, w, srcs, base_path, out_dir)
             meta["merge"], base_name = note, base_row["name"]
+            write_recipe(path, list(zip(refs, w)), read_header(base_path).dtype)
+        lines = [f"Made by zoo: {'an interpolation' if kind == 'interpolation' else 'the weighted average'} of "
+                 f"{len(rows)} model(s) of family {fam.name!r} ({note}).", "",
+                 f"Region: `{json.dumps(spec, sort_keys=True)}`."]
+        if adapters is not None:
+            copy_support(base_path, [], path)
+            write_card(path, name, "adapter", [ref_of(parent)], lines, "peft", list(zip(refs, w)))
+        else:
+            write_card(path, name, "merge", refs, lines + ["", f"`{RECIPE}` remakes it with mergekit."],
+                       weights=list(zip(refs, w)))
         crash_point("materialize:written")
         try:
             [res] = add(store, [path], name=name, kind=kind, base=base_name, meta=meta,

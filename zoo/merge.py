@@ -8,7 +8,6 @@ written under a temporary name and renamed when whole.
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,6 @@ from zoo.errors import ZooValueError
 from zoo.files import atomic_dir
 
 _ST_DTYPE = {"F32": (np.float32, "F32"), "F16": (np.float16, "F16"), "F64": (np.float64, "F64"), "BF16": (None, "BF16")}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                    "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "added_tokens.json")
 
 
 class SafetensorsWriter:
@@ -146,6 +143,10 @@ def axpy(acc: np.ndarray, x: np.ndarray, w: float) -> None:
 
 
 def _copy_support_files(plan: MergePlan, base: Header, dest: Path) -> None:
+    """The config (the first member's with a shared head, else the base's without labels) and
+    every support file of the base: tokenizer, sentence-transformers modules, generation config."""
+    from zoo.cards import copy_support
+
     cfg_dir = plan.config_from or base.model_dir
     if cfg_dir is not None and (cfg_dir / "config.json").is_file():
         cfg = json.loads((cfg_dir / "config.json").read_text())
@@ -153,11 +154,7 @@ def _copy_support_files(plan: MergePlan, base: Header, dest: Path) -> None:
             for k in ("id2label", "label2id", "num_labels", "problem_type"):
                 cfg.pop(k, None)
         (dest / "config.json").write_text(json.dumps(cfg, indent=2))
-    src = base.model_dir
-    if src is not None:
-        for name in _TOKENIZER_FILES:
-            if (src / name).is_file():
-                shutil.copy2(src / name, dest / name)
+    copy_support(base.model_dir, base.shards, dest)
 
 
 # How far past an endpoint an extrapolation may go, in units of the A-B distance: beyond

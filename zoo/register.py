@@ -16,6 +16,7 @@ import numpy as np
 
 from zoo import catalog
 from zoo.adapter import FORMAT as ADAPTER_FORMAT
+from zoo.cards import read_recipe
 from zoo.checkpoint import (Header, arch_signature, default_name, expand_paths, file_stats, read_header,
                             weight_bytes)
 from zoo.domain import (Family, Space, check_dim, check_filter, check_kind, check_meta, check_metric, check_name,
@@ -164,6 +165,12 @@ def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: s
         header = read_header(staged)  # the scan reads exactly the bytes the store keeps
     with _as_source(root, source.path):
         p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
+    recipe = read_recipe(source.path)
+    if recipe is not None and recipe["models"] and not p.decision.is_base:
+        # A merge made by another tool (mergekit): its inputs become lineage at the commit.
+        fields["meta"]["merge_recipe"] = recipe
+        if kind is None:
+            p.kind = "centroid" if recipe["method"] == "linear" else "external"
     p.name = name or catalog.first_free(ref.name if ref is not None else default_name(path), batch.taken)
     batch.taken.add(p.name)
     if p.decision.is_base:
@@ -328,15 +335,50 @@ def commit(conn: Conn, pending: list[Pending], new_fams: list[Family], extra_lin
         fid = fam_ids.get(p.family_key, p.family_key)
         if fid not in fam_info:
             fam_info[fid] = (catalog.family_by_id(conn, fid)["name"], catalog.spaces(conn, fid))
+        recipe = p.fields["meta"].get("merge_recipe") if not extra_lineage else None
+        edges = _recipe_edges(conn, recipe) if recipe else []
         mid = _insert_model(conn, p, fid, fam_info[fid][1])
         parent = p.parent_id
-        if parent is not None and not extra_lineage:
+        if parent is not None and not extra_lineage and not edges:
             catalog.insert_lineage(conn, mid, parent, "finetuned_from")
+        for parent_id, rel, w in edges:
+            catalog.insert_lineage(conn, mid, parent_id, rel, w)
         for parent_name, rel, w in extra_lineage:
             catalog.insert_lineage(conn, mid, catalog.model(conn, parent_name)["id"], rel, w)
         seen[h] = AddResult(p.name, mid, True, p.kind, fam_info[fid][0], p.decision.note)
         results.append(seen[h])
     return results
+
+
+def _recipe_edges(conn: Conn, recipe: dict[str, Any]) -> list[tuple[int, str, float | None]]:
+    """Lineage of a mergekit output from its recipe: its registered inputs as ``averaged_from``
+    (linear; weights normalised as mergekit does unless ``normalize: false``) or
+    ``merged_from`` (other methods); inputs not in the zoo are listed in the recipe's meta."""
+    from zoo.errors import NotFound
+    from zoo.sources import find_parent
+
+    found, missing = [], []
+    for ref, w in recipe["models"]:
+        row = None
+        for cand in ([ref.split("+", 1)[1], ref.split("+", 1)[0]] if "+" in ref else [ref]):  # "base+lora" syntax
+            try:
+                row = find_parent(conn, cand, Path(cand))
+                break
+            except (NotFound, ZooValueError):
+                continue
+        (found if row is not None else missing).append((row, w) if row is not None else ref)
+    recipe["unresolved"] = missing
+    linear = recipe["method"] == "linear"
+    ws = [w for _, w in found]
+    total = sum(ws) if all(w is not None for w in ws) else None
+    scale = 1.0 / total if linear and recipe["normalize"] and total else 1.0
+    seen: set[int] = set()
+    edges = []
+    for row, w in found:
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            edges.append((row["id"], "averaged_from" if linear else "merged_from", None if w is None else w * scale))
+    return edges
 
 
 def _existing(conn: Conn, content_hash: str) -> AddResult | None:

@@ -69,6 +69,7 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
         crash_point("finetune:started")
         try:
             metrics = _train(store, start_row, base_row, (train_ex, eval_ex), tp, out_dir, termination, step_hook)
+            _describe(store, out_dir, name, start_row, on, base_row, dataset, tp)
             crash_point("finetune:trained")
             rec = dict(run_id=run_id, path=str(out_dir), name=name, base=on, start=start_row["name"], dataset=dataset,
                        task=task, seed=tp.seed, start_kind=start_row["kind"], metrics=metrics,
@@ -107,6 +108,22 @@ def _train(store: Store, start_row: dict[str, Any], base_row: dict[str, Any], da
                            progress=store.progress, step_hook=hook)
     termination.check()
     return metrics
+
+
+def _describe(store: Store, out_dir: Path, name: str, start_row: dict[str, Any], on: str, base_row: dict[str, Any],
+              dataset: str, tp: Any) -> None:
+    """The trained folder's model card, and the base's support files it lacks (e.g. the
+    sentence-transformers modules): it loads and explains itself outside the zoo."""
+    from zoo.cards import copy_support, ref_of, write_card
+
+    with store.read() as conn:
+        parent = catalog.model(conn, on)
+    lora = tp.method == "lora"
+    copy_support(store.weights(base_row), [], out_dir)
+    write_card(out_dir, name, "adapter" if lora else "finetune", [ref_of(parent if lora else start_row)],
+               [f"Fine-tuned by zoo from {start_row['name']} ({start_row['kind']}) on {dataset}: method {tp.method}, "
+                f"{tp.epochs:g} epoch(s), learning rate {tp.lr:g}, batch size {tp.batch_size}, seed {tp.seed}."],
+               "peft" if lora else "transformers")
 
 
 def register_result(store: Store, rec: dict[str, Any]) -> AddResult:
