@@ -56,6 +56,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_query.py
 	$(BIN)/python bench/bench_overhead.py
 	$(BIN)/python bench/bench_threads.py
+	$(BIN)/python bench/bench_adapter.py
+	$(BIN)/python bench/bench_adapter.py --busy 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

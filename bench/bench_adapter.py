@@ -13,7 +13,9 @@ as after training). Each measurement runs in a fresh process (its peak RSS is it
   ``add_weighted_adapter(..., combination_type="cat" | "svd", svd_rank=8)``; the ΔW of each
   result is compared with the exact mean ΔW (relative Frobenius error).
 
-    python bench/bench_adapter.py [--sizes 4 16] [--repeat 3]
+    python bench/bench_adapter.py [--sizes 4 16] [--repeat 3] [--busy 2]
+
+``--busy N`` runs N busy-loop processes beside the measurements (a shared machine).
 """
 from __future__ import annotations
 
@@ -129,10 +131,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--busy", type=int, default=0, help="busy-loop processes beside the measurements")
     ap.add_argument("--child", nargs="+")
     a = ap.parse_args()
     if a.child:
         return child(a.child[0], a.child[1:])
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.busy)]
+    try:
+        measure(a)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
+def measure(a: argparse.Namespace) -> None:
     from zoo import Zoo
 
     rows = []
@@ -175,7 +188,8 @@ def main() -> None:
     for r in rows:
         r["time_ratio"] = r["zoo_s"] / r["alt_s"]
         r["rss_ratio"] = r["zoo_rss_mb"] / r["alt_rss_mb"]
-    write("adapter", {"rank": RANK, "targets": TARGETS, "repeat": a.repeat, "rows": rows})
+    write("adapter" if not a.busy else f"adapter-busy{a.busy}",
+          {"rank": RANK, "targets": TARGETS, "repeat": a.repeat, "busy": a.busy, "rows": rows})
     print("| what | zoo | alternative | time zoo / alt | peak RSS zoo / alt (MB) | ΔW error zoo / alt |")
     for r in rows:
         err = f"{r['zoo_rel_error']:.2e} / {r['alt_rel_error']:.2e}" if "zoo_rel_error" in r else "-"

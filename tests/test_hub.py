@@ -104,3 +104,26 @@ def test_scan_cache_adds_what_fits_a_family(zoo, cache, run):
     assert out["cache"] == str(cache) and [a["created"] for a in out["added"]] == [False, False]
     assert "give PATHS to register, or --scan-cache alone" in run("add", code=2).stderr
     assert "give PATHS to register, or --scan-cache alone" in run("add", "x", "--scan-cache", code=2).stderr
+
+
+def test_adapters_in_the_cache_find_their_base_by_repo_id(zoo, cache, ckpts, tmp_path):
+    """An adapter whose config names its base by repo id: `zoo add org/name` and --scan-cache
+    register it on the base the zoo took from the cache (its recorded repo id)."""
+    from test_adapter import make_lora
+
+    lora = make_lora(ckpts["base"], tmp_path / "lora", seed=3)
+    cfg = json.loads((lora / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "acme/tiny-bert"
+    (lora / "adapter_config.json").write_text(json.dumps(cfg))
+    cache_repo(cache, "acme/tiny-lora", lora, C2)
+    zoo.add(["acme/tiny-llama"], kind="base")  # a family, but not the adapter's
+    res = zoo.add_from_cache()
+    assert all(a["repo_id"] != "acme/tiny-lora" for a in res["added"])
+    why = next(s["why"] for s in res["skipped"] if s["repo_id"] == "acme/tiny-lora")
+    assert "'acme/tiny-bert' (base_model_name_or_path) is not in this zoo" in why
+    zoo.add(["acme/tiny-bert"], kind="base")
+    [r] = zoo.add(["acme/tiny-lora"])
+    assert r.kind == "adapter" and r.name == "tiny-lora"
+    row = zoo.show("tiny-lora")
+    assert row["meta"]["hub"]["repo_id"] == "acme/tiny-lora" and row["meta"]["adapter_parent"] == zoo.show("tiny-bert")["id"]
+    assert any(a["repo_id"] == "acme/tiny-lora" and not a["created"] for a in zoo.add_from_cache()["added"])

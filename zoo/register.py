@@ -129,7 +129,8 @@ def add_from_cache(store: Store, cache: str | os.PathLike | None = None, dataset
     """Register every model of the Hugging Face cache that fits one of the zoo's families (as a
     fine-tune of it, one transaction each); the others are listed as skipped, with why."""
     from zoo import hub
-    from zoo.errors import CheckpointError, FamilyMismatch
+    from zoo.adapter import is_adapter
+    from zoo.errors import CheckpointError, FamilyMismatch, NotFound
 
     added, skipped = [], []
     with store.read() as conn:
@@ -139,10 +140,14 @@ def add_from_cache(store: Store, cache: str | os.PathLike | None = None, dataset
                             "then scan the cache for its fine-tunes")
     for ref in store.bar(hub.scan(Path(cache).expanduser() if cache else None), "cache", unit="repo"):
         try:
-            if not any(fits(read_header(ref.path), f) for f in fams):
-                raise FamilyMismatch(f"its architecture fits none of this zoo's families ({', '.join(f.name for f in fams)})")
-            [res] = add(store, [ref.path], dataset=dataset, task=task, kind="finetune")
-        except (FamilyMismatch, CheckpointError, Conflict) as e:
+            if is_adapter(ref.path):  # an adapter joins its base's family, when the zoo holds the base
+                [res] = add(store, [ref.path], dataset=dataset, task=task)
+            else:
+                if not any(fits(read_header(ref.path), f) for f in fams):
+                    raise FamilyMismatch(f"its architecture fits none of this zoo's families "
+                                         f"({', '.join(f.name for f in fams)})")
+                [res] = add(store, [ref.path], dataset=dataset, task=task, kind="finetune")
+        except (FamilyMismatch, CheckpointError, Conflict, NotFound) as e:
             skipped.append({"repo_id": ref.repo_id, "revision": ref.revision, "why": str(e)})
             continue
         added.append(dict(res.as_dict(), repo_id=ref.repo_id, revision=ref.revision))
