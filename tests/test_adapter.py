@@ -459,3 +459,43 @@ def test_llama_adapters_register_merge_and_load_with_peft(zoo, ckpts, tmp_path):
     num = sum(float(((got[k] - (parts[0][k] + parts[1][k]) / 2) ** 2).sum()) for k in got)
     den = sum(float((((parts[0][k] + parts[1][k]) / 2) ** 2).sum()) for k in got)
     assert np.sqrt(num / den) < 1e-4
+
+
+def test_space_add_relocate_and_export_cover_adapters(lzoo, loras, tmp_path):
+    """A new space backfills adapters (parent + B·A, equal to their merged twins there too);
+    relocate re-verifies an adapter by its hash; export copies the adapter folder."""
+    import shutil
+
+    lzoo.add([loras["emb"]], name="ad", in_place=True)
+    lzoo.add([loras["emb-merged"]], name="twin")
+    sid = lzoo.space_add(dim=256, seed=5).id
+    d = lzoo.distance("ad", "twin", space=sid)
+    assert d.sketch["norm_a"] > 0.1 and d.sketch["l2"] <= 1e-5 * d.sketch["norm_a"]
+    moved = tmp_path / "moved"
+    shutil.copytree(loras["emb"], moved)
+    assert lzoo.relocate("ad", moved).changed["uri"]["new"] == str(moved.resolve())
+    exact = lzoo.distance("ad", "twin", exact=True).exact  # read from the new place
+    assert exact["l2"] <= 1e-5 * exact["norm_a"]
+    other = tmp_path / "other"
+    shutil.copytree(loras["plain"], other)
+    with pytest.raises(Exception, match="holds other weights"):
+        lzoo.relocate("ad", other)
+
+
+def test_doctor_rebuilds_adapters_from_their_records(lzoo, loras, ckpts, tmp_path):
+    import shutil
+
+    from zoo import Zoo
+
+    lzoo.add([ckpts["a0"]], name="ft")
+    lzoo.add([make_lora(ckpts["a0"], tmp_path / "on-ft", seed=12)], base="ft", name="on-ft")
+    lzoo.add([loras["x0"], loras["x1"]])
+    cen = lzoo.centroid(names=["lora-x0", "lora-x1"], out="cen")
+    before = {n: lzoo.distance(n, "ft").sketch["l2"] for n in ("on-ft", "lora-x0", "cen")}
+    (lzoo.home / "catalog.duckdb").unlink()
+    shutil.rmtree(lzoo.home / "index")
+    z = Zoo(lzoo.home)
+    assert z.doctor(repair=True).ok
+    assert {n: z.distance(n, "ft").sketch["l2"] for n in before} == pytest.approx(before, rel=1e-6)
+    assert z.show("on-ft")["meta"]["adapter_parent"] == z.show("ft")["id"]
+    assert z.show("cen")["format"] == "peft-lora" and Path(z.show("cen")["uri"]) == Path(cen.path)

@@ -70,9 +70,11 @@ def _unregistered(store: Store, repair: bool) -> list[dict[str, Any]]:
     from zoo.domain import RESERVED_META
     from zoo.register import add
 
-    keep = {"members_key", "merge", "spec", "run_id", "start_kind", "registered_from"}
+    keep = {"members_key", "merge", "spec", "run_id", "start_kind", "registered_from", "merge_recipe"}
     out = []
-    for folder, rec in _records(store):
+    records = _records(store)
+    names = {rec.get("id"): rec["name"] for _, rec in records}  # an adapter's parent is recorded by id
+    for folder, rec in records:
         with store.read() as conn:
             if catalog.model_by_hash(conn, rec["content_hash"]) is not None:
                 continue
@@ -83,6 +85,9 @@ def _unregistered(store: Store, repair: bool) -> list[dict[str, Any]]:
             parents = [p for p in rec.get("parents", []) if p["name"] in known]
             up = next((p["name"] for p in parents if p["relation"] == "finetuned_from"), None)
             base = None if rec["kind"] == "base" else up or (rec.get("base") if rec.get("base") in known else None)
+            parent_of_adapter = names.get((rec.get("meta") or {}).get("adapter_parent"))
+            if parent_of_adapter is not None:
+                base = parent_of_adapter
             meta = {k: v for k, v in (rec.get("meta") or {}).items() if k not in RESERVED_META or k in keep}
             path = folder / Path(rec["uri"]).name if Path(rec["uri"]).name != folder.name else folder
             evals = rec.get("evaluations") or []
@@ -123,24 +128,24 @@ def _models(store: Store, rows: list[dict[str, Any]], repair: bool) -> list[dict
 
 def _bring_back(store: Store, row: dict[str, Any]) -> bool:
     """Re-link a store model's files from the path it was registered from, if they still hash the same."""
-    from zoo.checkpoint import file_stats, read_header
-    from zoo.ingest import scan
+    from zoo.checkpoint import file_stats
+    from zoo.register import identify
 
     source = row["meta"].get("registered_from")
     if not source or not store.owns(row["uri"]) or not Path(source).exists():
         return False
     try:
-        header = read_header(source)
+        header, _ = identify(source)
         root, staged = store.stage(header.path, header.shards)
-        sc = scan(read_header(staged), [], {})
+        _, content_hash = identify(staged)
     except ZooError:
         return False
-    if sc.content_hash != row["content_hash"]:
+    if content_hash != row["content_hash"]:
         shutil.rmtree(root, ignore_errors=True)
         return False
     shutil.rmtree(store.weights_dir / row["content_hash"], ignore_errors=True)
     final = store.settle(root, row["content_hash"])
-    fixed = read_header(final if staged == root else final / staged.name)
+    fixed, _ = identify(final if staged == root else final / staged.name)
     with store.write() as conn:
         catalog.update_model(conn, row["id"], uri=str(fixed.path), meta=dict(row["meta"], files=file_stats(fixed)))
     return True

@@ -427,8 +427,11 @@ def space_add(store: Store, family: str | None, dim: int, seed: int, metric: str
         base = catalog.model_by_id(conn, fam.base_model_id)
         rows = [catalog.model(conn, m["name"]) for m in catalog.list_models(conn, family=fam.name)]
     raws: dict[int, np.ndarray] = {}
-    for row in store.bar(rows, "backfilling"):
-        sc = scan(read_header(store.weights(row)), [sp], fam.body)
+    for row in store.bar(rows, "backfilling"):  # by id: an adapter's parent comes before it
+        if row["format"] == ADAPTER_FORMAT:
+            sc = _adapter_backfill(store, row, fam, sp, raws)
+        else:
+            sc = scan(read_header(store.weights(row)), [sp], fam.body)
         if sc.content_hash != row["content_hash"]:
             raise Conflict(f"{row['uri']} changed since {row['name']!r} was registered (content hash differs); "
                            "re-register it or remove it before adding a space")
@@ -440,6 +443,24 @@ def space_add(store: Store, family: str | None, dim: int, seed: int, metric: str
             catalog.insert_sketch(conn, mid, sid, np.zeros(dim) if mid == base["id"] else raw - base_vec)
     store.sync_indexes()
     return SpaceAdded(sid, fam.name, dim, seed, metric, len(raws))
+
+
+def _adapter_backfill(store: Store, row: dict[str, Any], fam: Family, sp: Space, raws: dict[int, np.ndarray]) -> Scan:
+    """An adapter's raw sketch in a new space: its parent's (backfilled just before) plus B·A's."""
+    from zoo.adapter import adapter_header, bind, read_adapter, sketch_delta
+    from zoo.sources import open_readers, source
+
+    ad = bind(read_adapter(store.weights(row)), fam.body, fam.name)
+    raw = {sp.key: raws[row["meta"]["adapter_parent"]].copy()}
+    if ad.body_whole(fam.body):
+        with store.read() as conn:
+            parent, base_path = catalog.model_by_id(conn, row["meta"]["adapter_parent"]), store.base_weights(conn, fam)
+            src = source(store, conn, fam, parent)
+        with open_readers(base_path, [src], fam) as (_, [reader]):
+            sketch_delta(ad, [sp], fam.body, raw, reader)
+    else:
+        sketch_delta(ad, [sp], fam.body, raw)
+    return Scan(adapter_header(ad), ad.content_hash(), raw, fam.body, [])
 
 
 def edit(store: Store, name: str, new_name: str | None = None, dataset: str | None = None, task: str | None = None,
@@ -471,12 +492,10 @@ def edit(store: Store, name: str, new_name: str | None = None, dataset: str | No
 def relocate(store: Store, name: str, path: str | os.PathLike) -> Edited:
     """Point a model at its checkpoint's new place, after one pass proves the weights are the
     registered ones (same content hash)."""
-    header = read_header(path)
+    header, content_hash = identify(path)
     with store.read() as conn:
         row = catalog.model(conn, name)
-        fam = store.family_of(conn, row)
-    sc = scan(header, [], fam.body)
-    if sc.content_hash != row["content_hash"]:
+    if content_hash != row["content_hash"]:
         raise Conflict(f"{header.path} holds other weights than model {row['name']!r} (content hash differs); "
                        "give the checkpoint that was registered, or register this one under a new name")
     with store.write() as conn:
@@ -484,6 +503,17 @@ def relocate(store: Store, name: str, path: str | os.PathLike) -> Edited:
                              meta=dict(row["meta"], files=file_stats(header)))
         write_record(store, conn, row["id"])
     return Edited(row["name"], row["id"], {"uri": {"old": row["uri"], "new": str(header.path)}})
+
+
+def identify(path: str | os.PathLike) -> tuple[Header, str]:
+    """(header, content hash) of a checkpoint or adapter folder, in one pass."""
+    from zoo.adapter import adapter_header, is_adapter, read_adapter
+
+    if is_adapter(path):
+        ad = read_adapter(path)
+        return adapter_header(ad), ad.content_hash()
+    header = read_header(path)
+    return header, scan(header, [], {}).content_hash
 
 
 def rm(store: Store, name: str, force: bool = False) -> Removed:
