@@ -216,7 +216,8 @@ def read_adapter(path: str | Path) -> Adapter:
         r = int(a.shape[0])
         if r <= 0:
             raise CheckpointError(f"{folder}: module {mod!r} has rank 0")
-        al = patterns[_pattern_key(list(patterns), mod, folder)] if _pattern_key(list(patterns), mod, folder) else alpha
+        key = _pattern_key(list(patterns), mod, folder)
+        al = patterns[key] if key is not None else alpha
         scale = al / math.sqrt(r) if rslora else al / r
         modules.append(Module(mod, a, b, float(scale), emb or fan_in_fan_out, emb, p.get("lora_B.bias")))
     if not modules:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -429,7 +430,9 @@ def _lora(model: Any, params: TrainParams, causal: bool) -> Any:
     cfg = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, target_modules=targets, lora_dropout=0.0,
                      task_type="CAUSAL_LM" if causal else "SEQ_CLS")
     try:
-        return get_peft_model(model, cfg)
+        with warnings.catch_warnings():  # PEFT calls a transformers method that warns of its own rename
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            return get_peft_model(model, cfg)
     except ValueError as e:
         raise ZooValueError(f"--lora-targets: {str(e).splitlines()[0][:200]}; name modules of this architecture "
                             "(e.g. query,value for BERT, q_proj,v_proj for Llama, c_attn for GPT-2)") from None

@@ -177,7 +177,10 @@ def _write_adapter(ads: list[Any], w: list[float], rows: list[dict[str, Any]], o
     same_head = bool(heads[0]) and all(h == heads[0] for h in heads) and all(lab == labels[0] for lab in labels)
     ref = (parent["meta"].get("hub") or {}).get("repo_id") or parent["meta"].get("registered_from") or parent["uri"]
     with atomic_dir(out_dir) as tmp:
-        return write_mix(ads, w, tmp, rank, same_head, ref)
+        report = write_mix(ads, w, tmp, rank, same_head, ref)
+        if same_head and (ads[0].path / "config.json").is_file():  # the task config: the averaged head's labels
+            shutil.copy2(ads[0].path / "config.json", tmp / "config.json")
+        return report
 
 
 def _write_full(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[float], srcs: list[Any],
