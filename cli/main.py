@@ -123,8 +123,11 @@ def init(z: Zoo, as_json: bool) -> None:
               "the zoo's store (for very large models; moving them then needs `zoo relocate`).")
 @click.option("--scan-cache", "scan_cache", is_flag=True, help="Register every model of the Hugging Face cache that "
               "fits a family (HF_HUB_CACHE; never downloads).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="Read, hash and sketch on a Ray cluster: --ray alone starts a local one; --ray ADDRESS "
+                   "(ray://HOST:10001, auto) joins one. Same results as without.")
 @json_obj
-def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, in_place, scan_cache, as_json) -> None:
+def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, in_place, scan_cache, ray_address, as_json) -> None:
     """Register checkpoints: model folders, .safetensors/.bin files, folders of them, or Hugging Face
     repo ids (org/name[@revision]) and cache folders, resolved offline in the local cache."""
     if scan_cache or not paths:
@@ -132,7 +135,7 @@ def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, in_place, sc
             raise click.UsageError("give PATHS to register, or --scan-cache alone")
         return fmt.emit(z.add_from_cache(dataset=dataset, task=task), as_json, fmt.fmt_cache_scan)
     res = z.add(paths, name=name, base=base, dataset=dataset, task=task, seed=seed, kind=kind, meta=fmt.kv_pairs(meta),
-                in_place=in_place)
+                in_place=in_place, ray=ray_address)
     fmt.emit(res, as_json, fmt.fmt_add)
 
 

@@ -82,7 +82,7 @@ class Zoo:
             meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
             expected: dict[int, np.ndarray] | None = None,
             on_commit: Callable[[Conn, list[AddResult]], None] | None = None,
-            in_place: bool = False) -> list[AddResult]:
+            in_place: bool = False, ray: str | None = None) -> list[AddResult]:
         """Register checkpoints: one streaming pass each, then one transaction for all.
 
         A checkpoint that fits no family, or is given ``kind="base"`` (a second pretrained
@@ -96,9 +96,13 @@ class Zoo:
         across filesystems) into ``weights/<content hash>`` and read from there, so moving or
         deleting the source changes no answer. ``in_place`` references very large checkpoints
         where they are instead; their files' size and time are then checked before every read.
+
+        ``ray``: the passes run as tasks on a Ray cluster — ``"local"`` starts one on this
+        machine, an address (``ray://HOST:10001``, ``"auto"``) joins one; the results, sketches
+        and hashes are the same as without it (``zoo.fanout``).
         """
         return register.add(self.store, paths, name, base, dataset, task, seed, check_meta(meta), kind, lineage, expected,
-                            on_commit, in_place)
+                            on_commit, in_place, ray)
 
     def add_from_cache(self, cache: str | os.PathLike | None = None, dataset: str | None = None,
                        task: str | None = None) -> r.CacheScan:

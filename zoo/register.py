@@ -64,10 +64,11 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
         meta: dict[str, Any] | None = None, kind: str | None = None, lineage: Edges = (),
         expected: dict[int, np.ndarray] | None = None,
         on_commit: Callable[[Conn, list[AddResult]], None] | None = None,
-        in_place: bool = False) -> list[AddResult]:
+        in_place: bool = False, ray: str | None = None) -> list[AddResult]:
     """Register checkpoints (see ``Zoo.add``): all of them or none. Their files are brought into
     the store first (``weights/<content hash>``) and read from there, unless ``in_place``.
-    Hugging Face repo ids and cache folders resolve to their cached snapshot (``zoo.hub``)."""
+    Hugging Face repo ids and cache folders resolve to their cached snapshot (``zoo.hub``).
+    ``ray``: the passes run as tasks of that Ray cluster ("local": one started here; ``zoo.fanout``)."""
     from zoo import hub
 
     hub_refs: dict[Path, hub.HubRef] = {}
@@ -96,10 +97,16 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
                            catalog.model(conn, base) if base else None, catalog.model_names(conn))
         made: list[Path] = []  # folders this call put in the store: gone again if it fails
         try:
-            pending = [_scan_one(store, path, batch, name, kind, in_place, made,
-                                 dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {})),
-                                 hub_refs.get(path.absolute()))
-                       for path in store.bar(files, "sketching")]
+            def fields() -> dict[str, Any]:
+                return dict(dataset=dataset, task=task, seed=seed, meta=dict(meta or {}))
+
+            if ray is not None:
+                from zoo.fanout import plan_on_ray
+
+                pending = plan_on_ray(store, files, batch, name, kind, in_place, made, fields, hub_refs, ray)
+            else:
+                pending = [_scan_one(store, path, batch, name, kind, in_place, made, fields(),
+                                     hub_refs.get(path.absolute())) for path in store.bar(files, "sketching")]
             for p in pending if expected is not None else []:
                 for sp in p.decision.family.spaces if p.decision.family else []:
                     if sp.id in expected:
@@ -155,21 +162,20 @@ def add_from_cache(store: Store, cache: str | os.PathLike | None = None, dataset
 
 
 def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: str | None, in_place: bool,
-              made: list[Path], fields: dict[str, Any], ref: Any = None) -> Pending:
+              made: list[Path], fields: dict[str, Any], ref: Any = None,
+              staged: tuple[Header, Path | None, Header] | None = None, planned: Pending | None = None) -> Pending:
     """Bring one checkpoint into the store (unless in place or already the zoo's), scan it and
-    decide its family and name (a Hub snapshot: its repository's name, with repo id and commit)."""
+    decide its family and name (a Hub snapshot: its repository's name, with repo id and commit).
+    ``staged``/``planned``: the staging and the plan a Ray worker already made (``zoo.fanout``);
+    the plan is used when the batch has founded no family since the worker saw the families."""
     from zoo.adapter import is_adapter
 
     if is_adapter(path):
         return _scan_adapter(store, path, batch, name, kind, in_place, made, fields, ref)
-    source = read_header(path)
-    header, root = source, None
-    if not in_place and not store.owns(source.path):
-        root, staged = store.stage(source.path, source.shards)
-        made.append(root)
-        header = read_header(staged)  # the scan reads exactly the bytes the store keeps
+    source, root, header = staged or stage_one(store, path, in_place, made)
     with _as_source(root, source.path):
-        p = plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
+        p = planned if planned is not None and not batch.new_fams else \
+            plan(header, batch.fams + batch.new_fams, batch.base_names, batch.base_row, kind, store.default_space)
     recipe = read_recipe(source.path)
     if recipe is not None and recipe["models"] and not p.decision.is_base:
         # A merge made by another tool (mergekit): its inputs become lineage at the commit.
@@ -185,6 +191,17 @@ def _scan_one(store: Store, path: Path, batch: _Batch, name: str | None, kind: s
         fields["meta"]["hub"] = ref.as_meta()
     p.fields, p.stage_root = fields, root
     return p
+
+
+def stage_one(store: Store, path: Path, in_place: bool, made: list[Path]) -> tuple[Header, Path | None, Header]:
+    """(source header, staging folder or None, the header the scan reads): the checkpoint's
+    files linked into the store first, so the scan reads exactly the bytes the store keeps."""
+    source = read_header(path)
+    if in_place or store.owns(source.path):
+        return source, None, source
+    root, staged = store.stage(source.path, source.shards)
+    made.append(root)
+    return source, root, read_header(staged)
 
 
 def _scan_adapter(store: Store, path: Path, batch: _Batch, name: str | None, kind: str | None, in_place: bool,
