@@ -222,8 +222,10 @@ def snapshot(z: Zoo, out, as_json) -> None:
 @click.option("-k", "k", type=int, default=default(Zoo.nearest, "k"), show_default=True)
 @options(*region_opts)
 @kind_opt
-@click.option("--rerank", type=int, default=default(Zoo.nearest, "rerank"), show_default=True,
-              help="Rank this many nearest sketches again by exact distance from their weights (reads them).")
+@click.option("--rerank", type=int, default=None, show_default="auto",
+              help="Rank this many nearest sketches again by exact distance from their weights (reads them); "
+                   "default: the top max(2k, 10) while their weights total at most ZOO_RERANK_BYTES (2 GiB); "
+                   "0: sketches only (milliseconds).")
 @options(metric_opt, space_opt, family_opt, json_obj)
 def nearest(z: Zoo, target, k, dataset, task, kind, metric, space, family, rerank, as_json) -> None:
     """The k models nearest to NAME or PATH (a path is sketched, not registered)."""

@@ -8,8 +8,13 @@ import pytest
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    import os
+
     import ray
 
+    from zoo.fanout import NICENESS
+
+    os.environ.setdefault(NICENESS, "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

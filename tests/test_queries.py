@@ -25,7 +25,7 @@ def test_nearest_equals_brute_force(filled):
         for i, name in names.items():
             if metric == "cosine" and name == "base":
                 continue  # a base's sketch is zero: every cosine distance is 1, a tie
-            res = filled.nearest(name, k=4, metric=metric)
+            res = filled.nearest(name, k=4, metric=metric, rerank=0)  # the sketch path
             keep = ids != i
             want_ids, want_d = brute_force(x[ids == i][0], ids[keep], x[keep], 4, metric)
             assert [r["id"] for r in res["results"]] == want_ids.tolist()
@@ -34,7 +34,7 @@ def test_nearest_equals_brute_force(filled):
 
 def test_nearest_finds_same_dataset_and_filters(filled):
     res = filled.nearest("ft-a0", k=2)
-    assert {r["name"] for r in res["results"]} == {"ft-a1", "ft-a2"} and res["search"] == "Flat"
+    assert {r["name"] for r in res["results"]} == {"ft-a1", "ft-a2"} and res["search"] == "Flat, 6 re-ranked by exact distance"
     res = filled.nearest("ft-a0", k=5, dataset="b")
     assert [r["dataset"] for r in res["results"]] == ["b", "b", "b"]
     res = filled.nearest("ft-a0", k=5, kind="base")
@@ -51,7 +51,7 @@ def test_nearest_of_unregistered_path(filled, ckpts, tmp_path):
 
 
 def test_sql_macro_gives_same_neighbours(filled):
-    zres = filled.nearest("ft-b1", k=4)
+    zres = filled.nearest("ft-b1", k=4, rerank=0)  # SQL answers from the sketches, like `--rerank 0`
     con = duckdb.connect(str(filled.catalog_path), read_only=True)
     rows = con.execute("SELECT name, distance FROM zoo_nearest('ft-b1', 4)").fetchall()
     cos = con.execute("SELECT zoo_cosine('ft-a0', 'ft-a1')").fetchone()[0]
@@ -60,7 +60,7 @@ def test_sql_macro_gives_same_neighbours(filled):
     con.close()
     assert [r[0] for r in rows] == [r["name"] for r in zres["results"]]
     np.testing.assert_allclose([r[1] for r in rows], [r["distance"] for r in zres["results"]], atol=1e-5)
-    assert [r[0] for r in l2rows] == [r["name"] for r in filled.nearest("ft-b1", k=4, metric="l2")["results"]]
+    assert [r[0] for r in l2rows] == [r["name"] for r in filled.nearest("ft-b1", k=4, metric="l2", rerank=0)["results"]]
     d = filled.distance("ft-a0", "ft-a1")
     assert abs((1 - cos) - d["sketch"]["cosine"]) < 1e-5
     assert regions == [("a", 3, 1024), ("b", 3, 1024)]
@@ -271,3 +271,26 @@ def test_fidelity_and_exact_rerank_agree_with_exact_distances(filled):
         filled.nearest("ft-a0", rerank=-1)
     with pytest.raises(EmptyRegion, match="needs at least 7"):
         filled.fidelity(k=6)
+
+
+def test_auto_rerank_choice_on_a_grid():
+    from zoo.queries import auto_rerank
+
+    assert auto_rerank(5, [100] * 20, 10_000) == 10  # max(2k, 10)
+    assert auto_rerank(8, [100] * 20, 10_000) == 16
+    assert auto_rerank(5, [100] * 4, 10_000) == 4  # fewer candidates than that: all of them
+    assert auto_rerank(5, [100] * 20, 999) == 0  # over the budget: the sketch answer
+    assert auto_rerank(5, [100] * 20, 1000) == 10
+    assert auto_rerank(5, [], 10_000) == 0
+
+
+def test_default_nearest_is_exact_within_the_byte_budget(filled, monkeypatch):
+    """By default the top candidates are re-ranked from the weights (exact distances); past
+    ZOO_RERANK_BYTES the sketch answer comes back, saying why."""
+    exact = filled.nearest("ft-a0", k=3, rerank=10)
+    auto = filled.nearest("ft-a0", k=3)
+    assert auto.results == exact.results and "re-ranked by exact distance" in auto.search
+    monkeypatch.setenv("ZOO_RERANK_BYTES", "1000")
+    sk = filled.nearest("ft-a0", k=3)
+    assert sk.results == filled.nearest("ft-a0", k=3, rerank=0).results
+    assert "no exact re-rank: reading 6 candidates exceeds ZOO_RERANK_BYTES=1000" in sk.search

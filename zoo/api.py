@@ -173,10 +173,12 @@ class Zoo:
     # ------------------------------------------------------------ geometry
     def nearest(self, target: str, k: int = 5, dataset: str | None = None, task: str | None = None,
                 kind: str | None = None, metric: str | None = None, space: int | None = None,
-                family: str | None = None, rerank: int = 0) -> r.Neighbours:
+                family: str | None = None, rerank: int | None = None) -> r.Neighbours:
         """The k models nearest to a model name or a checkpoint path (sketched on the fly, not
         registered); ``rerank`` > 0 ranks the ``max(k, rerank)`` nearest sketches again by
-        exact distance from their weights."""
+        exact distance from their weights. By default (None) the top max(2k, 10) are re-ranked
+        when reading them costs at most ``ZOO_RERANK_BYTES`` (2 GiB), else the sketch answers;
+        0 is the sketch answer (milliseconds)."""
         return queries.nearest(self.store, target, k, dataset, task, kind, metric, space, family, rerank)
 
     def distance(self, a: str, b: str, exact: bool = False, space: int | None = None) -> r.Distance:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # A worker lost mid-task (killed, its node gone): Ray runs the task again elsewhere this often.
 RETRIES = 3
+# The raylet's setting for the workers' nice value (Ray's own default is 15).
+NICENESS = "RAY_worker_niceness"
 
 
 def _plan_remote(header: Any, snapshot: tuple) -> "Pending":
@@ -53,6 +55,10 @@ def connect(address: str | None) -> bool:
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if address in (None, "", "local"):
+            # Ray starts workers niced (15): beside two busy processes a 1-CPU local cluster
+            # ingested 16 checkpoints in 34 s against 2.2 s for a plain add. They do the
+            # user's foreground work here, so they run at the priority of the command.
+            os.environ.setdefault(NICENESS, "0")
             cpus = env_number("ZOO_RAY_CPUS", 0, int)
             ray.init(num_cpus=cpus or None, **quiet)
         else:
