@@ -262,6 +262,8 @@ def test_fidelity_and_exact_rerank_agree_with_exact_distances(filled):
     assert 0.0 <= sketch["knn_overlap"] <= 1.0 and sketch["reads_models"] == 0
     reranked = next(r for s, r in by.items() if "re-rank of 5" in s)
     assert reranked["knn_overlap"] == 1.0 and reranked["reads_models"] == 6  # every other model re-ranked: exact
+    default = next(r for s, r in by.items() if s.startswith("default query path"))
+    assert default["knn_overlap"] == 1.0 and default["reads_models"] == 7  # 5 candidates (all), query, base
     # nearest --rerank returns the exact neighbours with their exact distances.
     got = filled.nearest("ft-a0", k=2, rerank=5)
     want = sorted((b for b in names if b != "ft-a0"), key=lambda b: exact["ft-a0", b])[:2]

@@ -287,7 +287,10 @@ def clusters(store: Store, k: int, family: str | None = None, metric: str | None
 
 def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: str | None = None,
              kind: str | None = "finetune") -> Fidelity:
-    """Sketch answers against exact ones on a family's models (see ``Zoo.fidelity``)."""
+    """Sketch answers against exact ones on a family's models (see ``Zoo.fidelity``), with a
+    row for the default query path of ``nearest`` (its automatic re-rank)."""
+    from zoo.domain import env_number
+
     check_k(k)
     for r in rerank:
         check_k(r, "--rerank")
@@ -299,7 +302,12 @@ def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: st
         sketches = {sp.id: catalog.sketch_vectors(conn, sp.id, ids)[1].astype(np.float64) for sp in fam.spaces}
         meta = catalog.models_meta(conn, ids)
         base_path = store.base_weights(conn, fam)
-        srcs = [source(store, conn, fam, catalog.model_by_id(conn, i)) for i in ids]
+        rows_ = [catalog.model_by_id(conn, i) for i in ids]
+        srcs = [source(store, conn, fam, r) for r in rows_]
+        # What `zoo nearest` does by default for a typical query of this family (auto_rerank).
+        typical = int(np.median([_read_bytes(store, r) for r in rows_]))
+        budget = int(env_number("ZOO_RERANK_BYTES", RERANK_BYTES, int))
+        default_n = auto_rerank(k, [typical] * (len(ids) - 1), budget - 2 * typical)
     metric = fam.spaces[0].metric
     labels = [meta[i]["dataset"] for i in ids]
     d_true = gram_distances(gram(base_path, srcs, fam), metric)
@@ -312,6 +320,11 @@ def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: st
         for r in rerank:
             rows.append(dict(setting=f"sketch d={sp.dim} (space {sp.id}) + exact re-rank of {max(k, r)}",
                              **neighbour_agreement(d_sk, d_true, k, labels, rerank=r), reads_models=max(k, r) + 1))
+        if sp.id == fam.spaces[0].id:
+            how = f"exact re-rank of {default_n}" if default_n else "sketch only (over ZOO_RERANK_BYTES)"
+            rows.append(dict(setting=f"default query path: sketch d={sp.dim} + {how}",
+                             **neighbour_agreement(d_sk, d_true, k, labels, rerank=default_n),
+                             reads_models=default_n + 2 if default_n else 0))
     return Fidelity(fam.name, metric, len(ids), k, rows)
 
 
