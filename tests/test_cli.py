@@ -295,7 +295,8 @@ def test_fidelity_and_rerank_from_the_cli(run, ckpts):
     run("add", ckpts["base"], "--name", "base")
     run("add", *(ckpts[f"{d}{i}"] for d in "ab" for i in range(3)), "--task", "t")
     res = json.loads(run("fidelity", "-k", "2", "--rerank", "5", "--rerank", "3", "--json").stdout)
-    assert [r["setting"].split(" (")[0] for r in res["settings"]] == ["exact"] + ["sketch d=1024"] * 3
+    assert [r["setting"].split(" (")[0] for r in res["settings"]] == ["exact"] + ["sketch d=1024"] * 3 + [
+        "default query path: sketch d=1024 + exact re-rank of 5"]
     assert res["settings"][0]["knn_overlap"] == 1.0 and res["settings"][2]["knn_overlap"] == 1.0  # re-rank of all 5
     text = run("fidelity", "-k", "2").stdout
     assert "sketch answers against exact ones on 6 models" in text and "knn_overlap" in text
