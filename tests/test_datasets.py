@@ -163,9 +163,11 @@ def test_reproduce_script_clusters_and_map(filled, tmp_path):
     assert by["dataset"]["k"] == 2 and by["dataset"]["sketch_purity"] == 1.0 and by["dataset"]["exact_purity"] == 1.0
     assert by["dataset"]["sketch_exact_rand_index"] == 1.0 and by["task"]["k"] == 1
     fid = {r["setting"]: r for r in res["fidelity"]}
-    # exact, then each space the stage uses (d = 1024 and the d = 4096 it adds) alone and re-ranked
-    assert fid["exact"]["knn5_overlap"] == 1.0 and len(fid) == 5
-    assert {s.split(" (")[0] for s in fid} == {"exact", "sketch d=1024", "sketch d=4096"}
+    # exact, then each space the stage uses (d = 1024 and the d = 4096 it adds) alone and
+    # re-ranked, and the default query path of `zoo nearest` (automatic re-rank)
+    assert fid["exact"]["knn5_overlap"] == 1.0 and len(fid) == 6
+    assert {s.split(" (")[0].split(" + ")[0] for s in fid} == {"exact", "sketch d=1024", "sketch d=4096",
+                                                               "default query path: sketch d=1024"}
     assert all(0.0 <= r["knn5_overlap"] <= 1.0 for r in fid.values())
     md = (out / "REPRODUCTION.md").read_text()
     assert "| dataset | 2 |" in md and "100.0%" in md and "## Sketch answers against exact ones" in md
