@@ -62,7 +62,7 @@ def target(conn: Conn, name_or_path: str, family: str | None = None
     return fam, {sp.id: sc.delta(sp) for sp in fam.spaces}, None
 
 
-def _read_bytes(store: Store, row: dict[str, Any]) -> int:
+def _read_bytes(row: dict[str, Any]) -> int:
     """Bytes an exact read of a model costs: its registered files (an adapter's are its factors)."""
     return sum(int(size) for _, size, _ in (row.get("meta") or {}).get("files") or [])
 
@@ -128,10 +128,11 @@ def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, ta
                            key=lambda p: (p[1], p[0]))[:want]
             got_ids, got_d = np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs])
             how = idx.meta["spec"]["factory"]
+        cand_rows = {int(i): catalog.model_by_id(conn, int(i)) for i in got_ids} if auto or rerank else {}
         if auto and len(got_ids):
-            sizes = [_read_bytes(store, catalog.model_by_id(conn, int(i))) for i in got_ids]
-            extra = _read_bytes(store, row) if row else weight_bytes(Path(query).expanduser())
-            rerank = auto_rerank(k, sizes, budget - extra - _read_bytes(store, catalog.model_by_id(conn, fam.base_model_id)))
+            sizes = [_read_bytes(cand_rows[int(i)]) for i in got_ids]
+            extra = _read_bytes(row) if row else weight_bytes(Path(query).expanduser())
+            rerank = auto_rerank(k, sizes, budget - extra - _read_bytes(catalog.model_by_id(conn, fam.base_model_id)))
             if not rerank:  # too much to read: the sketch answer, and why
                 how += f" (no exact re-rank: reading {len(got_ids)} candidates exceeds ZOO_RERANK_BYTES={budget})"
                 got_ids, got_d = got_ids[:k], got_d[:k]
@@ -140,7 +141,7 @@ def nearest(store: Store, query: str, k: int = 5, dataset: str | None = None, ta
         if rerank and len(got_ids):
             base_path = store.base_weights(conn, fam)
             srcs = [source(store, conn, fam, row if row else Path(query).expanduser()),
-                    *(source(store, conn, fam, catalog.model_by_id(conn, int(i))) for i in got_ids)]
+                    *(source(store, conn, fam, cand_rows[int(i)]) for i in got_ids)]
         meta = catalog.models_meta(conn, got_ids.tolist())
     if rerank and len(got_ids):
         d = gram_distances(gram(base_path, srcs, fam), metric)[0, 1:]
@@ -305,7 +306,7 @@ def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: st
         rows_ = [catalog.model_by_id(conn, i) for i in ids]
         srcs = [source(store, conn, fam, r) for r in rows_]
         # What `zoo nearest` does by default for a typical query of this family (auto_rerank).
-        typical = int(np.median([_read_bytes(store, r) for r in rows_]))
+        typical = int(np.median([_read_bytes(r) for r in rows_]))
         budget = int(env_number("ZOO_RERANK_BYTES", RERANK_BYTES, int))
         default_n = auto_rerank(k, [typical] * (len(ids) - 1), budget - 2 * typical)
     metric = fam.spaces[0].metric
