@@ -94,14 +94,17 @@ json_obj = options(json_opt, click.pass_obj)
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(file_okay=False), envvar="ZOO_HOME",
               help="Zoo directory (default: $ZOO_HOME, else ~/.zoo).")
+@click.option("--catalog", envvar="ZOO_CATALOG", metavar="URL|FILE",
+              help="The catalog: a PostgreSQL URL (postgresql://user@host/db) shared by a team, or a DuckDB file "
+                   "(default: $ZOO_CATALOG, else catalog.duckdb in the home). See docs/SCALING.md.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for training, evaluation and sketching (default: decided per verb from the CPUs "
                    "free to this process; also ZOO_THREADS).")
 @click.version_option(package_name="zoo")
 @click.pass_context
-def main(ctx: click.Context, home: str | None, threads: int | None) -> None:
+def main(ctx: click.Context, home: str | None, catalog: str | None, threads: int | None) -> None:
     """zoo: a model-zoo database and query engine over weight sketches."""
-    ctx.obj = Zoo(home, progress=sys.stderr.isatty(), threads=threads)
+    ctx.obj = Zoo(home, progress=sys.stderr.isatty(), threads=threads, catalog=catalog)
 
 
 @main.command()

@@ -46,19 +46,21 @@ class Zoo:
 
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False,
                  default_dim: int = DEFAULT_DIM, default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC,
-                 threads: int | None = None):
-        """``threads`` fixes the CPU thread count of this process's compute (default: decided per
+                 threads: int | None = None, catalog: str | os.PathLike | None = None):
+        """``catalog``: a PostgreSQL URL (``postgresql://user@host/db``) or a DuckDB file (default
+        ``$ZOO_CATALOG``, else ``catalog.duckdb`` in ``home``). ``threads`` fixes the CPU thread count of this process's compute (default: decided per
         verb from the CPUs free to it, see ``zoo.threads``; also ``ZOO_THREADS``)."""
         if threads is not None:
             from zoo.threads import set_override
 
             set_override(threads)
-        self.store = Store(home, progress, default_dim, default_seed, default_metric)
+        self.store = Store(home, progress, default_dim, default_seed, default_metric, catalog)
         # Only a zoo with write-backs waiting loads the fine-tuning room at open.
         self.store.on_open = lambda: self.store.pending() and runs.finish_pending(self.store)
 
     home = property(lambda self: self.store.home, doc="The zoo's directory.")
-    catalog_path = property(lambda self: self.store.catalog_path, doc="The catalog file (DuckDB).")
+    catalog_path = property(lambda self: self.store.catalog_path, doc="The catalog file (DuckDB catalogs only).")
+    catalog = property(lambda self: self.store.catalog_name, doc="The catalog: its file, or its URL without password.")
     index_dir = property(lambda self: self.store.index_dir, doc="The FAISS index files (derived from the catalog).")
     checkpoints_dir = property(lambda self: self.store.checkpoints_dir, doc="Checkpoints zoo wrote itself.")
 
@@ -75,7 +77,7 @@ class Zoo:
         self.store.ensure()
         self.index_dir.mkdir(exist_ok=True)
         self.checkpoints_dir.mkdir(exist_ok=True)
-        return r.Init(str(self.home), str(self.catalog_path), db.SCHEMA_HEAD)
+        return r.Init(str(self.home), self.catalog, db.SCHEMA_HEAD)
 
     def add(self, paths: Sequence[str | os.PathLike], name: str | None = None, base: str | None = None,
             dataset: str | None = None, task: str | None = None, seed: int | None = None,

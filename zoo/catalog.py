@@ -5,6 +5,9 @@ inside the caller's transaction, so one command is one transaction. The statemen
 DuckDB SQL with ``$name`` parameters, run on DuckDB's own connection: the tables are
 SQLAlchemy's (``zoo.schema``, Alembic's target), but a read needs neither SQLAlchemy's
 import (0.2 s per command) nor its per-statement cost (DESIGN-NOTES, note 27).
+
+On a PostgreSQL catalog (``conn.postgres``) the same statements run through psycopg; the
+few that use DuckDB's own functions have their PostgreSQL twin beside them here.
 """
 from __future__ import annotations
 
@@ -90,6 +93,11 @@ def model_by_id(conn: Conn, model_id: int) -> dict[str, Any]:
 
 
 def similar_names(conn: Conn, name: str, n: int = 3) -> list[str]:
+    if conn.postgres:  # no string-similarity function without an extension: rank here
+        import difflib
+
+        names = sorted(model_names(conn))
+        return difflib.get_close_matches(str(name), names, n, 0.0)
     return [r["name"] for r in conn.rows(
         "SELECT name FROM models ORDER BY jaro_winkler_similarity(name, $n) DESC, id LIMIT $k", {"n": str(name), "k": n})]
 
@@ -105,8 +113,7 @@ def model_by_hash(conn: Conn, content_hash: str) -> dict[str, Any] | None:
 
 def model_by_meta(conn: Conn, key: str, value: str) -> dict[str, Any] | None:
     """The first model whose ``meta`` JSON has ``key`` equal to ``value``."""
-    row = conn.row(f"SELECT {MODEL_COLS} FROM models WHERE json_extract_string(meta, $p) = $v ORDER BY id LIMIT 1",
-                   {"p": f"$.{key}", "v": value})
+    row = conn.row(f"SELECT {MODEL_COLS} FROM models WHERE meta->>$k = $v ORDER BY id LIMIT 1", {"k": key, "v": value})
     return _model_dict(row) if row else None
 
 
@@ -192,7 +199,7 @@ def lineage_edges(conn: Conn, model_id: int) -> tuple[list[dict[str, Any]], list
 def record_of(conn: Conn, model_id: int) -> dict[str, Any]:
     """A model's row with its family's name, its base's name, its parents (name, relation,
     weight) and its evaluations, in one statement (written beside its files at every add)."""
-    row = conn.row("""
+    sql = """
         SELECT m.*, f.name AS family, b.name AS base,
             (SELECT list({'name': p.name, 'relation': l.relation, 'weight': l.weight} ORDER BY p.id)
              FROM lineage l JOIN models p ON p.id = l.parent_id WHERE l.child_id = m.id) AS parents,
@@ -200,10 +207,19 @@ def record_of(conn: Conn, model_id: int) -> dict[str, Any]:
                           'n_examples': e.n_examples} ORDER BY e.created_at)
              FROM evaluations e WHERE e.model_id = m.id) AS evaluations
         FROM models m JOIN families f ON f.id = m.family_id LEFT JOIN models b ON b.id = f.base_model_id
-        WHERE m.id = $id""", {"id": model_id})
+        WHERE m.id = $id"""
+    if conn.postgres:
+        sql = (sql.replace("list({'name': p.name, 'relation': l.relation, 'weight': l.weight} ORDER BY p.id)",
+                           "json_agg(json_build_object('name', p.name, 'relation', l.relation, 'weight', l.weight) "
+                           "ORDER BY p.id)")
+               .replace("list({'dataset': e.dataset, 'split': e.split, 'metric': e.metric, 'value': e.value,\n"
+                        "                          'n_examples': e.n_examples} ORDER BY e.created_at)",
+                        "json_agg(json_build_object('dataset', e.dataset, 'split', e.split, 'metric', e.metric, "
+                        "'value', e.value, 'n_examples', e.n_examples) ORDER BY e.created_at)"))
+    row = conn.row(sql, {"id": model_id})
     if row is None:
         raise NotFound(f"no model with id {model_id}")
-    row["parents"], row["evaluations"] = row["parents"] or [], row["evaluations"] or []
+    row["parents"], row["evaluations"] = _json(row["parents"]) or [], _json(row["evaluations"]) or []
     return _model_dict(row)
 
 
@@ -222,7 +238,13 @@ def sketch_vectors(conn: Conn, space_id: int, ids: Iterable[int] | None = None,
         params["ids"] = [int(i) for i in ids]
         if not params["ids"]:
             return np.zeros(0, dtype=np.int64), np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
-    where = "space_id = $s AND ($after IS NULL OR model_id > $after) AND ($ids IS NULL OR list_contains($ids, model_id))"
+    where = f"space_id = $s AND ($after IS NULL OR model_id > $after) AND ($ids IS NULL OR {_in(conn, 'model_id', 'ids')})"
+    if conn.postgres:
+        rows = conn.rows(f"SELECT model_id, vec FROM sketches WHERE {where} ORDER BY model_id", params)
+        mids = np.fromiter((r["model_id"] for r in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            return mids, np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
+        return mids, np.asarray([r["vec"] for r in rows], dtype=np.float32)
     mids = np.asarray(conn.raw.execute(f"SELECT model_id FROM sketches WHERE {where} ORDER BY model_id", params)
                       .fetchnumpy()["model_id"], dtype=np.int64)
     if len(mids) == 0:
@@ -251,17 +273,24 @@ def sketch_fingerprint(conn: Conn, space_id: int, max_id: int | None = None) -> 
     given): what an index must match."""
     # Integer sums of hashes: exact whatever the order of rows and of DuckDB's threads (a
     # float sum of norms changed in its last bits when the rows were rewritten in list order).
-    r = conn.row("SELECT count(*) AS n, coalesce(sum(hash(model_id) % 1000000007), 0) AS ids, "
-                 "coalesce(sum(hash(model_id, norm) % 1000000007), 0) AS norms FROM sketches "
+    ids, norms = ("hashint8(model_id)", "hashtextextended(model_id || ':' || float8send(norm)::text, 0)") \
+        if conn.postgres else ("hash(model_id)", "hash(model_id, norm)")
+    r = conn.row(f"SELECT count(*) AS n, coalesce(sum({ids} % 1000000007), 0) AS ids, "
+                 f"coalesce(sum({norms} % 1000000007), 0) AS norms FROM sketches "
                  "WHERE space_id = $s AND ($m IS NULL OR model_id <= $m)", {"s": space_id, "m": max_id})
     return {"count": int(r["n"]), "ids": int(r["ids"]), "norms": int(r["norms"])}
+
+
+def _in(conn: Conn, column: str, param: str) -> str:
+    """``column`` is one of the list parameter ``$param``."""
+    return f"{column} = ANY(${param})" if conn.postgres else f"list_contains(${param}, {column})"
 
 
 def models_meta(conn: Conn, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Name, kind, dataset, task and family of each model id."""
     if not ids:
         return {}
-    rows = conn.rows("SELECT id, name, kind, dataset, task, family_id, uri FROM models WHERE list_contains($ids, id)",
+    rows = conn.rows(f"SELECT id, name, kind, dataset, task, family_id, uri FROM models WHERE {_in(conn, 'id', 'ids')}",
                      {"ids": [int(i) for i in ids]})
     return {r["id"]: r for r in rows}
 
@@ -372,9 +401,28 @@ def insert_space(conn: Conn, family_id: int, dim: int, seed: int, metric: str, t
     if dup is not None:
         raise Conflict(f"family {family_id} already has a sketch space with dim={dim}, seed={seed} (space {dup}); "
                        "pick another --dim or --seed")
-    return _insert(conn, "sketch_spaces", dict(family_id=family_id, dim=dim, seed=seed, metric=metric,
-                                               tensor_filter=tensor_filter, base_vec=[float(x) for x in base_vec]),
-                   returning=True)
+    sid = _insert(conn, "sketch_spaces", dict(family_id=family_id, dim=dim, seed=seed, metric=metric,
+                                              tensor_filter=tensor_filter, base_vec=[float(x) for x in base_vec]),
+                  returning=True)
+    if conn.postgres:
+        vector_index(conn, sid, dim, metric)
+    return sid
+
+
+# pgvector indexes vectors of at most 2,000 dimensions; wider spaces are scanned exactly.
+PG_HNSW_MAX_DIM = 2000
+
+
+def vector_index(conn: Conn, space_id: int, dim: int, metric: str) -> bool:
+    """On PostgreSQL with pgvector, an HNSW index over one space's sketches (a partial
+    expression index: spaces differ in dimension), the one ``zoo_nearest`` uses. False when
+    pgvector is missing or the space is too wide; SQL nearest then scans exactly."""
+    if dim > PG_HNSW_MAX_DIM or not conn.scalar("SELECT to_regtype('vector') IS NOT NULL"):
+        return False
+    ops = "vector_cosine_ops" if metric == "cosine" else "vector_l2_ops"
+    conn.run(f"CREATE INDEX IF NOT EXISTS zoo_hnsw_{int(space_id)} ON sketches USING hnsw "
+             f"((vec::vector({int(dim)})) {ops}) WHERE space_id = {int(space_id)}")
+    return True
 
 
 def insert_model(conn: Conn, **values: Any) -> int:
@@ -414,6 +462,8 @@ def update_model(conn: Conn, model_id: int, **values: Any) -> None:
 
 
 def has_lists(conn: Conn, space_id: int) -> bool:
+    if conn.postgres:  # SQL nearest there goes through pgvector's HNSW index instead
+        return False
     return conn.scalar("SELECT count(*) FROM sketch_lists WHERE space_id = $s", {"s": space_id}) > 0
 
 
@@ -430,6 +480,8 @@ def publish_lists(conn: Conn, space_id: int, nprobe: int, ids: np.ndarray,
     of the column when they are scattered (the macro at 100k sketches: 55 -> 28 ms). The
     blocks freed are reused by later writes.
     """
+    if conn.postgres:  # pgvector's index serves SQL there (see ``insert_space``)
+        return
     s = {"s": space_id}
     conn.run("DELETE FROM sketch_lists WHERE space_id = $s", s)
     if coarse is None or not len(coarse[0]):
@@ -460,7 +512,7 @@ def publish_lists(conn: Conn, space_id: int, nprobe: int, ids: np.ndarray,
 
 def assign_lists(conn: Conn, space_id: int, ids: np.ndarray, lists: np.ndarray) -> None:
     """Set the IVF list of each sketch ``ids[i]`` of a space to ``lists[i]``."""
-    if len(ids):
+    if len(ids) and not conn.postgres:
         conn.run("UPDATE sketches SET list_id = a.l FROM (SELECT unnest($ids) AS id, unnest($lists) AS l) a "
                  "WHERE sketches.space_id = $s AND sketches.model_id = a.id",
                  {"s": space_id, "ids": [int(i) for i in ids], "lists": [int(v) for v in lists]})
@@ -492,6 +544,9 @@ def delete_model(conn: Conn, model_id: int, force: bool) -> list[str]:
     if fam is not None:
         conn.run("DELETE FROM sketch_lists WHERE space_id IN (SELECT id FROM sketch_spaces WHERE family_id = $f)",
                  {"f": fam["id"]})
+        if conn.postgres:
+            for r in conn.rows("SELECT id FROM sketch_spaces WHERE family_id = $f", {"f": fam["id"]}):
+                conn.run(f"DROP INDEX IF EXISTS zoo_hnsw_{int(r['id'])}")
         conn.run("DELETE FROM sketch_spaces WHERE family_id = $f", {"f": fam["id"]})
         conn.run("DELETE FROM families WHERE id = $f", {"f": fam["id"]})
     return [k["name"] for k in kids]

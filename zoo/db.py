@@ -7,6 +7,11 @@ seconds (default 30) pass, then gets ``ZooBusy``.
 
 Queries run on DuckDB's own connection (``Conn``); SQLAlchemy and Alembic are imported
 only to create or upgrade the schema.
+
+A catalog can also be a PostgreSQL database (``ZOO_CATALOG=postgresql://...``, issue 15):
+the same migrations create it, ``Conn`` runs the same ``$name`` statements through psycopg,
+and write transactions take one advisory lock, so writers on many machines serialize their
+commits (milliseconds each) while readers never wait. See docs/SCALING.md.
 """
 from __future__ import annotations
 
@@ -26,33 +31,100 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
+# Where the catalog is: a DuckDB file, or a PostgreSQL URL (``postgresql://...``).
+Target = "Path | str"
+
+PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+# The advisory lock every PostgreSQL write transaction takes first ('zoo' in ASCII).
+PG_WRITE_LOCK = 0x7A6F6F
+
+
+def is_postgres(target: Any) -> bool:
+    """Whether ``target`` names a PostgreSQL catalog (a ``postgresql://`` URL)."""
+    return isinstance(target, str) and target.startswith(PG_SCHEMES)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq reads it (SQLAlchemy's ``+psycopg`` driver suffix removed)."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def redact(target: Any) -> str:
+    """A catalog's name for messages: the path, or the URL without its password."""
+    if not is_postgres(target):
+        return str(target)
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(target))
+
+
+def _sql_pg(sql: str, _cache: dict[str, str] = {}) -> str:
+    """DuckDB's ``$name`` placeholders as psycopg's ``%(name)s`` (literal ``%`` doubled)."""
+    out = _cache.get(sql)
+    if out is None:
+        out = _cache[sql] = re.sub(r"\$([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))
+    return out
+
+
+def _value_pg(v: Any) -> Any:
+    """numpy values as the Python ones psycopg adapts (arrays as lists)."""
+    if type(v).__module__ == "numpy":
+        return v.tolist()
+    return v
+
 
 class Conn:
-    """An open DuckDB connection to the catalog with the four calls ``zoo.catalog`` makes.
+    """An open connection to the catalog with the four calls ``zoo.catalog`` makes.
 
     Parameters are ``$name`` placeholders bound from a dict; rows come back as dicts.
-    ``raw`` is the DuckDB connection itself (bulk reads into numpy).
+    ``raw`` is the driver's connection (DuckDB's: bulk reads into numpy; or psycopg's),
+    ``dialect`` says which (``duckdb`` or ``postgresql``).
     """
 
-    def __init__(self, raw: duckdb.DuckDBPyConnection, write: bool):
-        self.raw, self.write = raw, write
+    def __init__(self, raw: Any, write: bool, dialect: str = "duckdb"):
+        self.raw, self.write, self.dialect = raw, write, dialect
+
+    @property
+    def postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def _execute(self, sql: str, params: dict[str, Any] | None) -> Any:
+        if self.dialect == "postgresql":
+            return self.raw.execute(_sql_pg(sql), {k: _value_pg(v) for k, v in (params or {}).items()})
+        return self.raw.execute(sql, params or {})
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        cur = self.raw.execute(sql, params or {})
+        cur = self._execute(sql, params)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
     def row(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        cur = self.raw.execute(sql, params or {})
+        cur = self._execute(sql, params)
         r = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], r)) if r is not None else None
 
     def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
-        r = self.raw.execute(sql, params or {}).fetchone()
+        r = self._execute(sql, params).fetchone()
         return r[0] if r is not None else None
 
     def run(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self.raw.execute(sql, params or {})
+        self._execute(sql, params)
+
+    def begin(self) -> None:
+        if self.dialect == "postgresql":
+            self.raw.execute("BEGIN")
+            # One writer commits at a time: names picked and families found inside the
+            # transaction stay true until it commits (readers are not blocked).
+            self.raw.execute(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
+        else:
+            self.raw.begin()
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT") if self.dialect == "postgresql" else self.raw.commit()
+
+    def rollback(self) -> None:
+        self.raw.execute("ROLLBACK") if self.dialect == "postgresql" else self.raw.rollback()
+
+    def close(self) -> None:
+        self.raw.close()
 
 def migrations_dir() -> Path:
     """Where the Alembic scripts are: the ``zoo.migrations`` package (``migrations/`` in the repository)."""
@@ -61,7 +133,7 @@ def migrations_dir() -> Path:
     return Path(list(zoo.migrations.__path__)[0])
 # The newest migration. Opening a catalog already at this revision skips importing Alembic
 # (~0.2 s per command); tests check it equals Alembic's head.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 def register_alembic_impl() -> None:
@@ -84,20 +156,40 @@ def lock_timeout() -> float:
     return env_number("ZOO_LOCK_TIMEOUT", 30.0)
 
 
-def catalog_url(path: Path) -> sa.engine.URL:
-    """The catalog's SQLAlchemy URL, built from parts: a path is never parsed as a URL
-    (``%58`` stays three characters, ``?x=1`` is part of the name)."""
+def catalog_url(target: Any) -> sa.engine.URL:
+    """The catalog's SQLAlchemy URL. A path is built from parts, never parsed as a URL
+    (``%58`` stays three characters, ``?x=1`` is part of the name); a PostgreSQL URL runs
+    on psycopg."""
     import sqlalchemy as sa
 
-    return sa.engine.URL.create("duckdb", database=str(path))
+    if is_postgres(target):
+        return sa.engine.make_url(target).set(drivername="postgresql+psycopg")
+    return sa.engine.URL.create("duckdb", database=str(target))
 
 
-def make_engine(path: Path) -> sa.Engine:
+def make_engine(target: Any) -> sa.Engine:
     """A SQLAlchemy engine on the catalog, for Alembic's upgrades."""
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    return sa.create_engine(catalog_url(path), poolclass=NullPool)
+    return sa.create_engine(catalog_url(target), poolclass=NullPool)
+
+
+def open_postgres(url: str) -> Any:
+    """A psycopg connection to a PostgreSQL catalog: autocommit (``Conn.begin`` opens write
+    transactions), parameters bound client-side so ``$x IS NULL`` needs no declared type."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        raise CatalogUnreadable("a PostgreSQL catalog needs psycopg: pip install 'zoo[postgres]' "
+                                "(or 'psycopg[binary]')") from None
+    try:
+        return psycopg.connect(libpq_url(url), autocommit=True, cursor_factory=psycopg.ClientCursor,
+                               application_name="zoo", connect_timeout=int(lock_timeout()) or 1)
+    except psycopg.Error as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CatalogUnreadable(f"cannot connect to the catalog {redact(url)} ({text}); check the server, the "
+                                "URL in ZOO_CATALOG / --catalog and its credentials") from None
 
 
 def open_raw(path: Path, write: bool) -> duckdb.DuckDBPyConnection:
@@ -166,28 +258,31 @@ def unreadable(path: Path, e: BaseException) -> BaseException:
     return e
 
 
-def opened(path: Path, write: bool, timeout: float | None = None, on_wait: Callable[[str], Any] | None = None) -> Conn:
-    """A ``Conn`` on the catalog, waiting while another process holds it (see ``open_waiting``)."""
+def opened(target: Any, write: bool, timeout: float | None = None, on_wait: Callable[[str], Any] | None = None) -> Conn:
+    """A ``Conn`` on the catalog, waiting while another process holds a DuckDB file (see ``open_waiting``)."""
+    if is_postgres(target):
+        return Conn(open_postgres(target), write, "postgresql")
+    path = Path(target)
     return Conn(open_waiting(path, lambda: open_raw(path, write), timeout, on_wait), write)
 
 
 @contextmanager
 def transaction(conn: Conn) -> Iterator[Conn]:
     """One transaction on ``conn``: committed on a clean exit, rolled back on any exception."""
-    conn.raw.begin()
+    conn.begin()
     try:
         yield conn
     except BaseException:
-        conn.raw.rollback()
+        conn.rollback()
         raise
-    conn.raw.commit()
+    conn.commit()
 
 
 @contextmanager
-def connect(path: Path, write: bool, timeout: float | None = None,
+def connect(target: Any, write: bool, timeout: float | None = None,
             on_wait: Callable[[str], Any] | None = None) -> Iterator[Conn]:
     """A connection to the catalog: one transaction when ``write``, closed on exit."""
-    conn = opened(path, write, timeout, on_wait)
+    conn = opened(target, write, timeout, on_wait)
     try:
         if write:
             with transaction(conn):
@@ -195,7 +290,7 @@ def connect(path: Path, write: bool, timeout: float | None = None,
         else:
             yield conn
     finally:
-        conn.raw.close()
+        conn.close()
 
 
 def alembic_config(conn: Any = None):
@@ -216,22 +311,29 @@ def head_revision() -> str:
 
 def current_revision(conn: Conn) -> str | None:
     """The catalog's Alembic revision, read with plain SQL; None for an empty database."""
-    if not conn.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'alembic_version'"):
+    exists = ("SELECT to_regclass('alembic_version') IS NOT NULL" if conn.postgres else
+              "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'alembic_version'")
+    if not conn.scalar(exists):
         return None
     return conn.scalar("SELECT version_num FROM alembic_version")
 
 
-def ensure_schema(path: Path) -> None:
+def exists(target: Any) -> bool:
+    """Whether the catalog has been created (PostgreSQL: the database is there to connect to)."""
+    return True if is_postgres(target) else Path(target).exists()
+
+
+def ensure_schema(target: Any) -> None:
     """Create or upgrade the catalog to the code's head; refuse a catalog that is ahead."""
     cur = None
-    if path.exists():
-        with connect(path, write=False) as conn:
+    if exists(target):
+        with connect(target, write=False) as conn:
             cur = current_revision(conn)
     if cur != SCHEMA_HEAD:
-        upgrade(path, cur)
+        upgrade(target, cur)
 
 
-def upgrade(path: Path, cur: str | None) -> None:
+def upgrade(target: Any, cur: str | None) -> None:
     """Bring a catalog at revision ``cur`` (None: empty or new) to the head with Alembic."""
     from alembic.script import ScriptDirectory
 
@@ -241,21 +343,35 @@ def upgrade(path: Path, cur: str | None) -> None:
         return
     if cur is not None and cur not in {r.revision for r in script.walk_revisions()}:
         raise CatalogVersionError(
-            f"{path} is at schema revision {cur!r}, newer than this zoo knows (head {head!r}); upgrade zoo to open it")
-    migrate(path, "head")
+            f"{redact(target)} is at schema revision {cur!r}, newer than this zoo knows (head {head!r}); "
+            "upgrade zoo to open it")
+    migrate(target, "head")
 
 
-def migrate(path: Path, revision: str) -> None:
-    """Run Alembic's upgrade of the catalog to ``revision`` in one transaction (SQLAlchemy connection)."""
+def migrate(target: Any, revision: str) -> None:
+    """Run Alembic's upgrade of the catalog to ``revision`` in one transaction (SQLAlchemy connection).
+    On PostgreSQL the upgrade holds the writers' lock, so machines starting at once upgrade once."""
     from alembic import command
 
     register_alembic_impl()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(path)
+    engine = make_engine(target)
     try:
-        conn = open_waiting(path, engine.connect)
+        if is_postgres(target):
+            import sqlalchemy as sa
+
+            try:
+                conn = engine.connect()
+            except Exception as e:
+                raise CatalogUnreadable(f"cannot connect to the catalog {redact(target)} "
+                                        f"({str(e).strip().splitlines()[0]}); check the server and ZOO_CATALOG") from None
+        else:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            conn = open_waiting(Path(target), engine.connect)
         try:
             with conn.begin():
+                if is_postgres(target):
+                    # Alembic reads the revision after the lock: a machine that waited finds it done.
+                    conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})"))
                 command.upgrade(alembic_config(conn), revision)
         finally:
             conn.close()

@@ -38,7 +38,7 @@ def doctor(store: Store, repair: bool = False) -> Checkup:
         if not repair:
             raise
         aside = store.set_aside_catalog()
-        problems.append(_problem("catalog", str(store.catalog_path), str(e), True,
+        problems.append(_problem("catalog", store.catalog_name, str(e), True,
                                  f"set aside as {aside.name}; rebuilt from the store's records"))
         store.ensure()
     problems += _unregistered(store, repair)

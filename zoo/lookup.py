@@ -73,7 +73,7 @@ def sql(store: Store, query: str, limit: int | None = None, timeout: float | Non
     from zoo.sql import DEFAULT_TIMEOUT, run_readonly
 
     store.ensure()
-    return run_readonly(store.catalog_path, query, limit, DEFAULT_TIMEOUT if timeout is None else timeout)
+    return run_readonly(store.catalog, query, limit, DEFAULT_TIMEOUT if timeout is None else timeout)
 
 
 def _norm(x: Any) -> float:

@@ -11,7 +11,10 @@ referential integrity instead, inside the same transactions.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import UserDefinedType
 
 from zoo.domain import KINDS, METRICS, RELATIONS
@@ -152,3 +155,15 @@ evaluations = sa.Table(
     sa.Column("run_id", sa.Integer),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=NOW),
 )
+
+
+# PostgreSQL spells the list types its own way: sketches as single-precision arrays (what
+# pgvector casts to its ``vector``), base vectors in double precision.
+@compiles(FloatList, "postgresql")
+def _float_list_pg(type_: FloatList, compiler: Any, **kw: Any) -> str:
+    return "REAL[]"
+
+
+@compiles(DoubleList, "postgresql")
+def _double_list_pg(type_: DoubleList, compiler: Any, **kw: Any) -> str:
+    return "DOUBLE PRECISION[]"

@@ -8,6 +8,7 @@ a memory cap and a time limit: it can neither change the catalog nor reach other
 """
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,18 +42,41 @@ def check_statement(sql: str) -> None:
                           "change the zoo with zoo commands (add, rm, ...)")
 
 
-def run_readonly(path: Path, sql: str, limit: int | None = None,
+# The statements a PostgreSQL catalog's ``zoo sql`` runs: queries (a read-only transaction
+# refuses any write inside them, data-modifying CTEs included).
+PG_QUERY_WORDS = ("select", "with", "values", "table", "show", "explain")
+
+
+def _first_word(sql: str) -> str:
+    """The first keyword of a statement, past comments and opening parentheses."""
+    text = sql
+    while True:
+        text = text.lstrip().lstrip("(").lstrip()
+        if text.startswith("--"):
+            text = text.split("\n", 1)[1] if "\n" in text else ""
+        elif text.startswith("/*"):
+            text = text.split("*/", 1)[1] if "*/" in text else ""
+        else:
+            break
+    m = re.match(r"[A-Za-z_]+", text)
+    return m.group(0).lower() if m else ""
+
+
+def run_readonly(target: Path | str, sql: str, limit: int | None = None,
                  timeout: float = DEFAULT_TIMEOUT) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one checked query on a sandboxed read-only connection; (columns, rows)."""
     import duckdb
 
-    from zoo.db import open_waiting
+    from zoo.db import is_postgres, open_waiting
 
-    check_statement(sql)
     if limit is not None and limit <= 0:
         raise ZooValueError(f"--limit must be a positive integer, got {limit!r}")
     if not timeout > 0:
         raise ZooValueError(f"--timeout must be a positive number of seconds, got {timeout!r}")
+    if is_postgres(target):
+        return _run_postgres(str(target), sql, limit, timeout)
+    path = Path(target)
+    check_statement(sql)
     memory = f'{env_number("ZOO_SQL_MEMORY", DEFAULT_MEMORY, int, minimum=10**6) // 10**6}MB'
     con = open_waiting(path, lambda: duckdb.connect(str(path), read_only=True, config=dict(SANDBOX, memory_limit=memory)))
     # Session settings first (no progress bar on zoo's output), then nothing can change.
@@ -75,3 +99,39 @@ def run_readonly(path: Path, sql: str, limit: int | None = None,
         timer.cancel()
         con.close()
     return cols, rows
+
+
+def _run_postgres(url: str, sql: str, limit: int | None, timeout: float) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """One query on a PostgreSQL catalog: a read-only transaction (no write of any kind, however
+    the statement is dressed), one statement (psycopg's extended protocol refuses several), a
+    server-side time limit. It runs with the URL's role: give `zoo sql` users a read-only role
+    when the catalog is shared (docs/SCALING.md)."""
+    import psycopg
+
+    from zoo.db import libpq_url, open_postgres
+
+    if not sql.strip():
+        raise ZooValueError("empty SQL statement; pass a query such as \"SELECT name FROM models\"")
+    word = _first_word(sql)
+    if word not in PG_QUERY_WORDS:
+        raise ReadOnlySQL(f"`zoo sql` is read-only and refuses {word.upper() or 'this'!r} statements; "
+                          "change the zoo with zoo commands (add, rm, ...)")
+    open_postgres(url).close()  # connection errors in zoo's words
+    con = psycopg.connect(libpq_url(url), autocommit=True, application_name="zoo sql",
+                          options=f"-c default_transaction_read_only=on -c statement_timeout={max(1, int(timeout * 1000))}")
+    try:
+        cur = con.execute(sql, prepare=True)  # a prepared statement is one statement
+        cols = [d[0] for d in (cur.description or [])]
+        rows = (cur.fetchmany(limit) if limit else cur.fetchall()) if cur.description else []
+    except psycopg.errors.QueryCanceled:
+        raise ZooValueError(f"the query ran past --timeout {timeout:g}s and was stopped; narrow it or raise --timeout") from None
+    except psycopg.errors.ReadOnlySqlTransaction as e:
+        raise ReadOnlySQL(f"`zoo sql` is read-only: {str(e).splitlines()[0]}") from None
+    except psycopg.Error as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "multiple commands" in text:
+            raise ReadOnlySQL("`zoo sql` runs exactly one statement; send them one at a time") from None
+        raise ZooValueError(f"SQL error: {text}") from None
+    finally:
+        con.close()
+    return cols, [tuple(r) for r in rows]

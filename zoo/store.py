@@ -25,6 +25,16 @@ def default_home() -> Path:
     return Path(os.environ.get("ZOO_HOME") or Path.home() / ".zoo").expanduser()
 
 
+def default_catalog(home: Path) -> Path | str:
+    """``$ZOO_CATALOG`` (a ``postgresql://`` URL or a DuckDB file), else ``catalog.duckdb`` in the home."""
+    from zoo import db
+
+    env = os.environ.get("ZOO_CATALOG", "").strip()
+    if not env:
+        return home / "catalog.duckdb"
+    return env if db.is_postgres(env) else Path(env).expanduser().absolute()
+
+
 def default_memory_budget() -> int:
     """Bytes the index-type choice may plan for: ``ZOO_INDEX_MEMORY``, else half the machine."""
     from zoo.index import DEFAULT_BUDGET
@@ -68,11 +78,19 @@ class Store:
     models' files), ``index/`` (derived), ``pending/`` and ``snapshot.duckdb``."""
 
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False, default_dim: int = DEFAULT_DIM,
-                 default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC):
+                 default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC,
+                 catalog: str | os.PathLike | None = None):
         # Absolute once: paths the store builds and paths read back from checkpoints must
         # compare equal (a relative home made a staged folder look like a file inside itself).
         self.home = (Path(home).expanduser() if home else default_home()).absolute()
         self.progress = progress
+        # The catalog: a DuckDB file (default: in the home) or a PostgreSQL URL shared by machines.
+        if catalog is not None and str(catalog).strip():
+            text = str(catalog).strip()
+            self.catalog: Path | str = text if db.is_postgres(text) else Path(text).expanduser().absolute()
+        else:
+            self.catalog = default_catalog(self.home)
+        self.postgres = db.is_postgres(self.catalog)
         # The space a new family starts with.
         self.default_space = Space(check_dim(default_dim), default_seed, None, check_metric(default_metric))
         self._memory_budget: int | None = None
@@ -88,7 +106,16 @@ class Store:
 
     @property
     def catalog_path(self) -> Path:
-        return self.home / "catalog.duckdb"
+        """The DuckDB catalog file (with a PostgreSQL catalog: refused, there is no file)."""
+        if self.postgres:
+            raise ZooValueError(f"this zoo's catalog is the PostgreSQL database {db.redact(self.catalog)}, not a "
+                                "file; query it with `zoo sql` or any PostgreSQL client")
+        return Path(self.catalog)
+
+    @property
+    def catalog_name(self) -> str:
+        """The catalog's path, or its URL without the password."""
+        return db.redact(self.catalog)
 
     @property
     def index_dir(self) -> Path:
@@ -114,7 +141,7 @@ class Store:
     def _check_home(self) -> None:
         if self.home.exists() and not self.home.is_dir():
             raise ZooValueError(f"zoo home {str(self.home)!r} is a file; pass a directory with --home or ZOO_HOME")
-        if "?" in str(self.home):  # DuckDB reads what follows '?' in a database path as options
+        if "?" in str(self.home) and not self.postgres:  # DuckDB reads what follows '?' in a database path as options
             raise ZooValueError(f"zoo home {str(self.home)!r} contains '?', which DuckDB cannot open as a "
                                 "catalog path; choose a --home (or ZOO_HOME) without it")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -123,15 +150,15 @@ class Store:
         """A connection at the code's schema revision (created or upgraded first when needed)."""
         if not self._ready:
             self._check_home()
-            if not self.catalog_path.exists():
-                db.upgrade(self.catalog_path, None)
-        conn = db.opened(self.catalog_path, write, on_wait=self.notify)
+            if not db.exists(self.catalog):
+                db.upgrade(self.catalog, None)
+        conn = db.opened(self.catalog, write, on_wait=self.notify)
         if not self._ready:
             cur = db.current_revision(conn)
             if cur != db.SCHEMA_HEAD:
-                conn.raw.close()
-                db.upgrade(self.catalog_path, cur)
-                conn = db.opened(self.catalog_path, write, on_wait=self.notify)
+                conn.close()
+                db.upgrade(self.catalog, cur)
+                conn = db.opened(self.catalog, write, on_wait=self.notify)
         return conn
 
     @contextmanager
@@ -159,12 +186,15 @@ class Store:
         finally:
             conn, self._conn = self._conn, None
             if conn is not None:
-                conn.raw.close()
+                conn.close()
 
     def _writable(self) -> None:
         """Reopen the session's read-only connection read-write, in place: callers holding the
         ``Conn`` keep a working one."""
         conn = self._conn
+        if conn is not None and not conn.write and conn.postgres:
+            conn.write = True  # one PostgreSQL connection reads and writes
+            return
         if conn is not None and not conn.write:
             conn.raw.close()
             try:
@@ -220,11 +250,14 @@ class Store:
                     yield conn
             finally:
                 self._in_tx = False
-            if self.snapshot_path.exists():
+            if not self.postgres and self.snapshot_path.exists():
                 self.snapshot()
 
     def set_aside_catalog(self) -> Path:
         """Move an unreadable catalog (and its WAL) aside, so the next open starts a new one; where it went."""
+        if self.postgres:
+            raise ZooValueError(f"the catalog {self.catalog_name} is a PostgreSQL database; restore it with the "
+                                "server's own tools (pg_dump / pg_restore), zoo does not move it aside")
         n = 1
         while (aside := self.home / f"catalog.unreadable-{n}.duckdb").exists():
             n += 1
@@ -243,6 +276,9 @@ class Store:
         """Copy the catalog (tables, views, macros) into a DuckDB file that outside tools can keep
         open without ever blocking zoo; written whole (temp name, then rename). The default,
         ``snapshot.duckdb`` in the home, is then refreshed after every change."""
+        if self.postgres:
+            raise ZooValueError(f"the catalog {self.catalog_name} is a PostgreSQL database: readers never block "
+                                "writers there, so there is no snapshot to make; point outside tools at the server")
         self.ensure()
         out = Path(dest).expanduser() if dest else self.snapshot_path
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -493,6 +529,8 @@ class Store:
         """Give SQL the IVF lists of an index just built (``full``) or appended to (migration
         0003). Best effort: a busy or read-only catalog keeps its older lists, which stay
         consistent with its older assignments, and rows without a list are scanned."""
+        if self.postgres:  # SQL nearest there is pgvector's (catalog.vector_index)
+            return
         import duckdb
 
         from zoo.errors import CatalogUnreadable, ZooBusy

@@ -60,6 +60,8 @@ def upgrade() -> None:
     op.execute("""CREATE TABLE sketch_lists (
         space_id INTEGER NOT NULL, list_id INTEGER NOT NULL, nprobe INTEGER NOT NULL, centroid FLOAT[] NOT NULL,
         PRIMARY KEY (space_id, list_id))""")
+    if op.get_bind().dialect.name == "postgresql":
+        return  # PostgreSQL's SQL surface is migration 0005's
     op.execute(VIEW)
     for stmt in MACROS:
         op.execute(stmt)
@@ -69,6 +71,10 @@ def downgrade() -> None:
     from importlib import import_module
 
     prev = import_module("zoo.migrations.versions.0002_sql_surface")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TABLE sketch_lists")
+        op.execute("ALTER TABLE sketches DROP COLUMN list_id")
+        return
     for m in ("zoo_nearest_l2", "zoo_nearest"):
         op.execute(f"DROP MACRO TABLE IF EXISTS {m}")
     op.execute("DROP TABLE sketch_lists")
