@@ -97,14 +97,17 @@ json_obj = options(json_opt, click.pass_obj)
 @click.option("--catalog", envvar="ZOO_CATALOG", metavar="URL|FILE",
               help="The catalog: a PostgreSQL URL (postgresql://user@host/db) shared by a team, or a DuckDB file "
                    "(default: $ZOO_CATALOG, else catalog.duckdb in the home). See docs/SCALING.md.")
+@click.option("--store", type=click.Path(file_okay=False), envvar="ZOO_STORE",
+              help="Folder of the weights and checkpoints, shareable by a team's machines (default: $ZOO_STORE, "
+                   "else the home).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for training, evaluation and sketching (default: decided per verb from the CPUs "
                    "free to this process; also ZOO_THREADS).")
 @click.version_option(package_name="zoo")
 @click.pass_context
-def main(ctx: click.Context, home: str | None, catalog: str | None, threads: int | None) -> None:
+def main(ctx: click.Context, home: str | None, catalog: str | None, store: str | None, threads: int | None) -> None:
     """zoo: a model-zoo database and query engine over weight sketches."""
-    ctx.obj = Zoo(home, progress=sys.stderr.isatty(), threads=threads, catalog=catalog)
+    ctx.obj = Zoo(home, progress=sys.stderr.isatty(), threads=threads, catalog=catalog, store=store)
 
 
 @main.command()

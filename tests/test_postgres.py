@@ -151,12 +151,14 @@ def test_cli_commands_and_read_only_sql(url, ckpts, tmp_path):
 
 def test_two_machines_share_one_catalog(url, ckpts, tmp_path):
     """Each machine keeps its own FAISS copy and refreshes it when the catalog has moved on."""
-    a, b = Zoo(tmp_path / "machine-a", catalog=url), Zoo(tmp_path / "machine-b", catalog=url)
+    shared = tmp_path / "shared-store"
+    a, b = (Zoo(tmp_path / m, catalog=url, store=shared) for m in ("machine-a", "machine-b"))
     a.add([ckpts["base"]], name="base")
     a.add([ckpts["a0"], ckpts["a1"]], dataset="a", task="t")
     assert [r["name"] for r in b.nearest("ft-a0", k=1)["results"]] == ["ft-a1"]
     a.add([ckpts["b0"]], dataset="b", task="t")
     assert "ft-b0" in [r["name"] for r in b.nearest("ft-a0", k=5)["results"]]
+    assert (tmp_path / "machine-b" / "index").is_dir() and not (tmp_path / "machine-b" / "weights").exists()
     # The same file registered from the other machine is the same model.
     again = b.add([ckpts["a0"]], dataset="a", task="t")
     assert not again[0]["created"] and again[0]["name"] == "ft-a0"
@@ -204,3 +206,29 @@ def test_bad_catalog_values(tmp_path):
         from zoo.sql import run_readonly
 
         run_readonly("postgresql://u@127.0.0.1:1/db", "DROP TABLE models")
+
+
+def test_a_shared_store_mounted_at_different_paths(url, ckpts, tmp_path):
+    """The catalog records weights relative to the store's root: a machine that mounts the
+    shared store elsewhere reads the same rows and the same files."""
+    shared = tmp_path / "nfs" / "zoo-store"
+    shared.mkdir(parents=True)
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "mnt" / "store").symlink_to(shared)  # machine b's mount point of the same folder
+    a = Zoo(tmp_path / "home-a", catalog=url, store=shared)
+    b = Zoo(tmp_path / "home-b", catalog=url, store=tmp_path / "mnt" / "store")
+    fill(a, ckpts)
+    uris = [u for (u,) in rows(url, "SELECT uri FROM models ORDER BY id")]
+    assert all(u.startswith("weights/") for u in uris), uris
+    files = rows(url, "SELECT meta->'files' FROM models WHERE name = 'ft-a0'")[0][0]
+    assert files and all(f[0].startswith("weights/") for f in files)
+    # Each machine sees absolute paths under its own mount.
+    assert a.show("ft-a0")["uri"].startswith(str(shared))
+    assert b.show("ft-a0")["uri"].startswith(str(tmp_path / "mnt" / "store"))
+    # Machine b reads the weights: exact re-rank, a centroid written into the shared store.
+    near = b.nearest("ft-a0", k=2, rerank=6)
+    assert "exact" in near["search"] and near["results"][0]["dataset"] == "a"
+    c = b.centroid(dataset="b", out="cent-b")
+    assert (shared / "checkpoints" / "cent-b").is_dir()
+    assert rows(url, "SELECT uri FROM models WHERE name = 'cent-b'")[0][0].startswith("checkpoints/cent-b")
+    assert a.nearest("cent-b", k=1)["results"][0]["dataset"] == "b" and c["created"]

@@ -337,3 +337,23 @@ def test_a_relative_home_stores_and_reads_model_folders(ckpts, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path.parent)  # the zoo opened from elsewhere still finds its files
     assert Zoo(tmp_path / "rel-zoo").distance("ft", "base", exact=True)["exact"]["l2"] > 0  # reads both files
     assert [r["name"] for r in Zoo(tmp_path / "rel-zoo").ls()] == ["base", "ft"]
+
+
+def test_a_moved_home_still_reads_its_weights(ckpts, tmp_path):
+    """Locations in the store are recorded relative to it: the whole home copied elsewhere
+    (times kept) answers exact queries from its own files."""
+    import shutil
+
+    from zoo import Zoo
+
+    z = Zoo(tmp_path / "old")
+    z.add([ckpts["base"]], name="base")
+    z.add([ckpts["a0"], ckpts["a1"], ckpts["b0"]], dataset="a", task="t")
+    assert {u for (u,) in z.sql("SELECT uri FROM models")[1]} == {
+        f"weights/{h}" for (h,) in z.sql("SELECT content_hash FROM models")[1]}
+    shutil.copytree(tmp_path / "old", tmp_path / "new", symlinks=True)
+    shutil.rmtree(tmp_path / "old")
+    moved = Zoo(tmp_path / "new")
+    assert moved.show("ft-a0")["uri"].startswith(str(tmp_path / "new" / "weights"))
+    near = moved.nearest("ft-a0", k=2, rerank=4)
+    assert "exact" in near["search"] and len(near["results"]) == 2

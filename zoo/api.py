@@ -46,15 +46,18 @@ class Zoo:
 
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False,
                  default_dim: int = DEFAULT_DIM, default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC,
-                 threads: int | None = None, catalog: str | os.PathLike | None = None):
+                 threads: int | None = None, catalog: str | os.PathLike | None = None,
+                 store: str | os.PathLike | None = None):
         """``catalog``: a PostgreSQL URL (``postgresql://user@host/db``) or a DuckDB file (default
-        ``$ZOO_CATALOG``, else ``catalog.duckdb`` in ``home``). ``threads`` fixes the CPU thread count of this process's compute (default: decided per
+        ``$ZOO_CATALOG``, else ``catalog.duckdb`` in ``home``). ``store``: the folder of the
+        weights and checkpoints, shareable by machines (default ``$ZOO_STORE``, else ``home``);
+        the catalog records locations in it relative to it. ``threads`` fixes the CPU thread count of this process's compute (default: decided per
         verb from the CPUs free to it, see ``zoo.threads``; also ``ZOO_THREADS``)."""
         if threads is not None:
             from zoo.threads import set_override
 
             set_override(threads)
-        self.store = Store(home, progress, default_dim, default_seed, default_metric, catalog)
+        self.store = Store(home, progress, default_dim, default_seed, default_metric, catalog, store)
         # Only a zoo with write-backs waiting loads the fine-tuning room at open.
         self.store.on_open = lambda: self.store.pending() and runs.finish_pending(self.store)
 

@@ -31,8 +31,10 @@ def copy_support(src: Path | None, weights: Sequence[Path], dest: Path) -> list[
         return []
     done = []
     for f in model_files(src, list(weights)):
+        if f in weights or not f.is_relative_to(src):  # weights (maybe named through another mount) stay
+            continue
         rel = f.relative_to(src)
-        if f in weights or str(rel) in _OWN or f.suffix in (".safetensors", ".bin") or (dest / rel).exists():
+        if str(rel) in _OWN or f.suffix in (".safetensors", ".bin") or (dest / rel).exists():
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest / rel)

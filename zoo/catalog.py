@@ -12,6 +12,8 @@ few that use DuckDB's own functions have their PostgreSQL twin beside them here.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from zoo.domain import Family, Space
@@ -21,6 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from zoo.db import Conn
+
+
+# The store's folders whose files the catalog records relative to the store's root.
+STORE_DIRS = ("weights", "checkpoints")
 
 
 def _json(v: Any) -> Any:
@@ -47,7 +53,7 @@ def families_snapshot(conn: Conn, family_id: int | None = None) -> list[Family]:
                        "WHERE $f IS NULL OR f.id = $f ORDER BY f.id", {"f": family_id}):
         body = {k: tuple(v) for k, v in _json(r["body"]).items()}
         fams[r["id"]] = Family(r["id"], r["name"], r["arch_signature"], r["base_model_id"], r["prefix"], body,
-                               base_uri=r["base_uri"])
+                               base_uri=_abs(conn, r["base_uri"]))
     for s in spaces(conn, family_id):
         if s.family_id in fams:
             fams[s.family_id].spaces.append(s)
@@ -71,7 +77,7 @@ def space(conn: Conn, space_id: int) -> Space:
 
 def _model_where(column: str, value: Any, conn: Conn) -> dict[str, Any] | None:
     row = conn.row(f"SELECT {MODEL_COLS} FROM models WHERE {column} = $v ORDER BY id LIMIT 1", {"v": value})
-    return _model_dict(row) if row else None
+    return _model_dict(row, conn) if row else None
 
 
 def model(conn: Conn, name: str) -> dict[str, Any]:
@@ -102,9 +108,47 @@ def similar_names(conn: Conn, name: str, n: int = 3) -> list[str]:
         "SELECT name FROM models ORDER BY jaro_winkler_similarity(name, $n) DESC, id LIMIT $k", {"n": str(name), "k": n})]
 
 
-def _model_dict(row: dict[str, Any]) -> dict[str, Any]:
+def _model_dict(row: dict[str, Any], conn: Conn | None = None) -> dict[str, Any]:
     row["meta"] = _json(row.get("meta")) or {}
+    if conn is not None and conn.root is not None:
+        _located(conn, row, _abs)
     return row
+
+
+# ---------------------------------------------------------------- locations
+# A file under the weight store's root (``weights/``, ``checkpoints/``) is stored as a path
+# relative to it: ``weights/<hash>/model.safetensors``. Every row read gives it back absolute
+# under this process's root, so one catalog serves machines that mount the store at different
+# places (docs/SCALING.md). Files registered in place, outside the store, stay absolute.
+
+def _rel(conn: Conn, path: Any) -> Any:
+    if conn.root is None or not isinstance(path, str) or not os.path.isabs(path):
+        return path
+    p = Path(path)
+    if not p.is_relative_to(conn.root):  # named through the real path of a mounted or linked root
+        p, root = p.resolve(), conn.root.resolve()
+        if not p.is_relative_to(root):
+            return path
+        rel = p.relative_to(root)
+    else:
+        rel = p.relative_to(conn.root)
+    return rel.as_posix() if rel.parts and rel.parts[0] in STORE_DIRS else path
+
+
+def _abs(conn: Conn, path: Any) -> Any:
+    if conn.root is None or not isinstance(path, str) or not path or os.path.isabs(path):
+        return path
+    return str(conn.root / path)
+
+
+def _located(conn: Conn, values: dict[str, Any], how: Any) -> dict[str, Any]:
+    """``values`` with its ``uri`` and ``meta.files`` paths passed through ``how`` (``_rel`` or ``_abs``)."""
+    if "uri" in values:
+        values["uri"] = how(conn, values["uri"])
+    meta = values.get("meta")
+    if isinstance(meta, dict) and meta.get("files"):
+        values["meta"] = dict(meta, files=[[how(conn, f[0]), *f[1:]] for f in meta["files"]])
+    return values
 
 
 def model_by_hash(conn: Conn, content_hash: str) -> dict[str, Any] | None:
@@ -112,13 +156,21 @@ def model_by_hash(conn: Conn, content_hash: str) -> dict[str, Any] | None:
 
 
 def model_by_meta(conn: Conn, key: str, value: str) -> dict[str, Any] | None:
-    """The first model whose ``meta`` JSON has ``key`` equal to ``value``."""
-    row = conn.row(f"SELECT {MODEL_COLS} FROM models WHERE meta->>$k = $v ORDER BY id LIMIT 1", {"k": key, "v": value})
-    return _model_dict(row) if row else None
+    """The first model whose ``meta`` JSON has ``key`` (dotted: ``hub.repo_id``) equal to ``value``."""
+    if conn.postgres:
+        where, p = "meta #>> $p", key.split(".")
+    else:
+        where, p = "json_extract_string(meta, $p)", f"$.{key}"
+    row = conn.row(f"SELECT {MODEL_COLS} FROM models WHERE {where} = $v ORDER BY id LIMIT 1", {"p": p, "v": value})
+    return _model_dict(row, conn) if row else None
 
 
 def model_by_uri(conn: Conn, uri: str) -> dict[str, Any] | None:
-    return _model_where("uri", uri, conn)
+    """The model registered from ``uri`` (stored relative to the store's root or, in catalogs
+    written before, absolute)."""
+    row = conn.row(f"SELECT {MODEL_COLS} FROM models WHERE uri = $v OR uri = $r ORDER BY id LIMIT 1",
+                   {"v": str(uri), "r": _rel(conn, str(uri))})
+    return _model_dict(row, conn) if row else None
 
 
 def name_taken(conn: Conn, name: str) -> bool:
@@ -144,10 +196,11 @@ def _filter_params(family_id: int | None = None, family: str | None = None, data
 
 def list_models(conn: Conn, family: str | None = None, dataset: str | None = None, task: str | None = None,
                 kind: str | None = None) -> list[dict[str, Any]]:
-    return conn.rows(
+    rows = conn.rows(
         "SELECT m.id, m.name, f.name AS family, m.kind, m.dataset, m.task, m.seed, m.n_params, m.dtype, m.uri, "
         f"m.created_at FROM models m JOIN families f ON f.id = m.family_id WHERE {_FILTER} ORDER BY m.id",
         _filter_params(family=family, dataset=dataset, task=task, kind=kind))
+    return [_located(conn, r, _abs) for r in rows] if conn.root is not None else rows
 
 
 def model_names(conn: Conn) -> set[str]:
@@ -220,7 +273,7 @@ def record_of(conn: Conn, model_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no model with id {model_id}")
     row["parents"], row["evaluations"] = _json(row["parents"]) or [], _json(row["evaluations"]) or []
-    return _model_dict(row)
+    return _model_dict(row, conn)
 
 
 def evaluations_of(conn: Conn, model_id: int) -> list[dict[str, Any]]:
@@ -292,7 +345,7 @@ def models_meta(conn: Conn, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         return {}
     rows = conn.rows(f"SELECT id, name, kind, dataset, task, family_id, uri FROM models WHERE {_in(conn, 'id', 'ids')}",
                      {"ids": [int(i) for i in ids]})
-    return {r["id"]: r for r in rows}
+    return {r["id"]: _located(conn, r, _abs) for r in rows}
 
 
 def filtered_ids(conn: Conn, family_id: int, dataset: str | None = None, task: str | None = None,
@@ -428,7 +481,7 @@ def vector_index(conn: Conn, space_id: int, dim: int, metric: str) -> bool:
 def insert_model(conn: Conn, **values: Any) -> int:
     if name_taken(conn, values["name"]):
         raise Conflict(f"a model named {values['name']!r} already exists; choose another --name")
-    return _insert(conn, "models", values, returning=True)
+    return _insert(conn, "models", _located(conn, values, _rel), returning=True)
 
 
 def insert_sketch(conn: Conn, model_id: int, space_id: int, vec: np.ndarray) -> None:
@@ -458,7 +511,7 @@ def update_run(conn: Conn, run_id: int, **values: Any) -> None:
 def update_model(conn: Conn, model_id: int, **values: Any) -> None:
     if "name" in values and name_taken(conn, values["name"]):
         raise Conflict(f"a model named {values['name']!r} already exists; choose another --name")
-    _update(conn, "models", model_id, values)
+    _update(conn, "models", model_id, _located(conn, values, _rel))
 
 
 def has_lists(conn: Conn, space_id: int) -> bool:

@@ -81,6 +81,9 @@ class Conn:
 
     def __init__(self, raw: Any, write: bool, dialect: str = "duckdb"):
         self.raw, self.write, self.dialect = raw, write, dialect
+        # The weight store's root: locations under it are stored relative to it (``zoo.catalog``),
+        # so machines that mount a shared store at different paths read the same rows.
+        self.root: Path | None = None
 
     @property
     def postgres(self) -> bool:

@@ -35,6 +35,13 @@ def default_catalog(home: Path) -> Path | str:
     return env if db.is_postgres(env) else Path(env).expanduser().absolute()
 
 
+def default_store_root(home: Path) -> Path:
+    """Where ``weights/`` and ``checkpoints/`` live: ``$ZOO_STORE`` (a folder every machine of a
+    team may share), else the home."""
+    env = os.environ.get("ZOO_STORE", "").strip()
+    return Path(env).expanduser().absolute() if env else home
+
+
 def default_memory_budget() -> int:
     """Bytes the index-type choice may plan for: ``ZOO_INDEX_MEMORY``, else half the machine."""
     from zoo.index import DEFAULT_BUDGET
@@ -79,7 +86,7 @@ class Store:
 
     def __init__(self, home: str | os.PathLike | None = None, progress: bool = False, default_dim: int = DEFAULT_DIM,
                  default_seed: int = DEFAULT_SEED, default_metric: str = DEFAULT_METRIC,
-                 catalog: str | os.PathLike | None = None):
+                 catalog: str | os.PathLike | None = None, store_root: str | os.PathLike | None = None):
         # Absolute once: paths the store builds and paths read back from checkpoints must
         # compare equal (a relative home made a staged folder look like a file inside itself).
         self.home = (Path(home).expanduser() if home else default_home()).absolute()
@@ -91,6 +98,8 @@ class Store:
         else:
             self.catalog = default_catalog(self.home)
         self.postgres = db.is_postgres(self.catalog)
+        # The weight store (weights/, checkpoints/): the home's unless shared elsewhere.
+        self.root = Path(store_root).expanduser().absolute() if store_root else default_store_root(self.home)
         # The space a new family starts with.
         self.default_space = Space(check_dim(default_dim), default_seed, None, check_metric(default_metric))
         self._memory_budget: int | None = None
@@ -123,7 +132,7 @@ class Store:
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.home / "checkpoints"
+        return self.root / "checkpoints"
 
     @property
     def memory_budget(self) -> int:
@@ -159,6 +168,7 @@ class Store:
                 conn.close()
                 db.upgrade(self.catalog, cur)
                 conn = db.opened(self.catalog, write, on_wait=self.notify)
+        conn.root = self.root
         return conn
 
     @contextmanager
@@ -380,7 +390,7 @@ class Store:
 
     @property
     def weights_dir(self) -> Path:
-        return self.home / "weights"
+        return self.root / "weights"
 
     def owns(self, path: str | os.PathLike) -> bool:
         """Whether a path lies in what the zoo wrote or brought in itself (``weights/``, ``checkpoints/``)."""
