@@ -33,7 +33,7 @@ from bench_query import clustered, fill_catalog  # noqa: E402
 from common import write  # noqa: E402
 from local_postgres import LocalPostgres  # noqa: E402
 
-from zoo import Zoo, catalog  # noqa: E402
+from zoo import Zoo, catalog, db  # noqa: E402
 
 
 def fill_postgres(url: str, x: np.ndarray, chunk: int = 5000) -> None:
@@ -60,12 +60,12 @@ def fill_postgres(url: str, x: np.ndarray, chunk: int = 5000) -> None:
                     cp.write_row((lo + i + 1, 1, row, float(norms[lo + i])))
         for seq, top in (("models_id_seq", n), ("families_id_seq", 1), ("sketch_spaces_id_seq", 1)):
             c.execute(f"SELECT setval('{seq}', {top})")
+        c.execute("ANALYZE sketches")
+        # A bulk build keeps the graph in memory (the default 64 MB spills at this size) and
+        # uses the second core; zoo's own spaces grow their index row by row instead.
         c.execute("SET maintenance_work_mem = '2GB'")
         c.execute("SET max_parallel_maintenance_workers = 1")
-        c.execute("ANALYZE sketches")
-    z = Zoo(tempfile.mkdtemp(), catalog=url)
-    with z.store.write() as conn:
-        assert catalog.vector_index(conn, 1, d, "cosine")
+        assert catalog.vector_index(db.Conn(c, True, "postgresql"), 1, d, "cosine")
 
 
 def sql_latencies(run_query, names: list[str]) -> tuple[list[float], list[list[int]]]:
@@ -202,6 +202,9 @@ def main() -> None:
     ap.add_argument("--busy", type=int, default=0, help="busy-loop processes beside the benchmark")
     ap.add_argument("--skip", choices=["nearest", "writers"], action="append", default=[])
     args = ap.parse_args()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the server and the busy loops on kill
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
         with LocalPostgres() as pg:

@@ -232,3 +232,37 @@ def test_a_shared_store_mounted_at_different_paths(url, ckpts, tmp_path):
     assert (shared / "checkpoints" / "cent-b").is_dir()
     assert rows(url, "SELECT uri FROM models WHERE name = 'cent-b'")[0][0].startswith("checkpoints/cent-b")
     assert a.nearest("cent-b", k=1)["results"][0]["dataset"] == "b" and c["created"]
+
+
+def test_every_command_runs_on_postgres(url, ckpts, tmp_path):
+    env = {"ZOO_CATALOG": url, "ZOO_HOME": str(tmp_path / "every")}
+    run = CliRunner(env=env)
+    data = write_sentiment(tmp_path / "d.jsonl", 24, seed=3)
+    moved = tmp_path / "moved-b0"
+    import shutil
+
+    commands = [
+        ["init"], ["add", ckpts["base"], "--name", "base"],
+        ["add", ckpts["a0"], ckpts["a1"], ckpts["a2"], "--dataset", "a", "--task", "t"],
+        ["add", ckpts["b0"], ckpts["b1"], ckpts["b2"], "--dataset", "b", "--task", "t", "--in-place"],
+        ["ls"], ["show", "ft-a0"], ["lineage", "base"], ["nearest", "ft-a0", "-k", "2"],
+        ["distance", "ft-a0", "ft-b0", "--exact"], ["region", "--dataset", "a"], ["inside", "ft-a0", "--dataset", "a"],
+        ["clusters", "-k", "2"], ["fidelity", "-k", "2"], ["map", "-o", tmp_path / "map.png"],
+        ["centroid", "--dataset", "a", "--out", "cent-a"], ["interpolate", "ft-a0", "ft-b0", "--alpha", "0.5"],
+        ["set", "ft-a2", "--meta", "owner=x"], ["space", "add", "--dim", "256"], ["space", "ls"],
+        ["eval", "ft-a0", "--data", data, "--train", data], ["runs"], ["select-start", "--task", "t", "--dataset", "a"],
+        ["export", "cent-a", tmp_path / "exported"], ["reindex"], ["doctor"],
+        ["sql", "SELECT count(*) AS n FROM zoo_sketches"],
+    ]
+    for args in commands:
+        res = run.invoke(main, [*map(str, args)])
+        assert res.exit_code == 0, (args, res.output)
+    shutil.copytree(ckpts["b0"], moved)
+    res = run.invoke(main, ["relocate", "ft-b0", str(moved)])
+    assert res.exit_code == 0, res.output
+    res = run.invoke(main, ["rm", "cent-a"])
+    assert res.exit_code == 0, res.output
+    assert rows(url, "SELECT count(*) FROM sketches s JOIN sketch_spaces p ON p.id = s.space_id WHERE p.dim = 256") \
+        == [(rows(url, "SELECT count(*) FROM models")[0][0],)]
+    assert rows(url, "SELECT meta->>'owner' FROM models WHERE name = 'ft-a2'") == [("x",)]
+    assert rows(url, "SELECT uri FROM models WHERE name = 'ft-b0'") == [(str(moved),)]
