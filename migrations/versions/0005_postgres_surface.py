@@ -59,7 +59,7 @@ VIEWS = [
             AND (want = 'l2' OR q.norm > 0) THEN
            -- The index's own expression, so the planner walks the HNSW graph; it holds no
            -- zero vectors (cosine), which are distance 1 by convention and merged in after.
-           PERFORM set_config('hnsw.ef_search', greatest(40, least(k, 1000))::text, true);
+           PERFORM set_config('hnsw.ef_search', greatest(100, least(4 * k, 1000))::text, true);
            RETURN QUERY EXECUTE format($q$
              WITH near AS (
                SELECT s.model_id, (s.vec::vector(%1$s) %3$s $1::vector(%1$s))::float8 AS distance
