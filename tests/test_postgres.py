@@ -117,6 +117,26 @@ def test_sql_nearest_uses_the_hnsw_index(url, ckpts, tmp_path):
     assert rows(url, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'zoo_hnsw_%'") == [(0,)]
 
 
+def test_sql_nearest_without_an_index_scans_exactly(url, ckpts, tmp_path):
+    """A space with no HNSW index (wider than pgvector's 2,000 dimensions, or a server without
+    pgvector) is answered by the same functions, exactly, with the same ranks and distances."""
+    pg, duck = Zoo(tmp_path / "pg", catalog=url), Zoo(tmp_path / "duck")
+    for z in (pg, duck):
+        fill(z, ckpts)
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("DROP INDEX zoo_hnsw_1")
+    for fn in ("zoo_nearest", "zoo_nearest_l2"):
+        for q in ("ft-a0", "ft-b1"):
+            got = pg.sql(f"SELECT rank, name, distance FROM {fn}('{q}', 6)")[1]
+            want = duck.sql(f"SELECT rank, name, distance FROM {fn}('{q}', 6)")[1]
+            assert [r[:2] for r in got] == [r[:2] for r in want] and len(got) == 6
+            assert [r[2] for r in got] == pytest.approx([r[2] for r in want], rel=1e-5, abs=1e-6)
+    assert dict((r[1], r[3]) for r in pg.sql("SELECT * FROM zoo_nearest('ft-a0', 10)")[1])["base"] == 1.0
+    assert pg.sql("SELECT * FROM zoo_nearest('ft-a0', 0)")[1] == []
+
+
 def test_cli_commands_and_read_only_sql(url, ckpts, tmp_path):
     env = {"ZOO_CATALOG": url, "ZOO_HOME": str(tmp_path / "cli-home")}
     run = CliRunner(env=env)
