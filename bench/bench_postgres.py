@@ -109,7 +109,7 @@ def nearest_part(n: int, d: int, queries: int, pg: LocalPostgres) -> dict:
               f"PostgreSQL + HNSW {out['postgres_load_and_hnsw_s']:.0f} s", flush=True)
 
         def recall(got: list[list[int]]) -> float:
-            return sum(len(set(g) & tr) for g, tr in zip(got, truth)) / (10 * len(truth))
+            return sum(len(set(g) & tr) for g, tr in zip(got, truth)) / (10 * len(got))
 
         with psycopg.connect(url, autocommit=True) as c:
             q = lambda nm: [r[0] for r in c.execute("SELECT model_id FROM zoo_nearest(%s, 10)", [nm]).fetchall()]
@@ -124,14 +124,14 @@ def nearest_part(n: int, d: int, queries: int, pg: LocalPostgres) -> dict:
                 f"ORDER BY s.vec::vector({d}) <=> q.v LIMIT 10", [nm]).fetchall()]
             lat, got = sql_latencies(qe, names[: max(3, queries // 10)])
             out["postgres_exact_scan_p50_ms"] = 1e3 * float(np.median(lat))
-            out["postgres_exact_scan_recall_at_10"] = sum(len(set(g) & tr) for g, tr in zip(got, truth)) / (10 * len(got))
+            out["postgres_exact_scan_recall_at_10"] = recall(got)
             # zoo_nearest for a space without a graph (wider than 2,000, or not built): its exact path.
             c.execute("RESET enable_indexscan")
             c.execute("RESET enable_bitmapscan")
             c.execute("DROP INDEX zoo_hnsw_1")
             lat, got = sql_latencies(q, names[: max(3, queries // 10)])
             out["postgres_no_index_p50_ms"] = 1e3 * float(np.median(lat))
-            out["postgres_no_index_recall_at_10"] = sum(len(set(g) & tr) for g, tr in zip(got, truth)) / (10 * len(got))
+            out["postgres_no_index_recall_at_10"] = recall(got)
         with duck.store.read() as conn:
             dq = lambda nm: [r[0] for r in conn.raw.execute("SELECT model_id FROM zoo_nearest(?, 10)", [nm]).fetchall()]
             dq(names[0])

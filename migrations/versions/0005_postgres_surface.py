@@ -55,10 +55,11 @@ VIEWS = [
          IF NOT FOUND OR k IS NULL OR k < 1 THEN
            RETURN;
          END IF;
-         IF q.metric = want AND to_regclass('zoo_hnsw_' || q.space_id) IS NOT NULL
-            AND (want = 'l2' OR q.norm > 0) THEN
-           -- The index's own expression, so the planner walks the HNSW graph; it holds no
-           -- zero vectors (cosine), which are distance 1 by convention and merged in after.
+         IF to_regtype('vector') IS NOT NULL AND (want = 'l2' OR q.norm > 0) THEN
+           -- The index's own expression, so the planner walks the HNSW graph where the space
+           -- has one (its metric, d <= 2000) and pgvector scans exactly where not (~30x the
+           -- SQL sum below). The graph holds no zero vectors (cosine): distance 1 by
+           -- convention, merged in after.
            PERFORM set_config('hnsw.ef_search', greatest(100, least(4 * k, 1000))::text, true);
            RETURN QUERY EXECUTE format($q$
              WITH near AS (
@@ -74,21 +75,6 @@ VIEWS = [
                     m.kind::text, m.dataset::text, m.task::text
              FROM top t JOIN models m ON m.id = t.model_id ORDER BY 1$q$, q.dim, q.space_id, op, want)
            USING q.vec, q.id, k;
-         ELSIF to_regtype('vector') IS NOT NULL THEN
-           -- No graph for this space (wider than HNSW takes, or not built): an exact scan, with
-           -- pgvector's operators on the unsized type (up to 16,000 dimensions): ~30x the SQL sum.
-           RETURN QUERY EXECUTE format($q$
-             WITH top AS (
-               SELECT s.model_id,
-                      CASE WHEN %1$L = 'l2' THEN (s.vec::vector <-> $1::vector)::float8
-                           WHEN s.norm = 0 OR $4 = 0 THEN 1.0::float8
-                           ELSE (s.vec::vector <=> $1::vector)::float8 END AS distance
-               FROM sketches s WHERE s.space_id = $2 AND s.model_id <> $3
-               ORDER BY 2, 1 LIMIT $5)
-             SELECT row_number() OVER (ORDER BY t.distance, t.model_id), m.name::text, t.model_id, t.distance,
-                    m.kind::text, m.dataset::text, m.task::text
-             FROM top t JOIN models m ON m.id = t.model_id ORDER BY 1$q$, want)
-           USING q.vec, q.space_id, q.id, q.norm, k;
          ELSE
            RETURN QUERY
              WITH top AS (
