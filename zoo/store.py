@@ -299,7 +299,8 @@ class Store:
             self.catalog_path, lambda: db.open_raw(self.catalog_path, False), on_wait=self.notify)
         try:
             con.execute(f"ATTACH '{str(tmp).replace(chr(39), chr(39) * 2)}' AS zoo_snapshot (READ_WRITE)")
-            con.execute("COPY FROM DATABASE catalog TO zoo_snapshot")
+            source = con.execute("SELECT current_database()").fetchone()[0]
+            con.execute(f'COPY FROM DATABASE "{source}" TO zoo_snapshot')
             con.execute("DETACH zoo_snapshot")
         except BaseException:
             tmp.unlink(missing_ok=True)
