@@ -49,11 +49,12 @@ MODEL_COLS = ("id, name, family_id, kind, uri, format, content_hash, dataset, ta
 def families_snapshot(conn: Conn, family_id: int | None = None) -> list[Family]:
     """All families (or the one with ``family_id``) with their spaces, base sketches included."""
     fams = {}
-    for r in conn.rows("SELECT f.*, m.uri AS base_uri FROM families f LEFT JOIN models m ON m.id = f.base_model_id "
-                       "WHERE $f IS NULL OR f.id = $f ORDER BY f.id", {"f": family_id}):
+    for r in conn.rows("SELECT f.*, m.uri AS base_uri, m.name AS base_name FROM families f "
+                       "LEFT JOIN models m ON m.id = f.base_model_id WHERE $f IS NULL OR f.id = $f ORDER BY f.id",
+                       {"f": family_id}):
         body = {k: tuple(v) for k, v in _json(r["body"]).items()}
         fams[r["id"]] = Family(r["id"], r["name"], r["arch_signature"], r["base_model_id"], r["prefix"], body,
-                               base_uri=_abs(conn, r["base_uri"]))
+                               base_uri=_abs(conn, r["base_uri"]), base_name=r["base_name"])
     for s in spaces(conn, family_id):
         if s.family_id in fams:
             fams[s.family_id].spaces.append(s)
@@ -251,33 +252,25 @@ def lineage_edges(conn: Conn, model_id: int) -> tuple[list[dict[str, Any]], list
 
 def record_of(conn: Conn, model_id: int) -> dict[str, Any]:
     """A model's row with its family's name, its base's name, its parents (name, relation,
-    weight) and its evaluations, in one statement (written beside its files at every add)."""
-    sql = """
-        SELECT m.*, f.name AS family, b.name AS base,
-            (SELECT list({'name': p.name, 'relation': l.relation, 'weight': l.weight} ORDER BY p.id)
-             FROM lineage l JOIN models p ON p.id = l.parent_id WHERE l.child_id = m.id) AS parents,
-            (SELECT list({'dataset': e.dataset, 'split': e.split, 'metric': e.metric, 'value': e.value,
-                          'n_examples': e.n_examples} ORDER BY e.created_at)
-             FROM evaluations e WHERE e.model_id = m.id) AS evaluations
-        FROM models m JOIN families f ON f.id = m.family_id LEFT JOIN models b ON b.id = f.base_model_id
-        WHERE m.id = $id"""
-    if conn.postgres:
-        sql = (sql.replace("list({'name': p.name, 'relation': l.relation, 'weight': l.weight} ORDER BY p.id)",
-                           "json_agg(json_build_object('name', p.name, 'relation', l.relation, 'weight', l.weight) "
-                           "ORDER BY p.id)")
-               .replace("list({'dataset': e.dataset, 'split': e.split, 'metric': e.metric, 'value': e.value,\n"
-                        "                          'n_examples': e.n_examples} ORDER BY e.created_at)",
-                        "json_agg(json_build_object('dataset', e.dataset, 'split', e.split, 'metric', e.metric, "
-                        "'value', e.value, 'n_examples', e.n_examples) ORDER BY e.created_at)"))
-    row = conn.row(sql, {"id": model_id})
+    weight) and its evaluations (written beside its files at every add). Three plain
+    statements: DuckDB plans them in 4 ms together, the one with correlated lists in 8."""
+    row = conn.row("SELECT m.*, f.name AS family, b.name AS base FROM models m JOIN families f ON f.id = m.family_id "
+                   "LEFT JOIN models b ON b.id = f.base_model_id WHERE m.id = $id", {"id": model_id})
     if row is None:
         raise NotFound(f"no model with id {model_id}")
-    row["parents"], row["evaluations"] = _json(row["parents"]) or [], _json(row["evaluations"]) or []
+    row["parents"] = conn.rows("SELECT p.name, l.relation, l.weight FROM lineage l JOIN models p ON p.id = l.parent_id "
+                               "WHERE l.child_id = $id ORDER BY p.id", {"id": model_id})
+    row["evaluations"] = conn.rows("SELECT dataset, split, metric, value, n_examples FROM evaluations "
+                                   "WHERE model_id = $id ORDER BY created_at", {"id": model_id})
     return _model_dict(row, conn)
 
 
 def evaluations_of(conn: Conn, model_id: int) -> list[dict[str, Any]]:
     return conn.rows("SELECT * FROM evaluations WHERE model_id = $id ORDER BY created_at", {"id": model_id})
+
+
+# Up to this many rows come back as Python lists; more stream as Arrow batches.
+_FEW = 256
 
 
 def sketch_vectors(conn: Conn, space_id: int, ids: Iterable[int] | None = None,
@@ -298,6 +291,16 @@ def sketch_vectors(conn: Conn, space_id: int, ids: Iterable[int] | None = None,
         if not rows:
             return mids, np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
         return mids, np.asarray([r["vec"] for r in rows], dtype=np.float32)
+    if after_id is not None:  # an index catching up: usually a few rows, read in one statement
+        few = conn.raw.execute(f"SELECT model_id, vec FROM sketches WHERE {where} ORDER BY model_id LIMIT {_FEW + 1}",
+                               params).fetchall()
+        if len(few) <= _FEW:
+            mids = np.fromiter((r[0] for r in few), dtype=np.int64, count=len(few))
+            if not few:
+                return mids, np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
+            if len({len(r[1]) for r in few}) > 1:
+                raise CatalogUnreadable(f"sketches of space {space_id} differ in length; run `zoo doctor`")
+            return mids, np.asarray([r[1] for r in few], dtype=np.float32)
     mids = np.asarray(conn.raw.execute(f"SELECT model_id FROM sketches WHERE {where} ORDER BY model_id", params)
                       .fetchnumpy()["model_id"], dtype=np.int64)
     if len(mids) == 0:
@@ -324,14 +327,24 @@ def sketch_vectors(conn: Conn, space_id: int, ids: Iterable[int] | None = None,
 def sketch_fingerprint(conn: Conn, space_id: int, max_id: int | None = None) -> dict[str, Any]:
     """Count, id checksum and norm checksum of a space's sketches (of ids <= ``max_id`` when
     given): what an index must match."""
+    return sketch_fingerprints(conn, space_id, max_id)[1 if max_id is not None else 0]
+
+
+def sketch_fingerprints(conn: Conn, space_id: int, max_id: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fingerprint of all of a space's sketches and of those with ids <= ``max_id``, in one
+    scan (an index checks both when it is behind: may it append, or must it rebuild)."""
     # Integer sums of hashes: exact whatever the order of rows and of DuckDB's threads (a
     # float sum of norms changed in its last bits when the rows were rewritten in list order).
     ids, norms = ("hashint8(model_id)", "hashtextextended(model_id || ':' || float8send(norm)::text, 0)") \
         if conn.postgres else ("hash(model_id)", "hash(model_id, norm)")
+    upto = "FILTER (WHERE $m IS NULL OR model_id <= $m)"
     r = conn.row(f"SELECT count(*) AS n, coalesce(sum({ids} % 1000000007), 0) AS ids, "
-                 f"coalesce(sum({norms} % 1000000007), 0) AS norms FROM sketches "
-                 "WHERE space_id = $s AND ($m IS NULL OR model_id <= $m)", {"s": space_id, "m": max_id})
-    return {"count": int(r["n"]), "ids": int(r["ids"]), "norms": int(r["norms"])}
+                 f"coalesce(sum({norms} % 1000000007), 0) AS norms, count(*) {upto} AS n_m, "
+                 f"coalesce(sum({ids} % 1000000007) {upto}, 0) AS ids_m, "
+                 f"coalesce(sum({norms} % 1000000007) {upto}, 0) AS norms_m "
+                 "FROM sketches WHERE space_id = $s", {"s": space_id, "m": max_id})
+    return ({"count": int(r["n"]), "ids": int(r["ids"]), "norms": int(r["norms"])},
+            {"count": int(r["n_m"]), "ids": int(r["ids_m"]), "norms": int(r["norms_m"])})
 
 
 def _in(conn: Conn, column: str, param: str) -> str:

@@ -180,6 +180,7 @@ class Family:
     body: dict[str, tuple[int, ...]]
     spaces: list[Space] = field(default_factory=list)
     base_uri: str | None = None
+    base_name: str | None = None
 
     def space(self, space_id: int | None = None) -> Space:
         """The space with this id, or the family's first (its default) when None."""

@@ -93,7 +93,7 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
             fams = catalog.families_snapshot(conn)
             # A taken --name is an error only for new weights (found at commit): adding the
             # same checkpoint again under its own name is a no-op, as scripts expect.
-            batch = _Batch(fams, {f.id: catalog.model_by_id(conn, f.base_model_id)["name"] for f in fams if f.base_model_id},
+            batch = _Batch(fams, {f.id: f.base_name for f in fams if f.base_name is not None},
                            catalog.model(conn, base) if base else None, catalog.model_names(conn))
         made: list[Path] = []  # folders this call put in the store: gone again if it fails
         try:
@@ -251,6 +251,7 @@ def _as_source(root: Path | None, source: Path) -> Iterator[None]:
 def _settle(store: Store, p: Pending, made: list[Path]) -> None:
     """Move a staged checkpoint to its content address and point the scan's header there."""
     staged = p.scan.header.path
+    ids = _file_ids(p.scan.header.shards)
     final = store.settle(p.stage_root, p.scan.content_hash)
     made[made.index(p.stage_root)] = final
     if p.scan.header.format == ADAPTER_FORMAT:
@@ -260,7 +261,33 @@ def _settle(store: Store, p: Pending, made: list[Path]) -> None:
         ad.prefix = p.scan.header.prefix
         p.scan.header = adapter_header(ad)
         return
-    p.scan.header = read_header(final if staged == p.stage_root else final / staged.name)
+    p.scan.header = _moved(p.scan.header, p.stage_root, final.resolve(), ids) or \
+        read_header(final if staged == p.stage_root else final / staged.name)
+
+
+def _moved(header: Header, root: Path, final: Path, ids: list[tuple[int, int]]) -> Header | None:
+    """The header of a checkpoint whose folder ``root`` was renamed to ``final`` (the same
+    files: same inodes as ``ids`` before), without parsing it again; None when the files
+    differ (the store already held these weights, in files of their own)."""
+    import dataclasses
+
+    def rebase(p: Path) -> Path:
+        return final / p.relative_to(root)
+
+    try:
+        shards = [rebase(f) for f in header.shards]
+    except ValueError:
+        return None
+    if ids is None or _file_ids(shards) != ids:
+        return None
+    return dataclasses.replace(header, path=rebase(header.path), shards=shards)
+
+
+def _file_ids(files: list[Path]) -> list[tuple[int, int]] | None:
+    try:
+        return [(st.st_dev, st.st_ino) for st in map(os.stat, files)]
+    except OSError:
+        return None
 
 
 def _drop_unregistered(store: Store, folder: Path) -> None:

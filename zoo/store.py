@@ -516,15 +516,17 @@ class Store:
         """
         from zoo.index import SpaceIndex, choose_index
 
-        fp = catalog.sketch_fingerprint(conn, sp.id)
-        spec = choose_index(fp["count"], sp.dim, self.memory_budget, sp.metric)
         idx = SpaceIndex(self.index_dir, sp.id)
-        if not force and idx.load():
+        loaded = not force and idx.load()
+        old = idx.meta if loaded else {}
+        max_id = old.get("max_id") if isinstance(old.get("max_id"), int) else None  # a hand-edited meta file
+        fp, upto = catalog.sketch_fingerprints(conn, sp.id, max_id)
+        spec = choose_index(fp["count"], sp.dim, self.memory_budget, sp.metric)
+        if loaded:
             if idx.matches(fp, spec):
                 return idx
-            old = idx.meta
-            if (old.get("spec", {}).get("factory") == spec.factory and "max_id" in old
-                    and catalog.sketch_fingerprint(conn, sp.id, old["max_id"]) == old["fingerprint"]):
+            if (old.get("spec", {}).get("factory") == spec.factory and max_id is not None
+                    and upto == old.get("fingerprint")):
                 ids, vecs = catalog.sketch_vectors(conn, sp.id, after_id=old["max_id"])
                 idx.append(ids, vecs, fp)
                 if idx.matches(fp, spec):
