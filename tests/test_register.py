@@ -312,6 +312,39 @@ def test_the_zoo_owns_what_it_registers(zoo, ckpts, tmp_path):
     assert not (zoo.home / "weights" / b_hash).exists() and (zoo.home / "weights" / m["content_hash"]).is_dir()
 
 
+def test_copied_or_linked_into_the_store_registers_the_same(ckpts, tmp_path, monkeypatch):
+    """A staged checkpoint's header is reused when the store's files are the source's own
+    (hard links, then a rename); copies are parsed again. Both give the same rows and sketches."""
+    import zoo.files
+    from conftest import make_finetune
+
+    ft = make_finetune(ckpts["base"], tmp_path / "src" / "ft", seed=3)
+    linked, copied = Zoo(tmp_path / "linked"), Zoo(tmp_path / "copied")
+    for z in (linked, copied):
+        z.add([ckpts["base"]], name="base")
+    linked.add([ft], name="ft")
+
+    def copy_only(src, dst):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        return False
+
+    monkeypatch.setattr(zoo.files, "link_or_copy", copy_only)
+    copied.add([ft], name="ft")
+    a, b = linked.show("ft"), copied.show("ft")
+    assert Path(a["uri"]) == linked.home / "weights" / a["content_hash"]
+    assert Path(b["uri"]) == copied.home / "weights" / b["content_hash"] and a["content_hash"] == b["content_hash"]
+    assert (Path(a["uri"]) / "model.safetensors").stat().st_ino == (ft / "model.safetensors").stat().st_ino
+    assert (Path(b["uri"]) / "model.safetensors").stat().st_ino != (ft / "model.safetensors").stat().st_ino
+    assert [f[0] for f in a["meta"]["files"]] == [str(Path(a["uri"]) / "model.safetensors")]
+    assert [f[0] for f in b["meta"]["files"]] == [str(Path(b["uri"]) / "model.safetensors")]
+    assert a["n_params"] == b["n_params"] and a["meta"]["head"] == b["meta"]["head"]
+    assert linked.distance("base", "ft").sketch == copied.distance("base", "ft").sketch
+    assert linked.distance("base", "ft", exact=True).exact == copied.distance("base", "ft", exact=True).exact
+    assert sorted(p.name for p in (copied.home / "weights").iterdir()) == sorted(
+        copied.show(n)["content_hash"] for n in ("base", "ft"))  # no staging folder left
+
+
 def test_a_failed_add_leaves_nothing_in_the_store(zoo, ckpts, tmp_path):
     zoo.add([ckpts["base"]], name="base")
     bad = tmp_path / "bad.safetensors"

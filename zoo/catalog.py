@@ -174,6 +174,14 @@ def model_by_uri(conn: Conn, uri: str) -> dict[str, Any] | None:
     return _model_dict(row, conn) if row else None
 
 
+def model_by_hash_or_name(conn: Conn, content_hash: str, name: str) -> tuple[dict[str, Any] | None, bool]:
+    """(the model with these weights or None, whether ``name`` is taken), in one statement."""
+    rows = conn.rows(f"SELECT {MODEL_COLS} FROM models WHERE content_hash = $h OR name = $n ORDER BY id",
+                     {"h": content_hash, "n": name})
+    same = next((r for r in rows if r["content_hash"] == content_hash), None)
+    return (_model_dict(same, conn) if same else None), any(r["name"] == name for r in rows)
+
+
 def name_taken(conn: Conn, name: str) -> bool:
     return conn.scalar("SELECT count(*) FROM models WHERE name = $n", {"n": name}) > 0
 
@@ -491,8 +499,9 @@ def vector_index(conn: Conn, space_id: int, dim: int, metric: str) -> bool:
     return True
 
 
-def insert_model(conn: Conn, **values: Any) -> int:
-    if name_taken(conn, values["name"]):
+def insert_model(conn: Conn, name_checked: bool = False, **values: Any) -> int:
+    """Insert a model row; its id. ``name_checked``: the caller found the name free in this transaction."""
+    if not name_checked and name_taken(conn, values["name"]):
         raise Conflict(f"a model named {values['name']!r} already exists; choose another --name")
     return _insert(conn, "models", _located(conn, values, _rel), returning=True)
 

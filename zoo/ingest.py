@@ -5,6 +5,7 @@ and the sketch of every requested space. The catalog is not open meanwhile.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -44,7 +45,7 @@ MISSING_MAX = 0.05
 
 
 def _numel(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return math.prod(shape)
 
 
 def missing_body(header: Header, fam: Family) -> list[str]:

@@ -57,6 +57,12 @@ class _Batch:
     base_row: dict[str, Any] | None
     taken: set[str]
     new_fams: list[Family] = field(default_factory=list)
+    # The DuckDB write connection the snapshot was read on: while that same connection is
+    # open, nothing else can change the catalog, so the commit may trust the snapshot.
+    held: tuple[Any, Any] | None = None
+
+    def families_if_current(self, conn: Conn) -> dict[int, Family]:
+        return {f.id: f for f in self.fams} if self.held == (conn, conn.raw) else {}
 
 
 def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = None, base: str | None = None,
@@ -94,7 +100,8 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
             # A taken --name is an error only for new weights (found at commit): adding the
             # same checkpoint again under its own name is a no-op, as scripts expect.
             batch = _Batch(fams, {f.id: f.base_name for f in fams if f.base_name is not None},
-                           catalog.model(conn, base) if base else None, catalog.model_names(conn))
+                           catalog.model(conn, base) if base else None, catalog.model_names(conn),
+                           held=(conn, conn.raw) if conn.write and not conn.postgres else None)
         made: list[Path] = []  # folders this call put in the store: gone again if it fails
         try:
             def fields() -> dict[str, Any]:
@@ -117,7 +124,7 @@ def add(store: Store, paths: Sequence[str | os.PathLike], name: str | None = Non
                     _settle(store, p, made)
             crash_point("add:settled")
             with store.write() as conn:
-                results = commit(conn, pending, batch.new_fams, lineage)
+                results = commit(conn, pending, batch.new_fams, lineage, batch.families_if_current(conn))
                 if on_commit is not None:
                     on_commit(conn, results)
                 crash_point("add:in-transaction")
@@ -201,7 +208,9 @@ def stage_one(store: Store, path: Path, in_place: bool, made: list[Path]) -> tup
         return source, None, source
     root, staged = store.stage(source.path, source.shards)
     made.append(root)
-    return source, root, read_header(staged)
+    top = source.path if source.path.is_dir() else source.path.parent
+    # Hard links (the usual case) are the same files: the header needs no second parse.
+    return source, root, _moved(source, top, root.resolve(), _file_ids(source.shards)) or read_header(staged)
 
 
 def _scan_adapter(store: Store, path: Path, batch: _Batch, name: str | None, kind: str | None, in_place: bool,
@@ -261,14 +270,14 @@ def _settle(store: Store, p: Pending, made: list[Path]) -> None:
         ad.prefix = p.scan.header.prefix
         p.scan.header = adapter_header(ad)
         return
-    p.scan.header = _moved(p.scan.header, p.stage_root, final.resolve(), ids) or \
+    p.scan.header = _moved(p.scan.header, p.stage_root.resolve(), final.resolve(), ids) or \
         read_header(final if staged == p.stage_root else final / staged.name)
 
 
-def _moved(header: Header, root: Path, final: Path, ids: list[tuple[int, int]]) -> Header | None:
-    """The header of a checkpoint whose folder ``root`` was renamed to ``final`` (the same
-    files: same inodes as ``ids`` before), without parsing it again; None when the files
-    differ (the store already held these weights, in files of their own)."""
+def _moved(header: Header, root: Path, final: Path, ids: list[tuple[int, int]] | None) -> Header | None:
+    """The header of a checkpoint whose folder ``root`` is now (also) ``final``, renamed or
+    hard-linked: the same files, same inodes as ``ids``, without parsing it again; None when
+    the files differ (copies, or weights the store already held in files of their own)."""
     import dataclasses
 
     def rebase(p: Path) -> Path:
@@ -365,15 +374,17 @@ def plan(header: Header, fams: list[Family], base_names: dict[int, str], base_ro
     return Pending(sc, decision, kind or "finetune", fam.base_model_id, fam.id)
 
 
-def commit(conn: Conn, pending: list[Pending], new_fams: list[Family], extra_lineage: Edges) -> list[AddResult]:
-    """Insert the batch in the caller's transaction; weights already registered are recognised, not repeated."""
+def commit(conn: Conn, pending: list[Pending], new_fams: list[Family], extra_lineage: Edges,
+           current: dict[int, Family] | None = None) -> list[AddResult]:
+    """Insert the batch in the caller's transaction; weights already registered are recognised, not repeated.
+    ``current``: families known unchanged since the batch read them (else read again here)."""
     results: list[AddResult] = []
     fam_ids: dict[int, int] = {}
     fam_info: dict[int, tuple[str, list[Space]]] = {}  # family id -> (name, spaces), read once per batch
     seen: dict[str, AddResult] = {}
     for p in pending:
         h = p.scan.content_hash
-        prev = seen.get(h) or _existing(conn, h)
+        prev = seen.get(h) or _existing(conn, h, p.name)
         if prev is not None:
             results.append(AddResult(prev.name, prev.id, False, prev.kind, prev.family,
                                      f"same weights as {prev.name!r} (content hash); not registered again; "
@@ -383,7 +394,9 @@ def commit(conn: Conn, pending: list[Pending], new_fams: list[Family], extra_lin
             fam_ids[p.family_key] = _insert_family(conn, next(f for f in new_fams if f.id == p.family_key))
         fid = fam_ids.get(p.family_key, p.family_key)
         if fid not in fam_info:
-            fam_info[fid] = (catalog.family_by_id(conn, fid)["name"], catalog.spaces(conn, fid))
+            known = (current or {}).get(fid)
+            fam_info[fid] = (known.name, known.spaces) if known is not None else \
+                (catalog.family_by_id(conn, fid)["name"], catalog.spaces(conn, fid))
         recipe = p.fields["meta"].get("merge_recipe") if not extra_lineage else None
         edges = _recipe_edges(conn, recipe) if recipe else []
         mid = _insert_model(conn, p, fid, fam_info[fid][1])
@@ -430,9 +443,12 @@ def _recipe_edges(conn: Conn, recipe: dict[str, Any]) -> list[tuple[int, str, fl
     return edges
 
 
-def _existing(conn: Conn, content_hash: str) -> AddResult | None:
-    row = catalog.model_by_hash(conn, content_hash)
+def _existing(conn: Conn, content_hash: str, name: str) -> AddResult | None:
+    """The model with these weights, if registered; else Conflict when ``name`` is taken."""
+    row, name_taken = catalog.model_by_hash_or_name(conn, content_hash, name)
     if row is None:
+        if name_taken:
+            raise Conflict(f"a model named {name!r} already exists; choose another --name")
         return None
     return AddResult(row["name"], row["id"], False, row["kind"], catalog.family_by_id(conn, row["family_id"])["name"])
 
@@ -452,7 +468,7 @@ def _insert_model(conn: Conn, p: Pending, fid: int, spaces: list[Space]) -> int:
     if header.config and header.config.get("id2label"):
         meta["id2label"] = header.config["id2label"]
     mid = catalog.insert_model(
-        conn, name=p.name, family_id=fid, kind=p.kind, uri=str(header.path), format=header.format,
+        conn, name_checked=True, name=p.name, family_id=fid, kind=p.kind, uri=str(header.path), format=header.format,
         content_hash=p.scan.content_hash, dataset=p.fields["dataset"], task=p.fields["task"], seed=p.fields["seed"],
         n_params=header.n_params, dtype=header.dtype, meta=meta)
     if p.decision.is_base:
