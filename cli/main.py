@@ -18,7 +18,7 @@ from zoo import Zoo
 from zoo.cli import fmt
 from zoo.domain import COLOR_BY, KINDS, MAP_METHODS, METRICS, RUN_STATUSES
 from zoo.errors import ZooError
-from zoo.finetune import TrainParams
+from zoo.params import TrainParams
 
 
 class ZooGroup(click.Group):

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from zoo import db
-from zoo.errors import CatalogVersionError
+from zoo.errors import CatalogVersionError, ZooBusy
 from zoo.schema import metadata
 
 
@@ -84,3 +84,71 @@ def test_catalog_behind_is_upgraded(tmp_path):
     db.ensure_schema(path)
     with db.connect(path, write=False) as conn:
         assert db.current_revision(conn) == db.head_revision()
+
+
+def _other_process_opens(path, read_only: bool) -> str:
+    import subprocess
+    import sys
+
+    code = (f"import duckdb\ntry:\n    duckdb.connect({str(path)!r}, read_only={read_only!r}).close()\n    print('opened')\n"
+            "except Exception as e:\n    print(type(e).__name__)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_commands_attach_the_catalog_and_release_it(filled):
+    """Catalogs are attached to one DuckDB instance per process: held while a session is
+    open (other processes wait), released at its end, shared by nested and second cursors."""
+    path = filled.catalog_path
+    with filled.session():
+        assert _other_process_opens(path, read_only=False) == "IOException"  # the write lock is held
+        with filled.store.read() as conn:
+            side = conn.raw.cursor()  # a second connection: on the catalog, not the empty default database
+            try:
+                assert side.execute("SELECT count(*) FROM models").fetchone()[0] == len(filled.ls())
+            finally:
+                side.close()
+        assert filled.show("base")["kind"] == "base"  # the session's attachment outlives the cursor
+    assert _other_process_opens(path, read_only=False) == "opened"  # detached: free again
+    conn = db.opened(path, write=False)
+    try:
+        # A write open beside a read-only one of the same process is refused by name, not left
+        # to DuckDB (which would attach the file twice or fail obscurely).
+        with pytest.raises(ZooBusy, match="already open read-only in this process"):
+            db.opened(path, write=True)
+        again = db.opened(path, write=False)  # same mode: shared
+        again.close()
+        assert conn.scalar("SELECT count(*) FROM families") == 1
+    finally:
+        conn.close()
+    with pytest.raises(ZooBusy, match="was closed"):
+        conn.raw.execute("SELECT 1")
+
+
+def test_a_forked_child_opens_its_own_instance(filled):
+    import os
+
+    assert filled.ls()  # the parent's instance exists
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child exits with its verdict
+        try:
+            ok = len(filled.ls()) == 7 and filled.show("base")["kind"] == "base"
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_background_catalog_work_is_joined_and_its_error_raised(filled):
+    seen = []
+    with filled.session():
+        filled.store.background(lambda conn: seen.append(conn.scalar("SELECT count(*) FROM models")))
+    assert seen == [len(filled.ls())]
+
+    def fails(conn):
+        raise OSError("disk full while writing a record")
+
+    with pytest.raises(OSError, match="disk full"):
+        with filled.session():
+            filled.store.background(fails)
+    assert filled.ls()  # the catalog was closed and opens again

@@ -270,8 +270,15 @@ _INSTANCE: _Instance | None = None
 
 def _instance() -> _Instance:
     global _INSTANCE
-    # A forked child (multiprocessing, Ray's workers) must not touch its parent's instance.
-    if _INSTANCE is None or _INSTANCE.pid != os.getpid():
+    if _INSTANCE is not None and _INSTANCE.pid != os.getpid():
+        # A forked child (multiprocessing, a fork-based pool) inherits the parent's instance
+        # without its threads: freeing it would join threads that do not exist here and hang
+        # (seen in gdb: TaskScheduler::~TaskScheduler), so it is leaked, never touched again.
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_INSTANCE))
+        _INSTANCE = None
+    if _INSTANCE is None:
         _INSTANCE = _Instance()
     return _INSTANCE
 
@@ -287,6 +294,14 @@ class _Attached:
         if self._cur is None:
             raise ZooBusy("this catalog connection was closed; open the catalog again (a new command or session)")
         return getattr(self._cur, name)
+
+    def cursor(self) -> "_Attached":
+        """Another connection on the same attached catalog (DuckDB's ``cursor`` would start at
+        the instance's empty default database)."""
+        if self._cur is None:
+            raise ZooBusy("this catalog connection was closed; open the catalog again (a new command or session)")
+        held = self._inst.attached[self._key]
+        return self._inst.attach(Path(self._key), held[1])
 
     def close(self) -> None:
         if self._cur is None:

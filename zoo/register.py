@@ -314,11 +314,10 @@ def _drop_unregistered(store: Store, folder: Path) -> None:
 def _write_records(store: Store, results: list[AddResult]) -> None:
     """A record of each new model's catalog row beside its files in the store (not beside
     files referenced in place): what ``zoo doctor`` rebuilds a lost catalog from."""
-    if any(r.created for r in results):
-        with store.read() as conn:
-            for r in results:
-                if r.created:
-                    write_record(store, conn, r.id)
+    created = [r.id for r in results if r.created]
+    if created:
+        # Beside the index sync when the command holds the catalog: both only read committed rows.
+        store.background(lambda conn: [write_record(store, conn, mid) for mid in created])
 
 
 def write_record(store: Store, conn: Conn, model_id: int) -> None:

@@ -108,6 +108,7 @@ class Store:
         self._in_tx = False
         self._held = 0  # depth of ``hold`` blocks: index syncs wait for the outermost one's end
         self._sync_due = False
+        self._background: list[Any] = []  # threads reading the held catalog, joined before it closes
         # Run once when the catalog is first opened: the facade finishes pending write-backs here.
         self.on_open: Callable[[], Any] | None = None
         # Told about waits (who holds the catalog); on stderr when progress is shown.
@@ -194,9 +195,49 @@ class Store:
                     raise
             yield self._conn
         finally:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            try:
+                self._join_background()
+            finally:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.close()
+
+    def background(self, fn: Callable[[db.Conn], Any]) -> None:
+        """Run ``fn`` with a connection to the catalog: in a thread on a second cursor of the
+        held DuckDB session, joined (its error raised) before the session closes, so work
+        that only reads committed rows overlaps the command's next step (statements release
+        the GIL); without such a session, now."""
+        conn = self._conn
+        if conn is None or conn.postgres or self._in_tx:
+            with self.read() as c:
+                fn(c)
+            return
+        import threading
+
+        side = db.Conn(conn.raw.cursor(), False)
+        side.root = conn.root
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                fn(side)
+            except BaseException as e:  # raised again by the join
+                errors.append(e)
+            finally:
+                side.close()
+
+        t = threading.Thread(target=run, name="zoo-catalog-background", daemon=True)
+        t.start()
+        self._background.append((t, errors))
+
+    def _join_background(self) -> None:
+        pending, self._background = self._background, []
+        failed = None
+        for t, errors in pending:
+            t.join()
+            failed = failed or (errors[0] if errors else None)
+        if failed is not None:
+            raise failed
 
     def _writable(self) -> None:
         """Reopen the session's read-only connection read-write, in place: callers holding the
@@ -206,6 +247,7 @@ class Store:
             conn.write = True  # one PostgreSQL connection reads and writes
             return
         if conn is not None and not conn.write:
+            self._join_background()  # their cursors share the read-only attachment
             conn.raw.close()
             try:
                 new = self._open(True)
