@@ -173,6 +173,14 @@ def columns(*cols: str, width: int = 48) -> Callable[[Sequence[dict[str, Any]]],
     return lambda rows: table(rows, cols, width)
 
 
+def paged(render: Callable[[Sequence[dict[str, Any]]], str], offset: int, total: int) -> Callable[[Sequence[dict[str, Any]]], str]:
+    """``render`` with a footer saying which rows of how many these are."""
+    def out(rows: Sequence[dict[str, Any]]) -> str:
+        span = f"{offset + 1}-{offset + len(rows)}" if rows else "none"
+        return f"{render(rows)}\nrows {span} of {total}"
+    return out
+
+
 def to_csv(cols: Sequence[str]) -> Callable[[Sequence[dict[str, Any]]], str]:
     """A renderer of rows as CSV with a header row."""
     import csv

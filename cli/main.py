@@ -16,7 +16,7 @@ import click
 
 from zoo import Zoo
 from zoo.cli import fmt
-from zoo.domain import COLOR_BY, KINDS, MAP_METHODS, METRICS, RUN_STATUSES
+from zoo.domain import COLOR_BY, KINDS, MAP_METHODS, METRICS, RUN_STATUSES, SORT_COLUMNS
 from zoo.errors import ZooError
 from zoo.params import TrainParams
 
@@ -149,11 +149,20 @@ def add(z: Zoo, paths, name, base, dataset, task, seed, kind, meta, in_place, sc
 @family_opt
 @options(*region_opts)
 @kind_opt
+@click.option("--search", "-s", help="Only models whose name, dataset, task or family contains this text (any case).")
+@click.option("--sort", type=click.Choice(SORT_COLUMNS), default="id", show_default=True, help="Column to sort by.")
+@click.option("--desc", is_flag=True, help="Sort in descending order.")
+@click.option("--limit", type=int, help="At most this many models (with --offset: a page; a footer tells the total).")
+@click.option("--offset", type=int, default=0, help="Skip this many models first.")
 @json_obj
-def ls_(z: Zoo, family, dataset, task, kind, as_json) -> None:
+def ls_(z: Zoo, family, dataset, task, kind, search, sort, desc, limit, offset, as_json) -> None:
     """List models."""
-    rows = z.ls(family=family, dataset=dataset, task=task, kind=kind)
-    fmt.emit(rows, as_json, fmt.columns("id", "name", "family", "kind", "dataset", "task", "seed", "n_params", "dtype"))
+    filters = dict(family=family, dataset=dataset, task=task, kind=kind, search=search)
+    rows = z.ls(**filters, sort=sort, descending=desc, limit=limit, offset=offset)
+    render = fmt.columns("id", "name", "family", "kind", "dataset", "task", "seed", "n_params", "dtype")
+    if limit is not None or offset:
+        render = fmt.paged(render, offset, z.count(**filters))
+    fmt.emit(rows, as_json, render)
 
 
 def _by_name(verb: str, render: Callable[[Any], str], doc: str) -> None:

@@ -49,6 +49,27 @@ def test_add_ls_show_sql_json(run, ckpts):
     assert "ft-a0" in run("ls", "--dataset", "a").stdout and "ft-a0" not in run("ls", "--dataset", "b").stdout
 
 
+def test_ls_searches_sorts_and_pages(run, ckpts):
+    run("add", ckpts["base"], "--name", "base")
+    run("add", ckpts["a0"], ckpts["a1"], "--dataset", "Alpha", "--task", "t")
+    run("add", ckpts["b0"], "--dataset", "beta", "--task", "t")
+    names = lambda *a: [r["name"] for r in json.loads(run("ls", "--json", *a).stdout)]  # noqa: E731
+    assert names() == ["base", "ft-a0", "ft-a1", "ft-b0"]
+    assert names("--search", "alp") == ["ft-a0", "ft-a1"]  # the dataset, in any case
+    assert names("-s", "B0") == ["ft-b0"] and names("-s", "%") == [] and names("-s", "_") == []  # literal text
+    assert names("--sort", "dataset") == ["ft-a0", "ft-a1", "ft-b0", "base"]  # missing values last, then by id
+    assert names("--sort", "dataset", "--desc") == ["ft-b0", "ft-a0", "ft-a1", "base"]
+    assert names("--sort", "name", "--desc", "--limit", "2") == ["ft-b0", "ft-a1"]
+    assert names("--sort", "name", "--desc", "--limit", "2", "--offset", "2") == ["ft-a0", "base"]
+    assert names("--offset", "9") == []
+    text = run("ls", "--task", "t", "--limit", "2", "--offset", "1").stdout
+    assert text.splitlines()[-1] == "rows 2-3 of 3" and "ft-a1" in text and "ft-a0" not in text
+    assert run("ls", "-s", "nothing-like-this", "--limit", "5").stdout.splitlines()[-1] == "rows none of 0"
+    assert "--limit must be a whole number >= 1, got 0" in _one_line_error(run("ls", "--limit", "0", code=2))
+    assert "--offset must be a whole number >= 0, got -3" in _one_line_error(run("ls", "--offset", "-3", code=2))
+    assert "'bogus' is not one of" in _one_line_error(run("ls", "--sort", "bogus", code=2))
+
+
 def test_bad_input_exits_nonzero_with_one_line(run, ckpts, tmp_path):
     run("add", ckpts["base"], "--name", "base")
     err = _one_line_error(run("show", "nope", code=1))

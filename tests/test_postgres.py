@@ -63,6 +63,10 @@ def test_same_answers_as_duckdb_rows_in_postgres(url, ckpts, tmp_path):
         ("base", "base")] + [(f"ft-{d}{i}", "finetune") for d in "ab" for i in range(3)]
     assert not list((tmp_path / "pg-home").glob("*.duckdb"))
     assert [m["name"] for m in pg.ls()] == [m["name"] for m in duck.ls()]
+    for kw in ({"search": "A1"}, {"sort": "dataset", "descending": True, "limit": 3, "offset": 1},
+               {"sort": "name", "search": "ft-", "limit": 2}):
+        assert [m["name"] for m in pg.ls(**kw)] == [m["name"] for m in duck.ls(**kw)] != []
+    assert pg.count(search="ft-b") == duck.count(search="ft-b") == 3
     # The same sketches, bit for bit, and the same nearest answers from FAISS and from SQL.
     import numpy as np
 

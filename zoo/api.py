@@ -149,9 +149,17 @@ class Zoo:
         return self.store.reindex()
 
     def ls(self, family: str | None = None, dataset: str | None = None, task: str | None = None,
-           kind: str | None = None) -> list[dict[str, Any]]:
-        """Models, filtered by family name, dataset, task and kind."""
-        return lookup.ls(self.store, family, dataset, task, kind)
+           kind: str | None = None, search: str | None = None, sort: str = "id", descending: bool = False,
+           limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Models, filtered by family name, dataset, task, kind and ``search`` (a substring of the
+        name, dataset, task or family, any case); sorted by ``sort`` (missing values last, then
+        by id), ``limit`` of them from ``offset``."""
+        return lookup.ls(self.store, family, dataset, task, kind, search, sort, descending, limit, offset)
+
+    def count(self, family: str | None = None, dataset: str | None = None, task: str | None = None,
+              kind: str | None = None, search: str | None = None) -> int:
+        """How many models ``ls`` lists with these filters (the total behind a page of them)."""
+        return lookup.count(self.store, family, dataset, task, kind, search)
 
     def show(self, name: str) -> dict[str, Any]:
         """A model's row, family, parents, children, evaluations and sketch norms."""

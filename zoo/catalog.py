@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from zoo.domain import Family, Space
-from zoo.errors import CatalogUnreadable, Conflict, NotFound
+from zoo.domain import SORT_COLUMNS, Family, Space
+from zoo.errors import CatalogUnreadable, Conflict, NotFound, ZooValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -203,13 +203,35 @@ def _filter_params(family_id: int | None = None, family: str | None = None, data
     return {k: (None if v == "" else v) for k, v in vals.items()}
 
 
+# Free text matches a substring of the name, dataset, task or family, in any case.
+_SEARCH = ("($q IS NULL OR strpos(lower(m.name || ' ' || coalesce(m.dataset, '') || ' ' || coalesce(m.task, '') "
+           "|| ' ' || f.name), lower($q)) > 0)")
+
+
 def list_models(conn: Conn, family: str | None = None, dataset: str | None = None, task: str | None = None,
-                kind: str | None = None) -> list[dict[str, Any]]:
+                kind: str | None = None, search: str | None = None, sort: str = "id", descending: bool = False,
+                limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Models matching the filters and ``search``, ordered by ``sort`` (one of ``SORT_COLUMNS``;
+    missing values last, then by id), ``limit`` rows from ``offset``."""
+    if sort not in SORT_COLUMNS:
+        raise ZooValueError(f"sort column {sort!r} is not one of {', '.join(SORT_COLUMNS)}")
+    col = "f.name" if sort == "family" else f"m.{sort}"
+    page = f" LIMIT {int(limit)}" if limit is not None else ""
+    page += f" OFFSET {int(offset)}" if offset else ""
     rows = conn.rows(
         "SELECT m.id, m.name, f.name AS family, m.kind, m.dataset, m.task, m.seed, m.n_params, m.dtype, m.uri, "
-        f"m.created_at FROM models m JOIN families f ON f.id = m.family_id WHERE {_FILTER} ORDER BY m.id",
-        _filter_params(family=family, dataset=dataset, task=task, kind=kind))
+        f"m.created_at FROM models m JOIN families f ON f.id = m.family_id WHERE {_FILTER} AND {_SEARCH} "
+        f"ORDER BY {col} {'DESC' if descending else 'ASC'} NULLS LAST, m.id{page}",
+        dict(_filter_params(family=family, dataset=dataset, task=task, kind=kind), q=search or None))
     return [_located(conn, r, _abs) for r in rows] if conn.root is not None else rows
+
+
+def count_models(conn: Conn, family: str | None = None, dataset: str | None = None, task: str | None = None,
+                 kind: str | None = None, search: str | None = None) -> int:
+    """How many models ``list_models`` finds with these filters, without a page."""
+    return int(conn.scalar(f"SELECT count(*) FROM models m JOIN families f ON f.id = m.family_id WHERE {_FILTER} "
+                           f"AND {_SEARCH}", dict(_filter_params(family=family, dataset=dataset, task=task, kind=kind),
+                                                  q=search or None)))
 
 
 def model_names(conn: Conn) -> set[str]:

@@ -15,6 +15,8 @@ from zoo.errors import NotFound, ZooValueError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+# What a model listing sorts by: names put in ORDER BY, never parameters (lookup.ls checks).
+SORT_COLUMNS = ("id", "name", "family", "kind", "dataset", "task", "seed", "n_params", "created_at")
 KINDS = ("base", "finetune", "adapter", "centroid", "interpolation", "external")
 # Kinds that are trained models (what ``--all`` and region members mean): not bases, not points zoo made.
 TRAINED_KINDS = ("finetune", "adapter")

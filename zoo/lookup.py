@@ -7,19 +7,41 @@ import os
 from typing import Any
 
 from zoo import catalog
-from zoo.domain import RUN_STATUSES, check_choice, check_kind
+from zoo.domain import RUN_STATUSES, SORT_COLUMNS, check_choice, check_kind
+from zoo.errors import ZooValueError
 from zoo.results import Lineage, Snapshot
 from zoo.store import Store
 
 
 def ls(store: Store, family: str | None = None, dataset: str | None = None, task: str | None = None,
-       kind: str | None = None) -> list[dict[str, Any]]:
-    """Models, filtered by family name, dataset, task and kind."""
-    check_kind(kind)
+       kind: str | None = None, search: str | None = None, sort: str = "id", descending: bool = False,
+       limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Models, filtered by family name, dataset, task, kind and free text; sorted and paged."""
+    _check_listing(kind, sort, limit, offset)
     with store.read() as conn:
         if family:
             catalog.family_by_name(conn, family)
-        return catalog.list_models(conn, family, dataset, task, kind)
+        return catalog.list_models(conn, family, dataset, task, kind, search, sort, descending, limit, offset)
+
+
+def count(store: Store, family: str | None = None, dataset: str | None = None, task: str | None = None,
+          kind: str | None = None, search: str | None = None) -> int:
+    """How many models ``ls`` lists with these filters (the total behind a page)."""
+    _check_listing(kind, "id", None, 0)
+    with store.read() as conn:
+        if family:
+            catalog.family_by_name(conn, family)
+        return catalog.count_models(conn, family, dataset, task, kind, search)
+
+
+def _check_listing(kind: str | None, sort: str, limit: int | None, offset: int) -> None:
+    check_kind(kind)
+    if sort not in SORT_COLUMNS:
+        raise ZooValueError(f"--sort {sort!r} is not a column models sort by; use one of {', '.join(SORT_COLUMNS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ZooValueError(f"--limit must be a whole number >= 1, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ZooValueError(f"--offset must be a whole number >= 0, got {offset!r}")
 
 
 def show(store: Store, name: str) -> dict[str, Any]:
