@@ -378,20 +378,32 @@ def interpolate(z: Zoo, a, b, alpha, extrapolate, out, rank, merged, as_json) ->
 
 
 @main.command()
-@click.option("--from", "start", required=True,
-              help="Model name, 'base', or a region such as centroid:task=T,exclude_dataset=D.")
-@click.option("--train", "train_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--from", "start", help="Model name, 'base', or a region such as centroid:task=T,exclude_dataset=D.")
+@click.option("--train", "train_file", type=click.Path(dir_okay=False))
 @click.option("--eval", "eval_file", type=click.Path(dir_okay=False))
 @click.option("--dataset", help="Dataset name (default: the train file's stem).")
 @click.option("--task")
 @click.option("--out", help="Name of the fine-tuned model.")
+@click.option("--plan", type=click.Path(dir_okay=False), help="Several runs in one process, a JSON Lines file: one "
+              "object a run with from, train, eval, dataset, task, out and training options; the options given "
+              "here fill what a line leaves out; paths in the file are relative to it.")
 @family_opt
 @train_options()
 @json_obj
-def finetune(z: Zoo, start, train_file, eval_file, dataset, task, out, family, as_json, **params) -> None:
+def finetune(z: Zoo, start, train_file, eval_file, dataset, task, out, family, plan, as_json, **params) -> None:
     """Fine-tune from START, evaluate, and register the result (GPU when present)."""
-    res = z.finetune(start, train_file, eval_file, dataset=dataset, task=task, out=out, family=family, **params)
-    fmt.emit(res, as_json, fmt.fmt_finetune)
+    if plan is None:
+        if not start or not train_file:
+            raise click.UsageError("give --from and --train (or --plan FILE for several runs)")
+        res = z.finetune(start, train_file, eval_file, dataset=dataset, task=task, out=out, family=family, **params)
+        return fmt.emit(res, as_json, fmt.fmt_finetune)
+    if out:
+        raise click.UsageError('--out names one result; with --plan, give each line its own "out"')
+    show = None if as_json else lambda r: click.echo(fmt.fmt_finetune(fmt.plain(r)))  # each run as it ends
+    res = z.finetune_plan(plan, show, start=start, train=train_file, eval=eval_file, dataset=dataset, task=task,
+                          family=family, **params)
+    if as_json:
+        fmt.emit(res, True, str)
 
 
 @main.command()

@@ -315,3 +315,84 @@ def test_probe_head_starts_from_the_data_not_the_seed(filled, data):
     assert json.loads(filled.sql(f"SELECT params FROM runs WHERE result_model_id = {res['id']}")[1][0][0])["head_init"] == "probe"
     with pytest.raises(ZooValueError, match="--head-init"):
         filled.finetune("base", train, None, dataset="senti", head_init="zeros")
+
+
+def _one_line(err: str) -> str:
+    err = err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_a_plan_runs_several_fine_tunes_in_one_process(filled, data, tmp_path):
+    """``zoo finetune --plan``: every line checked before the first run, CLI options as the
+    lines' defaults, paths relative to the plan file, the same results as runs one by one."""
+    from click.testing import CliRunner
+
+    from zoo.cli.main import main
+
+    train, dev = data
+    (tmp_path / "plans").mkdir()
+    plan = tmp_path / "plans" / "runs.jsonl"
+    rel = os.path.relpath(train, plan.parent)
+    plan.write_text(json.dumps({"from": "base", "train": rel, "seed": 3, "out": "p-base"}) + "\n\n" +
+                    json.dumps({"from": "ft-a0", "seed": 4, "lr": 2e-3}) + "\n")
+    runner = CliRunner()
+    res = runner.invoke(main, ["--home", str(filled.home), "finetune", "--plan", str(plan), "--train", str(train),
+                               "--eval", str(dev), "--dataset", "senti", "--task", "u", "--epochs", "1",
+                               "--batch-size", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert [r["name"] for r in got] == ["p-base", "senti-from-ft-a0-s4"] and [r["start"] for r in got] == ["base", "ft-a0"]
+    rows = filled.sql("SELECT params->>'seed', CAST(params->>'lr' AS DOUBLE), CAST(params->>'epochs' AS DOUBLE), "
+                      "dataset FROM runs ORDER BY id")[1]
+    assert rows == [("3", 5e-05, 1.0, "senti"), ("4", 0.002, 1.0, "senti")]
+    alone = filled.finetune("base", train, dev, dataset="senti", task="u", out="alone", epochs=1, batch_size=8, seed=3)
+    # The same run alone gives the same bytes: the store recognises p-base's weights.
+    assert alone["name"] == "p-base" and alone["eval_loss"] == got[0]["eval_loss"]
+
+
+def test_bad_plans_are_refused_before_any_run(filled, data, tmp_path):
+    train, _ = data
+    runs_before = len(filled.runs())
+
+    def plan(*lines: str):
+        p = tmp_path / f"p{len(list(tmp_path.glob('p*.jsonl')))}.jsonl"
+        p.write_text("\n".join(lines) + "\n")
+        return p
+
+    ok = json.dumps({"from": "base", "train": str(train), "epochs": 1, "batch_size": 8})
+    cases = [
+        (tmp_path / "missing.jsonl", "plan file .* does not exist"),
+        (plan(""), "holds no runs"),
+        (plan(ok, "{not json"), "line 2 is not JSON"),
+        (plan(ok, "[1, 2]"), "line 2: a run is a JSON object, got list"),
+        (plan(ok, json.dumps({"from": "base", "train": str(train), "colour": "red"})), r"line 2: unknown key\(s\) 'colour'"),
+        (plan(json.dumps({"train": str(train)})), "line 1: no 'from'"),
+        (plan(ok, json.dumps({"from": "base", "train": "nowhere.jsonl"})), "line 2: train file .*nowhere.jsonl.* does not exist"),
+        (plan(ok, json.dumps({"from": "base", "train": str(train), "lr": -1})), "line 2: --lr must be a positive number"),
+        (plan(json.dumps({"from": "base", "train": str(train), "out": "x"}),
+              json.dumps({"from": "ft-a0", "train": str(train), "out": "x"})), "line 2: out 'x' is also line 1's"),
+    ]
+    for p, why in cases:
+        with pytest.raises(ZooValueError, match=why):
+            filled.finetune_plan(p)
+    assert len(filled.runs()) == runs_before  # nothing ran
+    # A run that fails stops the plan and names its line; the runs before it stay.
+    with pytest.raises(NotFound, match=r"plan line 2: .*'nope'.*the lines before it finished \(first\)"):
+        filled.finetune_plan([{"from": "base", "out": "first"}, {"from": "nope"}], train=str(train), epochs=1,
+                             batch_size=8)
+    assert filled.show("first")["kind"] == "finetune"
+    from click.testing import CliRunner
+
+    from zoo.cli.main import main
+
+    # In text, each run is printed as it ends: a failure later still leaves the earlier lines shown.
+    res = CliRunner().invoke(main, ["--home", str(filled.home), "finetune", "--plan",
+                                    str(plan(json.dumps({"from": "base", "out": "second", "seed": 7}), json.dumps({"from": "nope"}))),
+                                    "--train", str(train), "--epochs", "1", "--batch-size", "8"])
+    assert res.exit_code != 0 and res.stdout.startswith("second: fine-tuned from ")
+    assert "plan line 2" in _one_line(res.stderr)
+    for args, why in ((["--plan", str(plan(ok)), "--out", "y"], "--out names one result"),
+                      (["--from", "base"], "give --from and --train")):
+        res = CliRunner().invoke(main, ["--home", str(filled.home), "finetune", *args])
+        assert res.exit_code == 2 and why in res.stderr and "Traceback" not in res.stderr

@@ -269,6 +269,18 @@ class Zoo:
         """
         return runs.finetune(self.store, start, train, eval, dataset, task, out, family, step_hook, **params)
 
+    def finetune_plan(self, plan: str | os.PathLike | Sequence[dict[str, Any]],
+                      on_done: Callable[[r.Finetuned], Any] | None = None, **defaults: Any) -> list[r.Finetuned]:
+        """Several fine-tunes in this process (torch and transformers imported once): ``plan`` is a
+        JSON Lines file (or the objects), one run an object with ``from``, ``train`` and optionally
+        ``eval``, ``dataset``, ``task``, ``out``, ``family`` and TrainParams fields; ``defaults``
+        (the same keys, ``from`` spelled ``start``) fill what a line leaves out. Every line is
+        checked before the first run; a failing run stops the plan, naming its line. ``on_done``
+        hears each result as its run finishes."""
+        if "start" in defaults:
+            defaults["from"] = defaults.pop("start")
+        return runs.finetune_plan(self.store, plan, on_done, **defaults)
+
     def evaluate(self, name: str, data: str | os.PathLike, train: str | os.PathLike | None = None,
                  split: str = "test", dataset: str | None = None, probe: bool = False, **params: Any) -> r.Evaluation:
         """Accuracy of a model on a data file, recorded in ``evaluations``: through its head

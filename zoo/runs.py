@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from zoo import catalog
 from zoo.domain import check_name, folder_safe
-from zoo.errors import CatalogUnreadable, Conflict, WriteBackPending, ZooBusy, ZooError
+from zoo.errors import CatalogUnreadable, Conflict, WriteBackPending, ZooBusy, ZooError, ZooValueError
 from zoo.files import crash_point
 from zoo.materialize import resolve_start
 from zoo.register import AddResult, add, write_record
@@ -90,6 +90,96 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
             raise
     return Finetuned(run_id, res.name, res.id, start_row["name"], start_row["kind"], dataset, task, device, str(out_dir),
                      metrics)
+
+
+# What a line of a plan may set: the run's inputs ("from" is the start spec) and TrainParams fields.
+PLAN_RUN_KEYS = ("from", "train", "eval", "dataset", "task", "out", "family")
+
+
+def read_plan(plan: str | os.PathLike | Sequence[dict[str, Any]], defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of a plan (a JSON Lines file, one object a run, or the objects themselves),
+    each with ``defaults`` under it, all checked before any run starts: keys, start and
+    train given, files present, training parameters valid, ``out`` names distinct. Paths
+    in a file's lines are relative to the file's folder."""
+    import json
+
+    from zoo.params import TrainParams
+
+    if isinstance(plan, (str, os.PathLike)):
+        path = Path(plan).expanduser()
+        if not path.is_file():
+            raise ZooValueError(f"plan file {str(path)!r} does not exist; give a JSON Lines file, one run an object")
+        lines, where, folder = [], str(path), path.resolve().parent
+        for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if text.strip():
+                try:
+                    lines.append((n, json.loads(text)))
+                except json.JSONDecodeError as e:
+                    raise ZooValueError(f"{where} line {n} is not JSON ({e.msg}); one run an object per line") from None
+    else:
+        lines, where, folder = list(enumerate(plan, 1)), "plan", None
+    if not lines:
+        raise ZooValueError(f"{where} holds no runs; one JSON object per line, e.g. "
+                            '{"from": "base", "train": "train.jsonl", "seed": 0}')
+    allowed = set(PLAN_RUN_KEYS) | {f.replace("_", "-") for f in TrainParams.__dataclass_fields__} | \
+        set(TrainParams.__dataclass_fields__)
+    runs, outs = [], {}
+    for n, line in lines:
+        at = f"{where} line {n}"
+        if not isinstance(line, dict):
+            raise ZooValueError(f"{at}: a run is a JSON object, got {type(line).__name__}")
+        bad = sorted(k for k in line if k not in allowed)
+        if bad:
+            raise ZooValueError(f"{at}: unknown key(s) {', '.join(map(repr, bad))}; a run takes "
+                                f"{', '.join(PLAN_RUN_KEYS)} and the training options ({', '.join(TrainParams.__dataclass_fields__)})")
+        run = dict(defaults, **{k.replace("-", "_"): v for k, v in line.items()})
+        for key in ("from", "train"):
+            if not run.get(key):
+                raise ZooValueError(f"{at}: no {key!r}; give it in the line or as --{key} for every line")
+        for key in ("train", "eval"):
+            if run.get(key) is not None:
+                f = Path(str(run[key])).expanduser()
+                f = f if f.is_absolute() or folder is None or key in defaults and key not in line else folder / f
+                if not f.is_file():
+                    raise ZooValueError(f"{at}: {key} file {str(f)!r} does not exist")
+                run[key] = str(f)
+        params = {k: v for k, v in run.items() if k not in PLAN_RUN_KEYS}
+        try:
+            TrainParams(**params)
+        except ZooValueError as e:
+            raise ZooValueError(f"{at}: {e}") from None
+        if run.get("out"):
+            check_name(run["out"], "out", folder=True)
+            if run["out"] in outs:
+                raise ZooValueError(f"{at}: out {run['out']!r} is also line {outs[run['out']]}'s; name each result once")
+            outs[run["out"]] = n
+        runs.append(dict(run, line=n))
+    return runs
+
+
+def finetune_plan(store: Store, plan: str | os.PathLike | Sequence[dict[str, Any]],
+                  on_done: Callable[[Finetuned], Any] | None = None, **defaults: Any) -> list[Finetuned]:
+    """Every run of a plan, in order, in this process: torch and transformers are imported
+    once (5-10 s a process) instead of once a run. All lines are checked first; a run that
+    fails is recorded failed, stops the plan and names its line; the runs before it stay.
+    ``on_done`` hears each result as its run finishes."""
+    runs = read_plan(plan, {k: v for k, v in defaults.items() if v is not None})
+    done: list[Finetuned] = []
+    for run in store.bar(runs, "plan", unit="run"):
+        params = {k: v for k, v in run.items() if k not in PLAN_RUN_KEYS and k != "line"}
+        try:
+            done.append(finetune(store, run["from"], run["train"], run.get("eval"), run.get("dataset"), run.get("task"),
+                                 run.get("out"), run.get("family"), **params))
+            if on_done is not None:
+                on_done(done[-1])
+        except ZooError as e:
+            finished = f"; the lines before it finished ({', '.join(r.name for r in done)})" if done else ""
+            try:
+                told = type(e)(f"plan line {run['line']}: {e}{finished}")
+            except TypeError:  # an error type built from more than a message
+                raise e from None
+            raise told from e
+    return done
 
 
 def _train(store: Store, start_row: dict[str, Any], base_row: dict[str, Any], data: tuple[Any, Any], tp: Any,
