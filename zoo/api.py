@@ -277,8 +277,6 @@ class Zoo:
         (the same keys, ``from`` spelled ``start``) fill what a line leaves out. Every line is
         checked before the first run; a failing run stops the plan, naming its line. ``on_done``
         hears each result as its run finishes."""
-        if "start" in defaults:
-            defaults["from"] = defaults.pop("start")
         return runs.finetune_plan(self.store, plan, on_done, **defaults)
 
     def evaluate(self, name: str, data: str | os.PathLike, train: str | os.PathLike | None = None,

@@ -208,6 +208,14 @@ _SEARCH = ("($q IS NULL OR strpos(lower(m.name || ' ' || coalesce(m.dataset, '')
            "|| ' ' || f.name), lower($q)) > 0)")
 
 
+_LISTING = f"FROM models m JOIN families f ON f.id = m.family_id WHERE {_FILTER} AND {_SEARCH}"
+
+
+def _listing_params(family: str | None, dataset: str | None, task: str | None, kind: str | None,
+                    search: str | None) -> dict[str, Any]:
+    return dict(_filter_params(family=family, dataset=dataset, task=task, kind=kind), q=search or None)
+
+
 def list_models(conn: Conn, family: str | None = None, dataset: str | None = None, task: str | None = None,
                 kind: str | None = None, search: str | None = None, sort: str = "id", descending: bool = False,
                 limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
@@ -220,18 +228,15 @@ def list_models(conn: Conn, family: str | None = None, dataset: str | None = Non
     page += f" OFFSET {int(offset)}" if offset else ""
     rows = conn.rows(
         "SELECT m.id, m.name, f.name AS family, m.kind, m.dataset, m.task, m.seed, m.n_params, m.dtype, m.uri, "
-        f"m.created_at FROM models m JOIN families f ON f.id = m.family_id WHERE {_FILTER} AND {_SEARCH} "
-        f"ORDER BY {col} {'DESC' if descending else 'ASC'} NULLS LAST, m.id{page}",
-        dict(_filter_params(family=family, dataset=dataset, task=task, kind=kind), q=search or None))
+        f"m.created_at {_LISTING} ORDER BY {col} {'DESC' if descending else 'ASC'} NULLS LAST, m.id{page}",
+        _listing_params(family, dataset, task, kind, search))
     return [_located(conn, r, _abs) for r in rows] if conn.root is not None else rows
 
 
 def count_models(conn: Conn, family: str | None = None, dataset: str | None = None, task: str | None = None,
                  kind: str | None = None, search: str | None = None) -> int:
     """How many models ``list_models`` finds with these filters, without a page."""
-    return int(conn.scalar(f"SELECT count(*) FROM models m JOIN families f ON f.id = m.family_id WHERE {_FILTER} "
-                           f"AND {_SEARCH}", dict(_filter_params(family=family, dataset=dataset, task=task, kind=kind),
-                                                  q=search or None)))
+    return int(conn.scalar(f"SELECT count(*) {_LISTING}", _listing_params(family, dataset, task, kind, search)))
 
 
 def model_names(conn: Conn) -> set[str]:
@@ -313,28 +318,20 @@ def sketch_vectors(conn: Conn, space_id: int, ids: Iterable[int] | None = None,
     if ids is not None:
         params["ids"] = [int(i) for i in ids]
         if not params["ids"]:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
+            return _vectors_of(conn, space_id, [])
     where = f"space_id = $s AND ($after IS NULL OR model_id > $after) AND ($ids IS NULL OR {_in(conn, 'model_id', 'ids')})"
     if conn.postgres:
         rows = conn.rows(f"SELECT model_id, vec FROM sketches WHERE {where} ORDER BY model_id", params)
-        mids = np.fromiter((r["model_id"] for r in rows), dtype=np.int64, count=len(rows))
-        if not rows:
-            return mids, np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
-        return mids, np.asarray([r["vec"] for r in rows], dtype=np.float32)
+        return _vectors_of(conn, space_id, [(r["model_id"], r["vec"]) for r in rows])
     if after_id is not None:  # an index catching up: usually a few rows, read in one statement
         few = conn.raw.execute(f"SELECT model_id, vec FROM sketches WHERE {where} ORDER BY model_id LIMIT {_FEW + 1}",
                                params).fetchall()
         if len(few) <= _FEW:
-            mids = np.fromiter((r[0] for r in few), dtype=np.int64, count=len(few))
-            if not few:
-                return mids, np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
-            if len({len(r[1]) for r in few}) > 1:
-                raise CatalogUnreadable(f"sketches of space {space_id} differ in length; run `zoo doctor`")
-            return mids, np.asarray([r[1] for r in few], dtype=np.float32)
+            return _vectors_of(conn, space_id, few)
     mids = np.asarray(conn.raw.execute(f"SELECT model_id FROM sketches WHERE {where} ORDER BY model_id", params)
                       .fetchnumpy()["model_id"], dtype=np.int64)
     if len(mids) == 0:
-        return mids, np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
+        return _vectors_of(conn, space_id, [])
     out: np.ndarray | None = None
     # Arrow batches in storage order, each scattered to its rows: no Python object per vector,
     # no sort of the vectors in DuckDB and one copy in memory (4 GB at 1M sketches of d = 1024).
@@ -352,6 +349,18 @@ def sketch_vectors(conn: Conn, space_id: int, ids: Iterable[int] | None = None,
             out = np.empty((len(mids), dim), dtype=np.float32)
         out[np.searchsorted(mids, bid)] = flat.reshape(len(bid), dim)
     return mids, out
+
+
+def _vectors_of(conn: Conn, space_id: int, pairs: Sequence[tuple[int, Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 matrix) from (model id, vector) rows already in id order."""
+    import numpy as np
+
+    mids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+    if not pairs:
+        return mids, np.zeros((0, space(conn, space_id).dim), dtype=np.float32)
+    if len({len(p[1]) for p in pairs}) > 1:
+        raise CatalogUnreadable(f"sketches of space {space_id} differ in length; run `zoo doctor`")
+    return mids, np.asarray([p[1] for p in pairs], dtype=np.float32)
 
 
 def sketch_fingerprint(conn: Conn, space_id: int, max_id: int | None = None) -> dict[str, Any]:

@@ -290,18 +290,19 @@ class _Attached:
     def __init__(self, cur: Any, inst: _Instance, key: str):
         self._cur, self._inst, self._key = cur, inst, key
 
-    def __getattr__(self, name: str) -> Any:
+    def _live(self) -> Any:
         if self._cur is None:
             raise ZooBusy("this catalog connection was closed; open the catalog again (a new command or session)")
-        return getattr(self._cur, name)
+        return self._cur
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._live(), name)
 
     def cursor(self) -> "_Attached":
         """Another connection on the same attached catalog (DuckDB's ``cursor`` would start at
         the instance's empty default database)."""
-        if self._cur is None:
-            raise ZooBusy("this catalog connection was closed; open the catalog again (a new command or session)")
-        held = self._inst.attached[self._key]
-        return self._inst.attach(Path(self._key), held[1])
+        self._live()
+        return self._inst.attach(Path(self._key), self._inst.attached[self._key][1])
 
     def close(self) -> None:
         if self._cur is None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from zoo.data import Examples
 from zoo.errors import ZooValueError
-from zoo.params import TrainParams  # noqa: F401 - re-exported: runs, select and scripts import it from here
+from zoo.params import TrainParams
 
 
 def resolve_device(device: str) -> str:

@@ -34,7 +34,8 @@ def finetune(store: Store, start: str, train: str | os.PathLike, eval: str | os.
     """Fine-tune from START, evaluate, and register the result with a run row and evaluations;
     a failure marks the run failed with its error and registers nothing."""
     from zoo.data import read_examples
-    from zoo.finetune import TrainParams, resolve_device
+    from zoo.finetune import resolve_device
+    from zoo.params import TrainParams
 
     tp = TrainParams(**params)
     check_name(out, "--out", folder=True)
@@ -163,7 +164,7 @@ def finetune_plan(store: Store, plan: str | os.PathLike | Sequence[dict[str, Any
     once (5-10 s a process) instead of once a run. All lines are checked first; a run that
     fails is recorded failed, stops the plan and names its line; the runs before it stay.
     ``on_done`` hears each result as its run finishes."""
-    runs = read_plan(plan, {k: v for k, v in defaults.items() if v is not None})
+    runs = read_plan(plan, {("from" if k == "start" else k): v for k, v in defaults.items() if v is not None})
     done: list[Finetuned] = []
     for run in store.bar(runs, "plan", unit="run"):
         params = {k: v for k, v in run.items() if k not in PLAN_RUN_KEYS and k != "line"}
@@ -268,7 +269,8 @@ def evaluate_many(store: Store, names: Sequence[str], data: str | os.PathLike, t
     its head when it has the data's label space, else (or with ``probe``) a linear probe on its
     frozen body. The data is read and every name checked before the first evaluation."""
     from zoo.data import read_examples
-    from zoo.finetune import TrainParams, evaluate as run_eval
+    from zoo.finetune import evaluate as run_eval
+    from zoo.params import TrainParams
     from zoo.sources import model_ref
 
     tp = TrainParams(**params)

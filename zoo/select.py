@@ -347,7 +347,8 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
 def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: dict[str, Any]) -> tuple[Any, Any]:
     """(examples, train params) for the trials, checked before any centroid is materialized."""
     from zoo.data import read_examples
-    from zoo.finetune import TrainParams, check_folds_input, sample_examples
+    from zoo.finetune import check_folds_input, sample_examples
+    from zoo.params import TrainParams
 
     check_k(examples, "--examples")
     check_k(folds, "--folds")
