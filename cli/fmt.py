@@ -152,10 +152,16 @@ def fmt_select(r: dict[str, Any]) -> str:
             bits.append(f"{ev['distance']:.3g} from {ev['distance_to']}")
         if c["category"] == "base":
             bits.append(f"{ev.get('model', '')}: the reference")
+        if c["category"] == "mixture":
+            top = sorted(ev["regions"].items(), key=lambda kv: -kv[1])[:4]
+            bits.append("learned mixture " + ", ".join(f"{k} {v:.2f}" for k, v in top)
+                        + (", ..." if len(ev["regions"]) > 4 else ""))
         for src in c["sources"]:
             bits.append(f"{src['source']} {_pts(src['gain'], src['se'])} (n={src['n']})")
         if "trial_accuracy" in ev:
             bits.append(f"trial accuracy {ev['trial_accuracy']:.3f}")
+        if "logme" in ev:
+            bits.append(f"LogME {ev['logme']:.3f}")
         if c["other_datasets_gain"] is not None:
             bits.append(f"on other datasets {_pts(c['other_datasets_gain'])} over {c['other_datasets_runs']} run(s)")
         rows.append({"rank": c["rank"], "start": ("* " if c["recommended"] else "  ") + c["start"],
@@ -165,7 +171,8 @@ def fmt_select(r: dict[str, Any]) -> str:
             + f" ({r['basis']}; gain = expected accuracy points over the base, +/- one standard error;"
             + " prior = the paper's, on-region only, never decides)")
     return (head + "\n" + table(rows, ["rank", "start", "gain", "prior", "evidence"], width=110)
-            + f"\nrecommended: {r['recommended']}: {r['reason']}")
+            + f"\nrecommended: {r['recommended']}: {r['reason']}"
+            + "".join(f"\nnote: {n}" for n in r.get("notes", [])))
 
 
 def columns(*cols: str, width: int = 48) -> Callable[[Sequence[dict[str, Any]]], str]:

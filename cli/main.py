@@ -457,12 +457,20 @@ def fidelity(z: Zoo, k, rerank, kind, family, as_json) -> None:
               help="Folds of the trials: each fine-tunes on the others and scores the held-out one.")
 @click.option("--min-gain", type=float, default=0.0, show_default=True,
               help="Accuracy points a start must gain over the base, beyond one standard error, to be recommended.")
+@click.option("--mixture/--no-mixture", default=True, show_default=True,
+              help="With --train: also learn a mixture of the base and the dataset regions on the examples.")
+@click.option("--mix-budget", type=int, default=default(Zoo.select_start, "mix_budget"), show_default=True,
+              help="Forward passes the mixture's weight search may spend (per fold).")
+@click.option("--mix-regions", type=int, default=default(Zoo.select_start, "mix_regions"), show_default=True,
+              help="Dataset regions mixed at most (the nearest to the target).")
 @train_options("epochs", "lr", "batch_size", "max_length", "seed", "head_init")
 @options(family_opt, json_obj)
-def select_start(z: Zoo, task, dataset, neighbours, train, examples, folds, min_gain, family, as_json, **params) -> None:
+def select_start(z: Zoo, task, dataset, neighbours, train, examples, folds, min_gain, mixture, mix_budget, mix_regions,
+                 family, as_json, **params) -> None:
     """Recommend where a fine-tune on DATASET of TASK should start: the base unless evidence says otherwise."""
-    res = z.select_start(task, dataset=dataset, family=family, neighbours=neighbours, train=train,
-                         examples=examples, folds=folds, min_gain=min_gain / 100, **params)
+    res = z.select_start(task, dataset=dataset, family=family, neighbours=neighbours, train=train, examples=examples,
+                         folds=folds, min_gain=min_gain / 100, mixture=mixture, mix_budget=mix_budget,
+                         mix_regions=mix_regions, **params)
     fmt.emit(res, as_json, fmt.fmt_select)
 
 

@@ -368,8 +368,9 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
 
 
 # Which start-stage start each select-start candidate is, in the on- and off-region zoos.
-ADVICE_START = {"on": {"base": "base", "family-centroid": "all-centroid", "task-centroid": "task-centroid"},
-                "off": {"base": "base", "family-centroid": "off-centroid"}}
+ADVICE_START = {"on": {"base": "base", "family-centroid": "all-centroid", "task-centroid": "task-centroid",
+                       "mixture": "mixture"},
+                "off": {"base": "base", "family-centroid": "off-centroid", "mixture": "mixture"}}
 
 
 def prepare_off_region(home: Path, zoo_dir: Path, task: str) -> None:
@@ -386,11 +387,12 @@ def prepare_off_region(home: Path, zoo_dir: Path, task: str) -> None:
 
 
 def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings: dict, only_cached: bool,
-                 deadline: float | None, examples: dict[str, int], folds: int) -> dict:
+                 deadline: float | None, examples: dict[str, int], folds: int, seeds: int) -> dict:
     """`zoo select-start --train` for every D and setting, with trial fine-tunes of each
     candidate in the setting's hyperparameters, in zoos without runs: on-region (the real
-    zoo's models) and off-region (without D's task). Candidates are limited to the starts the
-    start stage fine-tunes (``--neighbours 0``), so every recommendation can be judged."""
+    zoo's models) and off-region (without D's task). Candidates are the starts the start
+    stage fine-tunes (``--neighbours 0``) and the learned mixture; a recommended mixture is
+    fine-tuned here with the start stage's seeds and setting, so every recommendation is judged."""
     task_of = {m["dataset"]: m["task"] for m in real}
     zoos = {"on": work / "advice-zoo"}
     zoos.update({f"off:{t}": work / f"advice-zoo-without-{t}" for t in sorted(set(task_of.values()))})
@@ -417,13 +419,32 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
                     continue
                 names = ADVICE_START[region]
                 cands = [c for c in sel["candidates"] if c["category"] in names]
-                rec = next(c["category"] for c in sel["candidates"] if c["recommended"])
-                picks[region][setting][ds] = {
+                rec_c = next(c for c in sel["candidates"] if c["recommended"])
+                rec = rec_c["category"]
+                pick = picks[region][setting][ds] = {
                     "task": task_of[ds], "recommended": names.get(rec, rec), "reason": sel["reason"],
                     "expected_gain": {names[c["category"]]: c["expected_gain"] for c in cands},
                     "gain_se": {names[c["category"]]: c["gain_se"] for c in cands},
                     "trial_accuracy": {names[c["category"]]: c["evidence"].get("trial_accuracy") for c in cands},
-                    "trial_examples": cands[0]["evidence"].get("trial_examples") if cands else None}
+                    "logme_gain": {names[c["category"]]: c["evidence"].get("logme_gain") for c in cands},
+                    "trial_examples": cands[0]["evidence"].get("trial_examples") if cands else None,
+                    "notes": sel.get("notes", [])}
+                mix = next((c for c in cands if c["category"] == "mixture"), None)
+                if mix is not None:
+                    pick["mixture_weights"] = mix["evidence"]["regions"]
+                if rec == "mixture":  # not among the start stage's starts: fine-tune it here, same seeds
+                    try:
+                        accs = [cache.call("advice", f"finetune:adv-{region}-{setting}-{ds}-mixture-s{seed}", z,
+                                           "finetune", "--from", rec_c["start"], "--train", str(train),
+                                           "--eval", str(data / ds / "test.jsonl"), "--dataset", ds,
+                                           "--task", task_of[ds], "--seed", str(seed), "--epochs", str(hp["epochs"]),
+                                           "--lr", str(hp["lr"]), "--batch-size", str(hp["batch_size"]),
+                                           "--max-length", str(hp["max_length"]),
+                                           "--out", f"adv-{region}-{setting}-{ds}-mixture-s{seed}")["eval_accuracy"]
+                                for seed in range(seeds)]
+                        pick["mixture_accuracy"] = mean(accs)
+                    except Missing:
+                        not_done[f"{region}:{setting}"].append(f"{ds} (fine-tunes of the recommended mixture)")
     return {"picks": picks, "not_done": not_done, "examples": examples, "folds": folds,
             "seconds": cache.seconds("advice")}
 
@@ -437,12 +458,14 @@ def judge_advice(advice: dict, start: dict | None) -> dict:
         out[region] = {}
         for setting, picks in by_setting.items():
             per = (start or {}).get("per_dataset", {}).get(setting, {})
-            rows, pairs = {}, []
+            rows, pairs, logme_pairs = {}, [], []
             for ds, p in picks.items():
                 r = per.get(ds)
                 if r is None:
                     continue
                 acc = {k: v for k, v in r["accuracy"].items() if k in ADVICE_START[region].values()}
+                if "mixture_accuracy" in p:
+                    acc["mixture"] = p["mixture_accuracy"]
                 rec = p["recommended"]
                 if rec not in acc:
                     rows[ds] = {"recommended": rec, "was_best": None, "loss_to_base": None}
@@ -453,12 +476,16 @@ def judge_advice(advice: dict, start: dict | None) -> dict:
                 for k, g in p["expected_gain"].items():
                     if k != "base" and k in acc and g is not None:
                         pairs.append((g, acc[k] - acc["base"]))
+                for k, g in p.get("logme_gain", {}).items():
+                    if k != "base" and k in acc and g is not None:
+                        logme_pairs.append((g, acc[k] - acc["base"]))
             judged = [x for x in rows.values() if x["was_best"] is not None]
             out[region][setting] = {
                 "rows": rows, "select_start_best": sum(x["was_best"] for x in judged),
                 "select_start_judged": len(judged),
                 "select_start_worst_loss": max([max(0.0, x["loss_to_base"]) for x in judged], default=None),
                 "gain_correlation": pearson(pairs), "gain_pairs": len(pairs),
+                "logme_correlation": pearson(logme_pairs), "logme_pairs": len(logme_pairs),
                 "sign_agree": sum((a > 0) == (b > 0) for a, b in pairs if abs(b) > TIE),
                 "sign_judged": sum(abs(b) > TIE for _, b in pairs)}
     return out
@@ -651,13 +678,15 @@ def report(results: dict, home: Path, data: Path) -> str:
                   "models and no runs; off-region: the same without D's task. Judged against the fine-tunes above "
                   f"(best within {TIE * 100:.1f} points).", "",
                   "| region | setting | recommendation was the best start | largest loss to the base (pts) "
-                  "| trial gain vs fine-tune gain: correlation | same sign |", "|---|---|---|---|---|---|"]
+                  "| trial gain vs fine-tune gain: correlation | same sign | LogME gain vs fine-tune gain |",
+                  "|---|---|---|---|---|---|---|"]
         for region, by_setting in judged.items():
             for setting, j in by_setting.items():
                 worst = j["select_start_worst_loss"]
                 lines.append(f"| {region} | {setting} | {j['select_start_best']} of {j['select_start_judged']} | "
                              f"{'' if worst is None else f'{worst * 100:.1f}'} | {j['gain_correlation']:.2f} "
-                             f"({j['gain_pairs']} pairs) | {j['sign_agree']} of {j['sign_judged']} |")
+                             f"({j['gain_pairs']} pairs) | {j['sign_agree']} of {j['sign_judged']} | "
+                             f"{j['logme_correlation']:.2f} ({j['logme_pairs']} pairs) |")
         yn = {True: "yes", False: "no", None: "not tested"}
         for region, by_setting in ad["picks"].items():
             for setting, picks in by_setting.items():
@@ -761,12 +790,13 @@ def main() -> int:
             if "advice" in stages:
                 results["advice"] = stage_advice(home, work, data, real, settings, args.report_only, cache.deadline,
                                                  {"few-shot": args.fewshot_examples, "full": args.trial_examples},
-                                                 args.trial_folds)
+                                                 args.trial_folds, args.seeds)
             if "start" in results and "advice" in results:
                 for region, by_setting in judge_advice(results["advice"], results["start"]).items():
                     results["start"][f"{region}_region"] = {
                         k: {x: v[x] for x in ("select_start_best", "select_start_judged", "select_start_worst_loss",
-                                              "gain_correlation", "gain_pairs")} for k, v in by_setting.items()}
+                                              "gain_correlation", "gain_pairs", "logme_correlation",
+                                              "logme_pairs")} for k, v in by_setting.items()}
             save()
     except ZooFailed as e:
         print(f"error: {e}\n(rerun to resume: finished steps are cached in {work / 'reproduce-cache.json'})",

@@ -124,12 +124,19 @@ def test_select_start_with_train(run, ckpts, tmp_path):
     run("add", ckpts["a0"], ckpts["a1"], "--dataset", "a", "--task", "t")
     train = write_sentiment(tmp_path / "c.jsonl", 30, seed=4)
     opts = ["--folds", "3", "--max-length", "16", "--epochs", "1", "--batch-size", "8", "--examples", "24"]
-    res = json.loads(run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts, "--json").stdout)
+    res = json.loads(run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts, "--mix-budget", "4",
+                         "--json").stdout)
     assert all(len(c["evidence"]["trial_fold_accuracy"]) == 3 for c in res["candidates"]) and "trial" in res["basis"]
     assert res["candidates"][0]["start"] == res["recommended"] and res["reason"]
-    text = run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts, "--min-gain", "100").stdout
+    assert [c["evidence"]["evaluations"] for c in res["candidates"] if c["category"] == "mixture"] == [4 * 4]
+    text = run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts, "--min-gain", "100",
+               "--no-mixture").stdout
     # Nothing gains 100 points: the base, marked, with the reason and each start's trial gain in points.
     assert "recommended: base: no start clears its uncertainty" in text and "* base" in text and "trial " in text
+    assert "LogME" in text and "learned mixture" not in text
+    err = _one_line_error(run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts,
+                              "--mix-budget", "1", code=2))
+    assert "--mix-budget 1 is below 2" in err
     plain = run("select-start", "--task", "t", "--dataset", "c").stdout
     assert "recommended: base: no evidence about the target" in plain
     err = _one_line_error(run("select-start", "--task", "t", "--train", train, "--folds", "1", code=2))

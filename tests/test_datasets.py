@@ -234,14 +234,19 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
     assert sorted(m["name"] for m in Zoo(home).ls(kind="finetune")) == sorted(f"{d}-s{i}" for d in tasks for i in (0, 1))
     # select-start --train ran trials of every start on each dataset's training file, on- and off-region.
     for setting, n_examples in (("few-shot", 8), ("full", 16)):
-        for region, starts in (("on", {"base", "all-centroid", "task-centroid"}), ("off", {"base", "off-centroid"})):
+        for region, starts in (("on", {"base", "all-centroid", "task-centroid", "mixture"}),
+                               ("off", {"base", "off-centroid", "mixture"})):
             picks = res["advice"]["picks"][region][setting]
             assert sorted(picks) == sorted(tasks)
             for ds, p in picks.items():
                 assert p["trial_examples"] == n_examples and p["recommended"] in starts and p["reason"]
                 want = starts - ({"task-centroid"} if ds == "topic-a" else set())
                 assert set(p["expected_gain"]) == want and p["expected_gain"]["base"] == 0.0
+                assert set(p["logme_gain"]) == want and p["logme_gain"]["base"] == 0.0
+                assert sum(p["mixture_weights"].values()) == pytest.approx(1.0)
                 assert all(0 <= a <= 1 for a in p["trial_accuracy"].values())
+                # A recommended mixture is not among the start stage's starts: fine-tuned to be judged.
+                assert (p["recommended"] == "mixture") == ("mixture_accuracy" in p)
             j = st[f"{region}_region"][setting]
             assert j["select_start_judged"] == 3 and 0 <= j["select_start_best"] <= 3
             assert j["select_start_worst_loss"] >= 0.0

@@ -1,6 +1,8 @@
 """Starting-point advice: the base without evidence about the target, another start only on evidence."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from zoo import catalog
@@ -262,6 +264,9 @@ def test_trials_can_recommend_a_region(filled, tmp_path, monkeypatch):
     base = str(filled.show("base")["uri"])
 
     def fake_trial(model, tokenizer_dirs, ex, params, folds=4):
+        if isinstance(model, list):  # the learned mixture: one start per fold, the base with weights set in
+            assert len(model) == folds and all(m.edit is not None and str(m.path) == base for m in model)
+            model = model[0].__class__(Path("mixture"))
         assert model.adapter is None  # a zoo of full checkpoints: plain model references
         accs = {b_region: [0.9, 0.85, 0.95], base: [0.6, 0.55, 0.65]}.get(str(model.path), [0.5, 0.45, 0.55])
         return {"fold_accuracy": accs, "fold_loss": [0.5] * 3, "accuracy": sum(accs) / 3, "n_examples": len(ex),
@@ -274,6 +279,8 @@ def test_trials_can_recommend_a_region(filled, tmp_path, monkeypatch):
     assert res["recommended"] == order[0] == "centroid:dataset=b" and by[order[0]]["expected_gain"] == pytest.approx(0.30)
     task = by["centroid:task=t,exclude_dataset=c"]
     assert task["expected_gain"] == pytest.approx(-0.10) and order.index("base") < order.index(task["start"])
+    [mix] = [c for c in res["candidates"] if c["category"] == "mixture"]
+    assert mix["expected_gain"] == pytest.approx(-0.10) and order.index("base") < order.index(mix["start"])
 
 
 def test_select_start_train_bad_input(filled, tmp_path):

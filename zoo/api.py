@@ -294,14 +294,18 @@ class Zoo:
 
     def select_start(self, task: str, dataset: str | None = None, family: str | None = None,
                      neighbours: int = 3, train: str | os.PathLike | None = None, examples: int = 128,
-                     folds: int = 4, min_gain: float = 0.0, **params: Any) -> r.Starts:
+                     folds: int = 4, min_gain: float = 0.0, mixture: bool = True, mix_budget: int = 40,
+                     mix_regions: int = 10, **params: Any) -> r.Starts:
         """Recommend a starting point for fine-tuning on ``dataset`` of ``task`` (see zoo.select).
 
         The base unless evidence about the target says otherwise: with ``train``, every
         candidate is materialized and fine-tuned briefly (``params``) on ``folds`` folds of up
         to ``examples`` of its examples, scored on the held-out fold against the base; the
         store's runs on ``dataset`` count too. A start is recommended when its gain clears one
-        standard error above ``min_gain`` (a fraction of accuracy).
+        standard error above ``min_gain`` (a fraction of accuracy). With ``train`` and
+        ``mixture``, a mixture of the base and up to ``mix_regions`` dataset regions, its
+        weights learned on the examples in ``mix_budget`` evaluations (zoo.mixture), is one
+        more candidate.
         """
         return select.select_start(self.store, task, dataset, family, neighbours, train, examples, folds, min_gain,
-                                   **params)
+                                   mixture, mix_budget, mix_regions, **params)

@@ -11,7 +11,7 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -72,13 +72,14 @@ class ModelRef:
 
     path: Path
     adapter: Path | None = None
+    edit: Any = field(default=None, compare=False)  # set into the loaded model last (a mixture's weights)
 
     def _merged(self, model: Any) -> Any:
-        if self.adapter is None:
-            return model
-        from zoo.adapter import merge_into
+        if self.adapter is not None:
+            from zoo.adapter import merge_into
 
-        return merge_into(model, self.adapter)
+            model = merge_into(model, self.adapter)
+        return model if self.edit is None else self.edit(model)
 
     @property
     def config_dir(self) -> Path:
@@ -588,23 +589,29 @@ def sample_examples(ex: Examples, n: int, seed: int) -> Examples:
     return ex.subset(sorted(sorted(key, key=key.__getitem__)[:n]))
 
 
-def trial_cv(model: ModelRef | Path, tokenizer_dirs: Sequence[Path], ex: Examples, params: TrainParams,
-             folds: int = 4) -> dict[str, Any]:
-    """Held-out accuracy of short real fine-tunes from ``model_dir``: for each of ``folds``
+def trial_cv(model: ModelRef | Path | Sequence[ModelRef], tokenizer_dirs: Sequence[Path], ex: Examples,
+             params: TrainParams, folds: int = 4) -> dict[str, Any]:
+    """Held-out accuracy of short real fine-tunes from ``model``: for each of ``folds``
     label-stratified folds of ``ex``, fine-tune with ``params`` on the other folds and score
     the held-out one. Every start sees the same folds, seeds and head initialisation, so
-    two starts' fold accuracies pair up: their differences are what the start changes."""
+    two starts' fold accuracies pair up: their differences are what the start changes.
+    A list gives each fold its own start (a mixture learned without that fold)."""
     check_folds_input(ex, folds)
     labels = ex.label_space()
     device = resolve_device(params.device)
     quiet_transformers()
-    ref = model if isinstance(model, ModelRef) else ModelRef(Path(model))
-    tok = load_tokenizer([ref.path, *tokenizer_dirs])
+    if isinstance(model, (list, tuple)):
+        if len(model) != folds:
+            raise ZooValueError(f"{len(model)} per-fold starts for {folds} folds")
+        refs = list(model)
+    else:
+        refs = [model if isinstance(model, ModelRef) else ModelRef(Path(model))] * folds
+    tok = load_tokenizer([refs[0].path, *tokenizer_dirs])
     fold = stratified_folds(ex.labels, folds, params.seed)
     accs, losses = [], []
     for f in range(folds):
         seed_everything(params.seed + f)
-        model = ref.classifier(labels)
+        model = refs[f].classifier(labels)
         train_f = ex.subset([i for i, g in enumerate(fold) if g != f])
         if params.head_init == "probe":
             probe_head(model, tok, train_f, labels, params, device)

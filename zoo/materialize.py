@@ -77,12 +77,14 @@ def interpolate(store: Store, a: str, b: str, alpha: float, extrapolate: bool = 
 
 
 def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[float], out: str | None, kind: str,
-                relation: str, spec: dict[str, Any], rank: int | None = None, merged: bool = False) -> Materialized:
+                relation: str, spec: dict[str, Any], rank: int | None = None, merged: bool = False,
+                prefix: str | None = None) -> Materialized:
     """Write sum w_i theta_i (streaming) and register it; the same members and weights again
     return the model made before. Its sketch must equal the weighted sketches (linearity).
 
     Adapters on one parent give an adapter (exact, or ``rank`` by truncated SVD); ``merged``,
     a mix with full checkpoints, or adapters that replace body tensors give a full checkpoint.
+    Unnamed, it is called ``{prefix or kind}-{hash of members and weights}``.
     """
     import json
 
@@ -120,7 +122,7 @@ def materialize(store: Store, fam: Family, rows: list[dict[str, Any]], w: list[f
     if rank is not None and (parent is None or merged):
         raise ZooValueError("--rank truncates an adapter made of adapters on one parent; these members make a full "
                             "checkpoint (drop --rank)")
-    name = out or f"{kind}-{key[:10]}"
+    name = out or f"{prefix or kind}-{key[:10]}"
     meta: dict[str, Any] = {"members_key": key, "spec": spec}
     with store.output(name) as out_dir:
         adapters = _adapter_members(srcs, fam) if parent is not None and not merged else None

@@ -289,6 +289,7 @@ class Starts(Result):
     recommended: str
     reason: str
     candidates: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -17,6 +17,11 @@ the base is recommended only on evidence about the target itself:
 * ``runs``: finished fine-tunes on the target dataset already in the store, each against
   the mean of the base's runs in the same setting (data and hyperparameters, seed aside).
 
+With the target's examples, one more candidate is learned from them (``zoo.mixture``): a
+mixture of the base and the family's dataset regions whose weights maximize the LogME
+evidence of its features; its trials start from weights learned without their held-out
+fold. Every candidate's LogME is shown beside its trials.
+
 Estimates from both are pooled by inverse variance. The recommendation is the candidate
 whose gain clears ``Z`` standard errors above ``MIN_GAIN``; with no evidence, or none that
 clears it, the base, and the answer says why. The prior and the gains seen on other
@@ -35,12 +40,14 @@ import numpy as np
 from zoo.domain import check_k, parse_start
 from zoo.errors import ZooValueError
 from zoo.geometry import distances, region_stats
+from zoo.mixture import MIX_BUDGET, MIX_REGIONS
 from zoo.results import Starts
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.store import Store
 
-PRIORS = {"task-centroid": 0.0306, "family-centroid": 0.020, "dataset-centroid": 0.010, "base": 0.0, "model": 0.0}
+PRIORS = {"task-centroid": 0.0306, "family-centroid": 0.020, "dataset-centroid": 0.010, "mixture": 0.0, "base": 0.0,
+          "model": 0.0}
 Z = 1.0            # standard errors a gain must clear: about 84 % one-sided confidence
 MIN_GAIN = 0.0     # ... above this gain over the base (a fraction: 0.01 = one point)
 SE_FLOOR = 0.01    # folds that happen to agree still leave a point of doubt
@@ -199,7 +206,7 @@ def advise(cands: list[Candidate], estimates: dict[str, list[Estimate]], z: floa
     The base is the reference (gain 0, no uncertainty) and the recommendation unless another
     candidate's gain clears ``z`` standard errors above ``min_gain``. Returns the ordered
     candidates and the reason for the recommendation."""
-    order = ["task-centroid", "family-centroid", "dataset-centroid", "model", "base"]
+    order = ["task-centroid", "family-centroid", "dataset-centroid", "mixture", "model", "base"]
     for c in cands:
         c.prior_gain = PRIORS.get(c.category, 0.0)
         est = Estimate(0.0, 0.0, 0, "reference") if c.category == "base" else pool(estimates.get(c.start, []))
@@ -298,11 +305,14 @@ def history(runs: Iterable[dict[str, Any]], start_members: dict[int, list[tuple[
 
 def select_start(store: "Store", task: str, dataset: str | None = None, family: str | None = None,
                  neighbours: int = 3, train: str | os.PathLike | None = None, examples: int = 128,
-                 folds: int = 4, min_gain: float = MIN_GAIN, **params: Any) -> Starts:
+                 folds: int = 4, min_gain: float = MIN_GAIN, mixture: bool = True, mix_budget: int = MIX_BUDGET,
+                 mix_regions: int = MIX_REGIONS, **params: Any) -> Starts:
     """Recommend a starting point for fine-tuning on ``dataset`` of ``task`` (see ``Zoo.select_start``)."""
     from zoo import catalog
 
     check_k(neighbours, "--neighbours", least=0)  # 0: no dataset regions, only the task and family centroids
+    check_k(mix_budget, "--mix-budget")
+    check_k(mix_regions, "--mix-regions")
     if not (isinstance(min_gain, (int, float)) and np.isfinite(min_gain) and -1.0 <= min_gain <= 1.0):
         shown = f"{min_gain * 100:g}" if isinstance(min_gain, (int, float)) else repr(min_gain)
         raise ZooValueError(f"--min-gain {shown} must be accuracy points between -100 and 100 "
@@ -318,6 +328,11 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
     vec = {int(i): v.astype(np.float64) for i, v in zip(ids, x)}
     points = [Point(m["id"], m["dataset"], m["task"], vec[m["id"]]) for m in fts if m["id"] in vec]
     cands = build_candidates(base["name"], points, task, dataset, sp.metric, neighbours)
+    others = {p.dataset for p in points if p.dataset is not None and p.dataset != dataset}
+    if trial is not None and mixture and others:
+        from zoo.mixture import check_budget
+
+        check_budget(mix_budget, min(mix_regions, len(others)) + 1)  # before any trial runs
     # The runs that speak for this fine-tune: its data and hyperparameters (any eval file).
     match = ({k: v for k, v in setting_of(dict(trial[1].as_dict(), train=str(Path(train).resolve()))) if k != "eval"}
              if trial is not None else None)
@@ -327,9 +342,18 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
         e = by_run.get(f"start:{c.start}") or (by_run.get(f"category:{c.category}")
                                                 if c.category in ("task-centroid", "family-centroid") else None)
         estimates[c.start] = [e] if e is not None else []
+    notes: list[str] = []
     if trial is not None:
         for start, est in trial_candidates(store, cands, *trial, folds, family, store.weights(base)).items():
             estimates[start].append(est)
+        if mixture:
+            got = mixture_candidate(store, fam, base, points, task, dataset, sp.metric, cands[0], *trial, folds,
+                                    mix_budget, mix_regions, train)
+            if isinstance(got, str):
+                notes.append(got)
+            else:
+                cands.append(got[0])
+                estimates[got[0].start] = [got[1]]
     other = observed_gains(outcomes, task, exclude_dataset=dataset)
     for c in cands:
         g = other.get(c.category, [])
@@ -341,7 +365,7 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
                   f"{Path(train).name if train else ''} in {folds} folds",
          "runs": f"the store's fine-tunes on {dataset}"}[s] for s in sources)) if sources else "no evidence about the target"
     return Starts(task, dataset, fam.name, basis, len(outcomes), ordered[0].start, reason,
-                  [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ordered)])
+                  [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ordered)], notes)
 
 
 def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: dict[str, Any]) -> tuple[Any, Any]:
@@ -364,16 +388,67 @@ def trial_candidates(store: "Store", cands: list[Candidate], ex: Any, tp: Any, f
                      base_dir: Path) -> dict[str, Estimate]:
     """Run the trials of every candidate (materializing centroids); each one's paired gain
     over the base's trials, keyed by start spec. Fold accuracies go into its evidence."""
-    from zoo.finetune import trial_cv
+    from zoo.finetune import load_tokenizer, trial_cv
     from zoo.materialize import resolve_start
+    from zoo.mixture import logme_of
     from zoo.sources import model_ref
 
     accs = {}
     for c in store.bar(cands, "trial fine-tunes", unit="start"):
         row = resolve_start(store, c.start, family)
-        res = trial_cv(model_ref(store, row), [base_dir], ex, tp, folds=folds)
+        ref = model_ref(store, row)
+        res = trial_cv(ref, [base_dir], ex, tp, folds=folds)
         accs[c.start] = res["fold_accuracy"]
         c.evidence.update(trial_accuracy=res["accuracy"], trial_fold_accuracy=res["fold_accuracy"],
-                          trial_model=row["name"], trial_examples=res["n_examples"])
-    ref = accs[next(c.start for c in cands if c.category == "base")]
-    return {c.start: paired_estimate(accs[c.start], ref) for c in cands if c.category != "base"}
+                          trial_model=row["name"], trial_examples=res["n_examples"],
+                          logme=logme_of(ref, load_tokenizer([ref.path, base_dir]), ex, tp))
+    base = next(c for c in cands if c.category == "base")
+    for c in cands:
+        c.evidence["logme_gain"] = c.evidence["logme"] - base.evidence["logme"]
+    return {c.start: paired_estimate(accs[c.start], accs[base.start]) for c in cands if c.category != "base"}
+
+
+def mixture_candidate(store: "Store", fam: Any, base: dict[str, Any], points: Sequence[Point], task: str,
+                      dataset: str | None, metric: str, base_cand: Candidate, ex: Any, tp: Any, folds: int,
+                      budget: int, cap: int, train: str | os.PathLike) -> tuple[Candidate, Estimate] | str:
+    """The learned mixture as a candidate with its nested trials' paired gain over the base,
+    or the reason it was not learned."""
+    from zoo import catalog
+    from zoo.finetune import load_tokenizer, trial_cv
+    from zoo.materialize import materialize
+    from zoo.mixture import load_deltas, member_bytes, mix_budget_bytes, pick_regions, plan_mixture
+
+    groups: dict[str, list[Point]] = defaultdict(list)
+    for p in points:
+        if p.dataset is not None and p.dataset != dataset:
+            groups[p.dataset].append(p)
+    if not groups:
+        return "no learned mixture: the family has no fine-tuned models of other datasets to mix"
+    cents = {d: np.mean([p.vec for p in ps], axis=0) for d, ps in groups.items()}
+    own = [p.vec for p in points if dataset is not None and p.dataset == dataset]
+    near = [p.vec for p in points if p.task == task and p.dataset != dataset]
+    ref = np.mean(own, axis=0) if own else np.mean(near, axis=0) if near else None
+    picked = pick_regions(cents, ref, metric, cap)
+    need, limit = member_bytes(fam, len(picked)), mix_budget_bytes()
+    if need > limit:
+        return (f"no learned mixture: {len(picked)} regions' task vectors need {need / 2 ** 30:.2f} GiB, more than "
+                f"ZOO_MIX_BYTES={limit}; raise it or lower --mix-regions")
+    with store.read() as conn:
+        regions = [(d, [catalog.model_by_id(conn, p.id) for p in groups[d]]) for d in picked]
+    deltas = load_deltas(store, fam, regions)
+    base_dir = store.weights(base)
+    plan = plan_mixture(deltas, base_dir, load_tokenizer([base_dir]), ex, tp, folds, budget)
+    res = trial_cv(plan.refs, [base_dir], ex, tp, folds=folds)
+    rows = [base] + [r for _, rs in regions for r in rs]
+    w = [plan.weights[0]] + [plan.weights[j + 1] / len(rs) for j, (_, rs) in enumerate(regions) for _ in rs]
+    spec = {"mixture": {"regions": plan.regions, "weights": plan.weights, "objective": "logme",
+                        "learned_on": str(Path(train).resolve()), "examples": len(ex), "seed": tp.seed}}
+    made = materialize(store, fam, rows, w, None, "centroid", "averaged_from", spec, prefix="mixture")
+    ev = {"regions": dict(zip(["(base)", *plan.regions], plan.weights)), "mixed_models": len(rows) - 1,
+          "fold_weights": plan.fold_weights, "logme": plan.score, "logme_start": plan.start_score,
+          "logme_gain": plan.score - base_cand.evidence["logme"], "evaluations": plan.evaluations,
+          "trial_accuracy": res["accuracy"], "trial_fold_accuracy": res["fold_accuracy"], "trial_model": made.name,
+          "trial_examples": res["n_examples"],
+          "trial_note": "each fold's trial starts from weights learned without that fold"}
+    est = paired_estimate(res["fold_accuracy"], base_cand.evidence["trial_fold_accuracy"])
+    return Candidate(made.name, "mixture", evidence=ev), est
