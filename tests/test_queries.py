@@ -91,6 +91,39 @@ def test_clusters_recover_datasets(filled):
         filled.clusters(7)
 
 
+def _pairs_zoo(seed: int) -> tuple[np.ndarray, list[str]]:
+    """Ten datasets in three tasks, two seeds each: every model's nearest neighbour is its
+    dataset's other seed, but two seeds lie as far apart as in the real zoo (cosine ~0.67)."""
+    rng = np.random.default_rng(seed)
+    dim, tasks = 512, [rng.normal(size=512) for _ in range(3)]
+    x, labels = [], []
+    for t, n_sets in enumerate((4, 3, 3)):
+        for d in range(n_sets):
+            data = rng.normal(size=dim)
+            for _ in range(2):
+                x.append(0.35 * tasks[t] + 0.55 * data + 0.75 * rng.normal(size=dim))
+                labels.append(f"{t}-{d}")
+    return np.array(x), labels
+
+
+def test_kmeans_finds_regions_of_two_seeds():
+    from zoo.geometry import kmeans, kmeans_restarts, purity
+
+    few, full = [], []
+    for seed in range(8):
+        x, labels = _pairs_zoo(seed)
+        g = x @ x.T / np.outer(np.linalg.norm(x, axis=1), np.linalg.norm(x, axis=1))
+        np.fill_diagonal(g, -1)
+        assert all(labels[i] == labels[int(np.argmax(g[i]))] for i in range(len(x)))  # 1-NN: the other seed
+        full.append(purity(kmeans(x, 10, "cosine")[0], labels))
+        few.append(purity(kmeans(x, 10, "cosine", restarts=3)[0], labels))
+    assert full == [1.0] * 8
+    assert min(few) < 1.0  # a few seeded runs are not enough: why the default affords many
+    # The default number of runs: many for a zoo, few for 100k models.
+    assert kmeans_restarts(20, 10, 1024) == 100 and kmeans_restarts(100_000, 100, 1024) == 3
+    assert kmeans_restarts(2_000, 20, 1024) == 24 and kmeans_restarts(1, 1, 1) == 100
+
+
 def test_exact_distance_close_to_sketch(filled):
     d = filled.distance("ft-a0", "ft-b1", exact=True)
     assert d["relative_error_l2"] < 6 * np.sqrt(1 / 1024)
