@@ -720,6 +720,8 @@ def main() -> int:
     ap.add_argument("--out", default="docs")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--seeds", type=int, default=2, help="seeds per start in the starting-point experiment")
+    ap.add_argument("--settings", default="few-shot,full", help="the start and advice stages' settings, in order "
+                    "(a run of one setting reports that one; the cache keeps the other's results)")
     ap.add_argument("--full-epochs", type=float, default=1.0)
     ap.add_argument("--fewshot-examples", type=int, default=128)
     ap.add_argument("--fewshot-epochs", type=float, default=5.0)
@@ -737,6 +739,10 @@ def main() -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         print(f"error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
+        return 1
+    chosen = [s.strip() for s in args.settings.split(",") if s.strip()]
+    if not chosen or set(chosen) - {"few-shot", "full"}:
+        print(f"error: --settings {args.settings!r}: choose few-shot, full or both", file=sys.stderr)
         return 1
     if not (home / "catalog.duckdb").exists():
         print(f"error: no zoo at {home}; build it with `make real-zoo`", file=sys.stderr)
@@ -784,6 +790,7 @@ def main() -> int:
             settings = {"few-shot": {"examples": args.fewshot_examples, "epochs": args.fewshot_epochs, "lr": 1e-4,
                                      "batch_size": 16, "max_length": 64},
                         "full": {"epochs": args.full_epochs, "lr": 1e-4, "batch_size": 32, "max_length": 64}}
+            settings = {k: v for k, v in settings.items() if k in chosen}
             if "start" in stages:
                 results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds)
                 save()
