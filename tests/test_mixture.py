@@ -123,6 +123,10 @@ def test_blend_sets_the_exact_mixture(filled):
         assert np.allclose(got[c], want, atol=1e-6), c
         checked += 1
     assert checked >= 10
+    # A classifier for trials gets the same body under its prefix; its new head is left alone.
+    clf = model_params(ModelRef(base_path, edit=Blend(deltas, w)).classifier(["neg", "pos"]))
+    same = [c for c in got if c in clf and c in fam.body]
+    assert len(same) == checked and all(torch.equal(clf[c].detach().double(), torch.from_numpy(got[c])) for c in same)
     only_base = ModelRef(base_path, edit=Blend(deltas, (1.0, 0.0, 0.0))).body()
     for c, p in model_params(only_base).items():
         if c in base:
