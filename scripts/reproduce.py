@@ -16,11 +16,14 @@ Stages (`--stages`, in this order by default):
   region without D; leaving D's whole task out (off-region), from the centroid of the other
   tasks' models; with 2 seeds, full data and few-shot (128 examples).
 - advice: `zoo select-start --train` for each D and setting, with trial fine-tunes of each
-  candidate, in zoos without runs (on-region: the real zoo's models by reference,
-  WORK/advice-zoo; off-region: without D's task, WORK/advice-zoo-without-TASK), judged
-  against the start stage's fine-tunes: `start.on_region` / `start.off_region` in
-  reproduction.json (`select_start_best`, `select_start_judged`, `select_start_worst_loss`,
-  the correlation of trial gains with fine-tune gains).
+  candidate and the learned mixture, in zoos without runs (on-region: the real zoo's models
+  by reference, WORK/advice-zoo; off-region: without D's task, WORK/advice-zoo-without-TASK),
+  judged against the start stage's fine-tunes (a recommended mixture is fine-tuned here with
+  the same seeds): `start.on_region` / `start.off_region` in reproduction.json
+  (`select_start_best`, `select_start_judged`, `select_start_worst_loss`, the correlation of
+  trial gains and of LogME gains with fine-tune gains).
+
+`--settings few-shot` (or `full`) runs the start and advice stages for one setting.
 
 The real zoo at HOME stays as `make real-zoo` built it: the experiments register their
 centroids and fine-tunes in a second zoo (WORK, default HOME-experiments) that holds the
