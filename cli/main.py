@@ -460,7 +460,7 @@ def fidelity(z: Zoo, k, rerank, kind, family, as_json) -> None:
 @click.option("--mixture/--no-mixture", default=True, show_default=True,
               help="With --train: also learn a mixture of the base and the dataset regions on the examples.")
 @click.option("--mix-budget", type=int, default=default(Zoo.select_start, "mix_budget"), show_default=True,
-              help="Forward passes the mixture's weight search may spend (per fold).")
+              help="Mixtures the weight search scores (one forward pass of the examples each).")
 @click.option("--mix-regions", type=int, default=default(Zoo.select_start, "mix_regions"), show_default=True,
               help="Dataset regions mixed at most (the nearest to the target).")
 @train_options("epochs", "lr", "batch_size", "max_length", "seed", "head_init")

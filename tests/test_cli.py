@@ -128,7 +128,7 @@ def test_select_start_with_train(run, ckpts, tmp_path):
                          "--json").stdout)
     assert all(len(c["evidence"]["trial_fold_accuracy"]) == 3 for c in res["candidates"]) and "trial" in res["basis"]
     assert res["candidates"][0]["start"] == res["recommended"] and res["reason"]
-    assert [c["evidence"]["evaluations"] for c in res["candidates"] if c["category"] == "mixture"] == [4 * 4]
+    assert [c["evidence"]["evaluations"] for c in res["candidates"] if c["category"] == "mixture"] == [4]
     text = run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts, "--min-gain", "100",
                "--no-mixture").stdout
     # Nothing gains 100 points: the base, marked, with the reason and each start's trial gain in points.
@@ -136,7 +136,7 @@ def test_select_start_with_train(run, ckpts, tmp_path):
     assert "LogME" in text and "learned mixture" not in text
     err = _one_line_error(run("select-start", "--task", "t", "--dataset", "c", "--train", train, *opts,
                               "--mix-budget", "1", code=2))
-    assert "--mix-budget 1 is below 2" in err
+    assert "--mix-budget 1 scores no mixture besides the base" in err
     plain = run("select-start", "--task", "t", "--dataset", "c").stdout
     assert "recommended: base: no evidence about the target" in plain
     err = _one_line_error(run("select-start", "--task", "t", "--train", train, "--folds", "1", code=2))

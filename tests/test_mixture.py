@@ -6,7 +6,7 @@ import pytest
 
 from conftest import write_sentiment
 from zoo.errors import ZooValueError
-from zoo.mixture import _evidence, _fit_evidence, learn_weights, logme, pick_regions, simplex
+from zoo.mixture import _evidence, _fit_evidence, logme, pick_regions
 
 
 def _direct_evidence(f: np.ndarray, t: np.ndarray, alpha: float, beta: float) -> float:
@@ -58,27 +58,47 @@ def test_logme_prefers_features_that_separate_the_labels():
         logme(signal, y[:-1])
 
 
-def test_weight_search_finds_the_best_mixture_within_budget():
-    target = np.array([0.1, 0.6, 0.3])
-    calls = []
+def test_design_is_on_the_simplex_and_label_free():
+    from zoo.mixture import design
 
-    def objective(w):
-        calls.append(w)
-        assert w.min() > 0 and w.sum() == pytest.approx(1.0)
-        return -float(((w - target) ** 2).sum())
-
-    got = learn_weights(objective, 3, budget=120)
-    assert len(calls) == got.evaluations <= 120
-    assert np.allclose(got.weights, target, atol=0.03)
-    # The search starts with the base holding half and the regions sharing the rest.
-    assert np.allclose(calls[0], [0.5, 0.25, 0.25])
-    assert got.start_score == pytest.approx(objective(np.array([0.5, 0.25, 0.25])))
-    assert learn_weights(objective, 3, budget=5).evaluations == 5
-    with pytest.raises(ZooValueError, match="--mix-budget 2 is below 3"):
-        learn_weights(objective, 3, budget=2)
+    w = design(3, 20, seed=1)
+    assert w.shape == (20, 4) and np.all(w >= 0) and np.allclose(w.sum(1), 1.0)
+    assert np.array_equal(w[0], [1, 0, 0, 0])  # the base first: the search can always stay put
+    assert np.allclose(w[1:5, 0], [0.75, 0.5, 0.25, 0.0]) and np.allclose(w[4, 1:], 1 / 3)
+    assert [list(r) for r in w[5:7]] == [[0.5, 0.5, 0, 0], [0.0, 1.0, 0, 0]]
+    assert len({tuple(np.round(r, 9)) for r in w}) == 20  # no mixture scored twice
+    assert np.array_equal(design(3, 20, seed=1), w) and not np.array_equal(design(3, 20, seed=2)[-1], w[-1])
+    assert np.array_equal(design(3, 3), w[:3])
+    # One region: its average is the region itself, kept once.
+    one = design(1, 6)
+    assert len({tuple(np.round(r, 9)) for r in one}) == 6 and np.allclose(one[:5, 0], [1, 0.75, 0.5, 0.25, 0])
+    with pytest.raises(ZooValueError, match="--mix-budget 1 scores no mixture besides the base"):
+        design(3, 1)
     with pytest.raises(ZooValueError, match="at least one region"):
-        learn_weights(objective, 1)
-    assert simplex(np.array([0.0, np.log(3.0)])) == pytest.approx([0.25, 0.75])
+        design(0, 10)
+
+
+def test_choice_per_subset_is_the_best_logme_on_its_labels_only():
+    from zoo.mixture import choose
+
+    rng = np.random.default_rng(4)
+    y = np.repeat(["a", "b"], 12)
+    noise = rng.normal(size=(24, 6))
+    first_half = noise.copy()
+    first_half[:6, 0] += 5.0  # separates a from b on the first 6 'a's only
+    first_half[12:18, 0] -= 5.0
+    everywhere = noise.copy()
+    everywhere[:, 0] += np.where(y == "a", 5.0, -5.0)
+    w = np.eye(3)
+    feats = [noise, first_half, everywhere]
+    subsets = [list(range(0, 6)) + list(range(12, 18)), list(range(6, 12)) + list(range(18, 24)), list(range(24))]
+    got = choose(feats, y, subsets, w)
+    for c, idx in zip(got, subsets):
+        scores = [logme(f[idx], y[idx]) for f in feats]
+        assert c.index == int(np.argmax(scores)) and c.score == scores[c.index] and c.weights == list(w[c.index])
+    # On the first subset the second and third features are the same rows: a tie, the first wins;
+    # on the second the second features separate nothing; on all, the third are best.
+    assert [c.index for c in got] == [1, 2, 2]
 
 
 def test_regions_beyond_the_cap_are_the_nearest_to_the_target():
@@ -144,7 +164,8 @@ def test_select_start_learns_a_mixture_and_judges_it_by_nested_trials(filled, tm
     ev = mix["evidence"]
     assert set(ev["regions"]) == {"(base)", "a", "b"} and sum(ev["regions"].values()) == pytest.approx(1.0)
     assert len(ev["fold_weights"]) == 3 and all(sum(w) == pytest.approx(1.0) for w in ev["fold_weights"])
-    assert ev["evaluations"] == 4 * 6 and ev["mixed_models"] == 6 and ev["logme"] >= ev["logme_start"]
+    assert ev["evaluations"] == 6 and ev["mixed_models"] == 6 and ev["logme"] >= ev["logme_base"]
+    assert ev["logme_base"] == pytest.approx(base["evidence"]["logme"], rel=1e-4)  # the design's first row: the base
     want = paired_estimate(ev["trial_fold_accuracy"], base["evidence"]["trial_fold_accuracy"])
     assert mix["expected_gain"] == pytest.approx(want.gain) and mix["gain_se"] == pytest.approx(want.se)
     # Every candidate carries its LogME beside its trials, the base's gain being zero.
@@ -173,8 +194,8 @@ def test_mixture_off_skipped_and_bad_budgets(filled, tmp_path, monkeypatch):
     assert len(res["notes"]) == 1 and "ZOO_MIX_BYTES=1000" in res["notes"][0]
     monkeypatch.delenv("ZOO_MIX_BYTES")
     before = len(filled.ls(kind="centroid"))
-    with pytest.raises(ZooValueError, match="--mix-budget 2 is below 3"):
-        filled.select_start("t", dataset="c", train=train, mix_budget=2, **kw)
+    with pytest.raises(ZooValueError, match="--mix-budget 1 scores no mixture"):
+        filled.select_start("t", dataset="c", train=train, mix_budget=1, **kw)
     with pytest.raises(ZooValueError, match="--mix-budget"):
         filled.select_start("t", dataset="c", train=train, mix_budget=0, **kw)
     with pytest.raises(ZooValueError, match="--mix-regions"):

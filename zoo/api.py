@@ -303,9 +303,8 @@ class Zoo:
         to ``examples`` of its examples, scored on the held-out fold against the base; the
         store's runs on ``dataset`` count too. A start is recommended when its gain clears one
         standard error above ``min_gain`` (a fraction of accuracy). With ``train`` and
-        ``mixture``, a mixture of the base and up to ``mix_regions`` dataset regions, its
-        weights learned on the examples in ``mix_budget`` evaluations (zoo.mixture), is one
-        more candidate.
+        ``mixture``, a mixture of the base and up to ``mix_regions`` dataset regions, the
+        best by LogME of ``mix_budget`` label-free mixtures (zoo.mixture), is one more candidate.
         """
         return select.select_start(self.store, task, dataset, family, neighbours, train, examples, folds, min_gain,
                                    mixture, mix_budget, mix_regions, **params)

@@ -4,20 +4,23 @@ A mixture is ``theta = sum_i w_i theta_i`` over the base and the centroids of th
 dataset regions, with ``w`` on the simplex: it can stay at the base, take a little of every
 region, or lean on the few that suit the target. The weights are learned on the target's
 examples without gradients (LoraHub, Huang et al. 2023, learns adapter weights the same way):
-Nelder-Mead on the weights' logits maximizes the LogME evidence (You et al. 2021) of the
-mixed body's features for the target's labels, one forward pass per step.
+a search over mixtures chosen without looking at labels (``design``) keeps the one whose
+mixed body gives features of the highest LogME evidence (You et al. 2021) for the labels.
 
 LogME is a cheap stand-in for fine-tuning, so it only proposes the mixture; the trial
 fine-tunes decide, and they must not see what chose the weights. The trial of fold ``f``
-therefore starts from weights learned on the other folds only (nested), so the mixture's
-paired gain over the base is as honest as any centroid's; the mixture offered as a start
-is then learned on all the examples and materialized with its members and weights recorded.
+therefore starts from the mixture best on the other folds only (nested), so the mixture's
+paired gain over the base is as honest as any centroid's; the mixture offered as a start is
+the best on all the examples, materialized with its members and weights recorded. Because
+the design ignores labels, one forward pass per mixture serves every fold: an adaptive
+search (Nelder-Mead was the first version) needs a search per fold, five times the passes,
+and cost more than the candidate's trials on MiniLM.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -31,10 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from zoo.store import Store
 
 MIX_REGIONS = 10       # dataset regions mixed at most (the nearest to the target first)
-MIX_BUDGET = 40        # objective evaluations per learning (LoraHub uses 40 steps)
+MIX_BUDGET = 40        # mixtures scored (one forward pass of the examples each)
 MIX_BYTES = 4 << 30    # the regions' task vectors held in memory at most (ZOO_MIX_BYTES)
-BASE_SHARE = 0.5       # the search starts halfway between the base and the regions' average
-SPREAD = 2.0           # how far the first steps lean towards each region (in logits)
 
 
 # ---------------------------------------------------------------- LogME (pure)
@@ -92,68 +93,65 @@ def logme(features: np.ndarray, labels: Sequence[Any]) -> float:
 
 # ---------------------------------------------------------------- weights on the simplex (pure)
 
-def simplex(logits: np.ndarray) -> np.ndarray:
-    """Softmax: weights that are positive and sum to one."""
-    z = np.asarray(logits, dtype=np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
+def design(regions: int, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` mixtures of the base and ``regions`` regions (rows on the simplex, the base first),
+    chosen without looking at any label: the base; the regions' average at a quarter, half,
+    three quarters and all of the way from the base; each region alone, half and all of the
+    way; then random mixtures (a share from the base drawn uniformly in [0.2, 1], split over
+    the regions by a Dirichlet(0.5) draw) to fill ``n``. The first rows are kept when ``n`` is
+    smaller. Deterministic in ``seed``."""
+    if regions < 1:
+        raise ZooValueError(f"a mixture needs at least one region besides the base; got {regions}")
+    check_budget(n)
+    rows: list[np.ndarray] = []
+
+    def put(w: np.ndarray) -> None:
+        if not any(np.allclose(w, r, rtol=0, atol=1e-12) for r in rows):  # one region: its average is itself
+            rows.append(w)
+
+    put(np.eye(regions + 1)[0])
+    for share in (0.25, 0.5, 0.75, 1.0):
+        put(np.concatenate([[1 - share], np.full(regions, share / regions)]))
+    for j in range(regions):
+        for share in (0.5, 1.0):
+            w = np.zeros(regions + 1)
+            w[0], w[j + 1] = 1 - share, share
+            put(w)
+    rng = np.random.default_rng(seed)
+    while len(rows) < n:
+        share = rng.uniform(0.2, 1.0)
+        put(np.concatenate([[1 - share], share * rng.dirichlet(np.full(regions, 0.5))]))
+    return np.array(rows[:n])
+
+
+def check_budget(n: int) -> None:
+    """Refuse a design too small to hold anything but the base."""
+    if n < 2:
+        raise ZooValueError(f"--mix-budget {n} scores no mixture besides the base; give 2 or more")
 
 
 @dataclass
-class Learned:
-    """The best weights seen (base first), their objective value and how many evaluations it took."""
+class Choice:
+    """The best design row for one set of examples: its index, weights and LogME."""
 
+    index: int
     weights: list[float]
     score: float
-    evaluations: int
-    start_score: float
 
 
-def check_budget(budget: int, n: int) -> None:
-    """Refuse a search budget that cannot even take its first steps over ``n`` components."""
-    if n < 2:
-        raise ZooValueError(f"a mixture needs the base and at least one region; got {n} component(s)")
-    if budget < n:
-        raise ZooValueError(f"--mix-budget {budget} is below {n}, the evaluations the first search steps need "
-                            f"(the base and {n - 1} region(s)); raise it or lower --mix-regions")
-
-
-def learn_weights(objective: Callable[[np.ndarray], float], n: int, budget: int = MIX_BUDGET,
-                  base_share: float = BASE_SHARE, spread: float = SPREAD) -> Learned:
-    """Maximize ``objective(w)`` over weights ``w`` on the simplex of ``n`` components (the
-    base first) with at most ``budget`` evaluations, gradient-free (Nelder-Mead on the logits
-    of components 1..n-1, the base's fixed at its start). The search starts with the base
-    holding ``base_share`` and the rest shared equally; its first steps lean towards each
-    component in turn. Deterministic."""
-    from scipy.optimize import minimize
-
-    check_budget(budget, n)
-    base_logit = float(np.log(base_share * (n - 1) / (1 - base_share)))
-    best: dict[str, Any] = {"score": -np.inf, "w": None, "n": 0, "first": None}
-
-    def weights_of(x: np.ndarray) -> np.ndarray:
-        return simplex(np.concatenate([[base_logit], x]))
-
-    def f(x: np.ndarray) -> float:
-        if best["n"] >= budget:  # scipy may overrun maxfev by a step; never evaluate past the budget
-            return -best["score"]
-        w = weights_of(x)
-        s = float(objective(w))
-        best["n"] += 1
-        if best["first"] is None:
-            best["first"] = s
-        if s > best["score"]:
-            best.update(score=s, w=w)
-        return -s if np.isfinite(s) else np.inf
-
-    x0 = np.zeros(n - 1)
-    sim = np.vstack([x0] + [x0 + spread * np.eye(n - 1)[i] for i in range(n - 1)])
-    minimize(f, x0, method="Nelder-Mead", options={"maxfev": budget, "initial_simplex": sim,
-                                                   "xatol": 1e-2, "fatol": 1e-5})
-    if best["w"] is None:
-        raise ZooValueError("the mixture's objective was not finite at any weights tried; the target's examples "
-                            "give the features no usable signal")
-    return Learned([float(v) for v in best["w"]], float(best["score"]), int(best["n"]), float(best["first"]))
+def choose(features: Sequence[np.ndarray], labels: Sequence[Any], subsets: Sequence[Sequence[int]],
+           weights: np.ndarray) -> list[Choice]:
+    """For each subset of the examples, the design row whose features have the highest LogME
+    on that subset's labels (the first on ties). ``features[i]`` holds every example's
+    features at ``weights[i]``: computed once, they serve every subset."""
+    y = np.asarray(labels)
+    out = []
+    for idx in subsets:
+        idx = np.asarray(idx, dtype=int)
+        scores = [logme(np.asarray(f)[idx], y[idx]) for f in features]
+        i = int(np.argmax(scores))
+        out.append(Choice(i, [float(v) for v in weights[i]], float(scores[i])))
+    return out
 
 
 def pick_regions(centroids: dict[str, np.ndarray], ref: np.ndarray | None, metric: str, cap: int) -> list[str]:
@@ -246,20 +244,6 @@ class Blend:
 
 # ---------------------------------------------------------------- the candidate
 
-def logme_objective(deltas: RegionDeltas, body: Any, tok: Any, ex: "Examples", params: "TrainParams",
-                    device: str) -> Callable[[np.ndarray], float]:
-    """LogME of the mixed body's mean-pooled features for ``ex``'s labels, as a function of the weights."""
-    from zoo.finetune import _features
-
-    labels = list(ex.labels)
-
-    def objective(w: np.ndarray) -> float:
-        deltas.blend(body, w)
-        return logme(_features(body, tok, ex, params, device).numpy(), labels)
-
-    return objective
-
-
 def logme_of(ref: Any, tok: Any, ex: "Examples", params: "TrainParams") -> float:
     """LogME of a start's frozen body on ``ex`` (evidence shown beside the trials, not deciding)."""
     from zoo.finetune import _features, resolve_device
@@ -269,40 +253,38 @@ def logme_of(ref: Any, tok: Any, ex: "Examples", params: "TrainParams") -> float
 
 @dataclass
 class MixturePlan:
-    """What ``trial_mixture`` learned: per-fold weights for the trials and the final weights."""
+    """What ``plan_mixture`` chose: weights per fold for the trials and on all examples for the start."""
 
     regions: list[str]
     fold_weights: list[list[float]]
     weights: list[float]
     score: float
-    start_score: float
+    base_score: float
     evaluations: int
     refs: list[Any]
 
 
 def plan_mixture(deltas: RegionDeltas, base_path: Path, tok: Any, ex: "Examples", params: "TrainParams",
-                 folds: int, budget: int, progress: Callable[[str], None] | None = None) -> MixturePlan:
-    """Weights learned without each held-out fold (for its trial) and on all examples (the start)."""
-    from zoo.finetune import ModelRef, _load_body, resolve_device, stratified_folds
+                 folds: int, budget: int) -> MixturePlan:
+    """Score ``budget`` mixtures of the design by LogME: the features of every example at each
+    mixture are computed once (one forward pass a mixture; features need no label), then each
+    fold's trial gets the best mixture on the other folds' labels and the start the best on all.
+    So no weight a trial starts from has seen its held-out fold, at the cost of one search."""
+    from zoo.finetune import ModelRef, _features, _load_body, resolve_device, stratified_folds
 
     device = resolve_device(params.device)
     body = _load_body(base_path)
+    w = design(len(deltas.regions), budget, params.seed)
+    feats = []
+    for row in w:
+        deltas.blend(body, row)
+        feats.append(_features(body, tok, ex, params, device).numpy())
     fold = stratified_folds(ex.labels, folds, params.seed)
-    n = len(deltas.regions) + 1
-    fold_w, evals = [], 0
-    for f in range(folds):
-        if progress:
-            progress(f"mixture weights without fold {f + 1}/{folds}")
-        sub = ex.subset([i for i, g in enumerate(fold) if g != f])
-        got = learn_weights(logme_objective(deltas, body, tok, sub, params, device), n, budget)
-        fold_w.append(got.weights)
-        evals += got.evaluations
-    if progress:
-        progress("mixture weights on all examples")
-    final = learn_weights(logme_objective(deltas, body, tok, ex, params, device), n, budget)
-    refs = [ModelRef(base_path, edit=Blend(deltas, tuple(w))) for w in fold_w]
-    return MixturePlan(deltas.regions, fold_w, final.weights, final.score, final.start_score,
-                       evals + final.evaluations, refs)
+    subsets = [[i for i, g in enumerate(fold) if g != f] for f in range(folds)] + [list(range(len(ex)))]
+    *per_fold, final = choose(feats, ex.labels, subsets, w)
+    refs = [ModelRef(base_path, edit=Blend(deltas, tuple(c.weights))) for c in per_fold]
+    return MixturePlan(deltas.regions, [c.weights for c in per_fold], final.weights, final.score,
+                       logme(feats[0], ex.labels), len(w), refs)
 
 
 def mix_budget_bytes() -> int:

@@ -18,9 +18,9 @@ the base is recommended only on evidence about the target itself:
   the mean of the base's runs in the same setting (data and hyperparameters, seed aside).
 
 With the target's examples, one more candidate is learned from them (``zoo.mixture``): a
-mixture of the base and the family's dataset regions whose weights maximize the LogME
-evidence of its features; its trials start from weights learned without their held-out
-fold. Every candidate's LogME is shown beside its trials.
+mixture of the base and the family's dataset regions, the one of a label-free design whose
+features have the highest LogME evidence; its trials start from the mixture chosen without
+their held-out fold. Every candidate's LogME is shown beside its trials.
 
 Estimates from both are pooled by inverse variance. The recommendation is the candidate
 whose gain clears ``Z`` standard errors above ``MIN_GAIN``; with no evidence, or none that
@@ -332,7 +332,7 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
     if trial is not None and mixture and others:
         from zoo.mixture import check_budget
 
-        check_budget(mix_budget, min(mix_regions, len(others)) + 1)  # before any trial runs
+        check_budget(mix_budget)  # before any trial runs
     # The runs that speak for this fine-tune: its data and hyperparameters (any eval file).
     match = ({k: v for k, v in setting_of(dict(trial[1].as_dict(), train=str(Path(train).resolve()))) if k != "eval"}
              if trial is not None else None)
@@ -445,7 +445,7 @@ def mixture_candidate(store: "Store", fam: Any, base: dict[str, Any], points: Se
                         "learned_on": str(Path(train).resolve()), "examples": len(ex), "seed": tp.seed}}
     made = materialize(store, fam, rows, w, None, "centroid", "averaged_from", spec, prefix="mixture")
     ev = {"regions": dict(zip(["(base)", *plan.regions], plan.weights)), "mixed_models": len(rows) - 1,
-          "fold_weights": plan.fold_weights, "logme": plan.score, "logme_start": plan.start_score,
+          "fold_weights": plan.fold_weights, "logme": plan.score, "logme_base": plan.base_score,
           "logme_gain": plan.score - base_cand.evidence["logme"], "evaluations": plan.evaluations,
           "trial_accuracy": res["accuracy"], "trial_fold_accuracy": res["fold_accuracy"], "trial_model": made.name,
           "trial_examples": res["n_examples"],
