@@ -23,7 +23,8 @@ Stages (`--stages`, in this order by default):
   (`select_start_best`, `select_start_judged`, `select_start_worst_loss`, the correlation of
   trial gains and of LogME gains with fine-tune gains).
 
-`--settings few-shot` (or `full`) runs the start and advice stages for one setting.
+`--settings few-shot` (or `full`) and `--regions off` (or `on`) run the start and advice
+stages for one setting or one kind of target.
 
 The real zoo at HOME stays as `make real-zoo` built it: the experiments register their
 centroids and fine-tunes in a second zoo (WORK, default HOME-experiments) that holds the
@@ -309,7 +310,7 @@ def stage_interior(work: Path, data: Path, real: list[dict], base_name: str, cac
 
 
 def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict,
-                seeds: int) -> dict:
+                seeds: int, regions: tuple[str, ...] = ("on", "off")) -> dict:
     """Fine-tunes of every dataset D from each start: on-region (leave D out: the base, the
     centroid of every model not trained on D, the centroid of D's task without D) and
     off-region (leave D's whole task out: the centroid of the other tasks' models)."""
@@ -325,13 +326,14 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
         others = [m["name"] for m in real if m["dataset"] != ds]
         same_task = [m["name"] for m in real if m["dataset"] != ds and m["task"] == task]
         other_tasks = [m["name"] for m in real if m["task"] != task]
-        starts = {"base": base,
-                  "all-centroid": cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
-                                             "--out", f"loo-all-{ds}")["name"]}
-        if same_task:
+        starts = {"base": base}
+        if "on" in regions:
+            starts["all-centroid"] = cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
+                                                "--out", f"loo-all-{ds}")["name"]
+        if same_task and "on" in regions:
             starts["task-centroid"] = cache.call("start", f"make:loo-task-{ds}", work, "centroid", *same_task,
                                                  "--out", f"loo-task-{ds}")["name"]
-        if other_tasks:
+        if other_tasks and "off" in regions:
             starts["off-centroid"] = cache.call("start", f"make:lot-all-{task}", work, "centroid", *other_tasks,
                                                 "--out", f"lot-all-{task}")["name"]
         train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
@@ -390,7 +392,8 @@ def prepare_off_region(home: Path, zoo_dir: Path, task: str) -> None:
 
 
 def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings: dict, only_cached: bool,
-                 deadline: float | None, examples: dict[str, int], folds: int, seeds: int) -> dict:
+                 deadline: float | None, examples: dict[str, int], folds: int, seeds: int,
+                 regions: tuple[str, ...] = ("on", "off")) -> dict:
     """`zoo select-start --train` for every D and setting, with trial fine-tunes of each
     candidate in the setting's hyperparameters, in zoos without runs: on-region (the real
     zoo's models) and off-region (without D's task). Candidates are the starts the start
@@ -404,12 +407,12 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
         for t in sorted(set(task_of.values())):
             prepare_off_region(home, zoos[f"off:{t}"], t)
     cache = Cache(work / "advice-cache.json", only_cached=only_cached, deadline=deadline)
-    picks: dict[str, dict] = {r: {s: {} for s in settings} for r in ("on", "off")}
-    not_done: dict[str, list[str]] = {f"{r}:{s}": [] for r in ("on", "off") for s in settings}
+    picks: dict[str, dict] = {r: {s: {} for s in settings} for r in regions}
+    not_done: dict[str, list[str]] = {f"{r}:{s}": [] for r in regions for s in settings}
     for setting, hp in settings.items():
         for ds in sorted(task_of):
             train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
-            for region in ("on", "off"):
+            for region in regions:
                 z = zoos["on" if region == "on" else f"off:{task_of[ds]}"]
                 try:
                     sel = cache.call("advice", f"advice:{region}:{setting}:{ds}", z, "select-start", "--task", task_of[ds],
@@ -723,6 +726,8 @@ def main() -> int:
     ap.add_argument("--out", default="docs")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--seeds", type=int, default=2, help="seeds per start in the starting-point experiment")
+    ap.add_argument("--regions", default="on,off", help="the start and advice stages' targets: on-region (leave "
+                    "the dataset out), off-region (leave its task out), or both")
     ap.add_argument("--settings", default="few-shot,full", help="the start and advice stages' settings, in order "
                     "(a run of one setting reports that one; the cache keeps the other's results)")
     ap.add_argument("--full-epochs", type=float, default=1.0)
@@ -742,6 +747,10 @@ def main() -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         print(f"error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
+        return 1
+    regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
+    if not regions or set(regions) - {"on", "off"}:
+        print(f"error: --regions {args.regions!r}: choose on, off or both", file=sys.stderr)
         return 1
     chosen = [s.strip() for s in args.settings.split(",") if s.strip()]
     if not chosen or set(chosen) - {"few-shot", "full"}:
@@ -795,12 +804,12 @@ def main() -> int:
                         "full": {"epochs": args.full_epochs, "lr": 1e-4, "batch_size": 32, "max_length": 64}}
             settings = {k: v for k, v in settings.items() if k in chosen}
             if "start" in stages:
-                results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds)
+                results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds, regions)
                 save()
             if "advice" in stages:
                 results["advice"] = stage_advice(home, work, data, real, settings, args.report_only, cache.deadline,
                                                  {"few-shot": args.fewshot_examples, "full": args.trial_examples},
-                                                 args.trial_folds, args.seeds)
+                                                 args.trial_folds, args.seeds, regions)
             if "start" in results and "advice" in results:
                 for region, by_setting in judge_advice(results["advice"], results["start"]).items():
                     results["start"][f"{region}_region"] = {
