@@ -112,6 +112,19 @@ def test_missing_package_names_it(tmp_path, monkeypatch):
         bd.fetch(["fortunes-xx"], tmp_path / "cache")
 
 
+def test_reproduce_refuses_unknown_regions_and_settings(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "scripts" / "reproduce.py"
+    for flag, bad, want in (("--regions", "on,middle", "choose on, off or both"),
+                            ("--settings", "few-shot,half", "choose few-shot, full or both")):
+        r = subprocess.run([sys.executable, str(script), "--home", str(tmp_path / "none"), flag, bad],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and want in r.stderr and bad in r.stderr
+    assert not (tmp_path / "none").exists()
+
+
 @pytest.mark.slow
 def test_real_zoo_script_is_resumable(tmp_path, ckpts):
     """scripts/real_zoo.py fine-tunes every dataset x seed through the CLI and skips what exists."""
