@@ -224,6 +224,22 @@ def sql(z: Zoo, query, limit, timeout, as_csv, as_json) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
+@click.option("--allow-remote", is_flag=True, help="Allow a --host other than localhost (anyone reaching it can read "
+              "the catalog).")
+@click.pass_obj
+def serve(z: Zoo, host, port, allow_remote) -> None:
+    """Browse the zoo in a web browser: models, map, regions, SQL and a JSON API (read-only; Ctrl-C stops)."""
+    def ready(url: str, warning: str | None) -> None:
+        if warning:
+            click.echo(warning, err=True)
+        click.echo(f"zoo serve: {url} (Ctrl-C stops)", err=True)
+
+    z.serve(host, port, allow_remote, ready)
+
+
+@main.command()
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead (not refreshed; default: "
               "snapshot.duckdb in the home, refreshed after every change).")
 @json_obj
@@ -409,10 +425,11 @@ def finetune(z: Zoo, start, train_file, eval_file, dataset, task, out, family, p
 @main.command()
 @click.option("--status", type=click.Choice(RUN_STATUSES))
 @click.option("--limit", type=int)
+@click.option("--model", help="Only the runs that started from this model or made it.")
 @json_obj
-def runs(z: Zoo, status, limit, as_json) -> None:
+def runs(z: Zoo, status, limit, model, as_json) -> None:
     """List fine-tuning runs, newest first."""
-    fmt.emit(z.runs(status=status, limit=limit), as_json, fmt.columns(
+    fmt.emit(z.runs(status=status, limit=limit, model=model), as_json, fmt.columns(
         "id", "status", "start", "result", "dataset", "method", "device", "eval_accuracy", "started_at", "error"))
 
 

@@ -169,9 +169,10 @@ class Zoo:
         """The tree above (ancestors) and below (descendants) a model."""
         return lookup.lineage(self.store, name)
 
-    def runs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Fine-tuning runs, newest first, with start and result names and the eval accuracy."""
-        return lookup.runs(self.store, status, limit)
+    def runs(self, status: str | None = None, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        """Fine-tuning runs, newest first, with start and result names and the eval accuracy
+        (``model``: the runs that started from it or made it)."""
+        return lookup.runs(self.store, status, limit, model)
 
     def snapshot(self, out: str | os.PathLike | None = None) -> r.Snapshot:
         """Write a read-only copy of the catalog for outside tools (default ``snapshot.duckdb`` in
@@ -226,6 +227,20 @@ class Zoo:
             space: int | None = None, kind: str | None = None, annotate: bool = True, seed: int = 0) -> r.Map:
         """Draw a 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed)."""
         return queries.draw_map(self.store, out, color_by, family, method, space, kind, annotate, seed)
+
+    def map_points(self, family: str | None = None, method: str = "pca", space: int | None = None,
+                   kind: str | None = None, seed: int = 0) -> r.MapPoints:
+        """The map's coordinates without drawing it: each model's 2-D point, name, kind, dataset, task."""
+        return queries.map_points(self.store, family, method, space, kind, seed)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, allow_remote: bool = False,
+              on_ready: Any = None) -> None:
+        """Serve the web pages and their JSON API (zoo.web) until interrupted, read-only.
+        Hosts other than localhost need ``allow_remote``; ``on_ready(url, warning)`` hears
+        where it listens."""
+        from zoo import web
+
+        web.serve(self, host, port, allow_remote, on_ready)
 
     # ------------------------------------------------------------ materialize
     def centroid(self, dataset: str | None = None, task: str | None = None, names: Sequence[str] | None = None,

@@ -436,13 +436,17 @@ def running_runs(conn: Conn) -> list[dict[str, Any]]:
     return [dict(r, params=_json(r["params"]) or {}) for r in rows]
 
 
-def list_runs(conn: Conn, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def list_runs(conn: Conn, status: str | None = None, limit: int | None = None,
+              model_id: int | None = None) -> list[dict[str, Any]]:
+    """Runs, newest first; ``model_id``: only those that started from or made that model."""
     rows = conn.rows("""
         SELECT r.id, r.status, s.name AS start, m.name AS result, r.dataset, r.method, r.device,
                r.started_at, r.finished_at, r.metrics->>'eval_accuracy' AS eval_accuracy, r.error
         FROM runs r LEFT JOIN models s ON s.id = r.start_model_id LEFT JOIN models m ON m.id = r.result_model_id
-        WHERE ($status IS NULL OR r.status = $status) ORDER BY r.id DESC LIMIT $limit""",
-                     {"status": status, "limit": int(limit) if limit else None})
+        WHERE ($status IS NULL OR r.status = $status)
+          AND ($model IS NULL OR r.start_model_id = $model OR r.result_model_id = $model)
+        ORDER BY r.id DESC LIMIT $limit""",
+                     {"status": status, "limit": int(limit) if limit else None, "model": model_id})
     for r in rows:
         r["eval_accuracy"] = float(r["eval_accuracy"]) if r["eval_accuracy"] is not None else None
     return rows

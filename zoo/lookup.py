@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from zoo import catalog
-from zoo.domain import RUN_STATUSES, SORT_COLUMNS, check_choice, check_kind
+from zoo.domain import RUN_STATUSES, SORT_COLUMNS, check_choice, check_k, check_kind
 from zoo.errors import ZooValueError
 from zoo.results import Lineage, Snapshot
 from zoo.store import Store
@@ -66,11 +66,16 @@ def lineage(store: Store, name: str) -> Lineage:
         return Lineage(m["name"], up, down)
 
 
-def runs(store: Store, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Fine-tuning runs, newest first, with start and result names and the eval accuracy."""
+def runs(store: Store, status: str | None = None, limit: int | None = None,
+         model: str | None = None) -> list[dict[str, Any]]:
+    """Fine-tuning runs, newest first, with start and result names and the eval accuracy;
+    ``model``: only the runs that started from it or made it."""
     check_choice(status, RUN_STATUSES, "--status")
+    if limit is not None:
+        check_k(limit, "--limit")
     with store.read() as conn:
-        return catalog.list_runs(conn, status, limit)
+        mid = catalog.model(conn, model)["id"] if model is not None else None
+        return catalog.list_runs(conn, status, limit, mid)
 
 
 def spaces(store: Store) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from zoo.errors import EmptyRegion, FamilyMismatch, NotFound, ZooValueError
 from zoo.geometry import (brute_force, distances, gram_distances, inside_score, kmeans,
                           neighbour_agreement, purity, region_stats)
 from zoo.sources import gram, source
-from zoo.results import Clusters, Distance, Fidelity, Inside, Map, Neighbours, Region
+from zoo.results import Clusters, Distance, Fidelity, Inside, Map, MapPoints, Neighbours, Region
 from zoo.store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -329,13 +329,12 @@ def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: st
     return Fidelity(fam.name, metric, len(ids), k, rows)
 
 
-def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None,
-             method: str = "pca", space: int | None = None, kind: str | None = None, annotate: bool = True,
-             seed: int = 0) -> Map:
-    """Draw a 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed)."""
-    from zoo.plot import draw, project
+def map_points(store: Store, family: str | None = None, method: str = "pca", space: int | None = None,
+               kind: str | None = None, seed: int = 0) -> MapPoints:
+    """A 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed):
+    each model's point with its name, kind, dataset and task."""
+    from zoo.plot import project
 
-    check_choice(color_by, COLOR_BY, "--color-by")
     with store.read() as conn:
         fam = store.family(conn, family)
         sp = fam.space(space)
@@ -346,10 +345,25 @@ def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", fa
         n = np.linalg.norm(x, axis=1, keepdims=True)
         x = np.divide(x, n, out=np.zeros_like(x), where=n > 0)
     coords, explained = project(x, method, seed)
-    names = [meta[int(i)]["name"] for i in mids]
-    groups = [meta[int(i)][color_by] for i in mids]
+    points = [{"name": meta[int(i)]["name"], "id": int(i), "kind": meta[int(i)]["kind"], "dataset": meta[int(i)]["dataset"],
+               "task": meta[int(i)]["task"], "x": float(c[0]), "y": float(c[1])} for i, c in zip(mids, coords)]
+    return MapPoints(fam.name, sp.id, sp.dim, method, explained, points)
+
+
+def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None,
+             method: str = "pca", space: int | None = None, kind: str | None = None, annotate: bool = True,
+             seed: int = 0) -> Map:
+    """Draw a 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed)."""
+    from zoo.plot import draw
+
+    check_choice(color_by, COLOR_BY, "--color-by")
+    pts = map_points(store, family, method, space, kind, seed)
+    coords = np.array([[p["x"], p["y"]] for p in pts.points]).reshape(-1, 2)
+    names = [p["name"] for p in pts.points]
+    groups = [p[color_by] for p in pts.points]
+    explained = pts.explained
     axes = f" (PC1 {explained[0]:.0%}, PC2 {explained[1]:.0%} of variance)" if explained else ""
-    title = f"zoo map of family {fam.name}: {len(names)} models, {method.upper()} of d={sp.dim} sketches{axes}"
+    title = f"zoo map of family {pts.family}: {len(names)} models, {method.upper()} of d={pts.dim} sketches{axes}"
     path = draw(coords, names, groups, color_by, title, Path(out), annotate)
-    return Map(str(path), fam.name, method, explained, color_by,
-               [{"name": n, color_by: g, "x": float(c[0]), "y": float(c[1])} for n, g, c in zip(names, groups, coords)])
+    return Map(str(path), pts.family, method, explained, color_by,
+               [{"name": n, color_by: g, "x": p["x"], "y": p["y"]} for n, g, p in zip(names, groups, pts.points)])

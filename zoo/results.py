@@ -234,6 +234,18 @@ class Map(Result):
 
 
 @dataclass
+class MapPoints(Result):
+    """A family's 2-D map: each model's point with its name, kind, dataset and task."""
+
+    family: str
+    space_id: int
+    dim: int
+    method: str
+    explained: list[float]
+    points: list[dict[str, Any]]
+
+
+@dataclass
 class Materialized(Result):
     """``zoo centroid`` / ``zoo interpolate``: the model written (or found) and its members."""
 
