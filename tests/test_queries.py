@@ -91,6 +91,24 @@ def test_clusters_recover_datasets(filled):
         filled.clusters(7)
 
 
+def test_a_long_lived_process_reads_the_index_once_and_sees_other_writers(filled, home, monkeypatch):
+    """zoo serve keeps its Zoo: the index is loaded once, and reloaded when another process
+    (here another Zoo on the same home) rewrites its files."""
+    from zoo.index import SpaceIndex
+
+    loads = []
+    real_load = SpaceIndex.load
+    monkeypatch.setattr(SpaceIndex, "load", lambda self: loads.append(self.space_id) or real_load(self))
+    filled.nearest("ft-a0", k=2, rerank=0)
+    first = len(loads)
+    for _ in range(3):
+        filled.nearest("ft-a0", k=2, rerank=0)
+    assert len(loads) == first  # served from memory
+    Zoo(home).centroid(dataset="b", out="cen-b")  # another writer: the index files are rewritten
+    got = [r["name"] for r in filled.nearest("cen-b", k=3, rerank=0)["results"]]
+    assert set(got) == {"ft-b0", "ft-b1", "ft-b2"} and len(loads) > first  # the rewritten files were read again
+
+
 def _pairs_zoo(seed: int) -> tuple[np.ndarray, list[str]]:
     """Ten datasets in three tasks, two seeds each: every model's nearest neighbour is its
     dataset's other seed, but two seeds lie as far apart as in the real zoo (cosine ~0.67)."""

@@ -109,6 +109,7 @@ class Store:
         self._held = 0  # depth of ``hold`` blocks: index syncs wait for the outermost one's end
         self._sync_due = False
         self._background: list[Any] = []  # threads reading the held catalog, joined before it closes
+        self._indexes: dict[int, tuple[Any, Any]] = {}  # space id -> (its files' identity, loaded SpaceIndex)
         # Run once when the catalog is first opened: the facade finishes pending write-backs here.
         self.on_open: Callable[[], Any] | None = None
         # Told about waits (who holds the catalog); on stderr when progress is shown.
@@ -558,8 +559,13 @@ class Store:
         """
         from zoo.index import SpaceIndex, choose_index
 
-        idx = SpaceIndex(self.index_dir, sp.id)
-        loaded = not force and idx.load()
+        idx = self._loaded_index(sp.id) if not force else None
+        loaded = idx is not None
+        if idx is None:
+            idx = SpaceIndex(self.index_dir, sp.id)
+            loaded = not force and idx.load()
+            if loaded:
+                self._remember_index(idx, True)
         old = idx.meta if loaded else {}
         max_id = old.get("max_id") if isinstance(old.get("max_id"), int) else None  # a hand-edited meta file
         fp, upto = catalog.sketch_fingerprints(conn, sp.id, max_id)
@@ -571,14 +577,45 @@ class Store:
                     and upto == old.get("fingerprint")):
                 ids, vecs = catalog.sketch_vectors(conn, sp.id, after_id=old["max_id"])
                 idx.append(ids, vecs, fp)
+                self._remember_index(idx, idx.persisted)
                 if idx.matches(fp, spec):
                     self._publish_lists(conn, sp, ids, idx.coarse(ids, vecs), idx.meta["spec"]["nprobe"], full=False)
                     return idx
         ids, vecs = catalog.sketch_vectors(conn, sp.id)
+        idx = SpaceIndex(self.index_dir, sp.id)  # never a cached object another caller may still hold
         idx.build(ids, vecs, spec, fp)
+        self._remember_index(idx, idx.persisted)
         del vecs  # 4 GB at 1M sketches, while DuckDB rewrites the space in list order
         self._publish_lists(conn, sp, ids, idx.coarse(ids), idx.meta["spec"]["nprobe"], full=True)
         return idx
+
+    def _files_of(self, space_id: int) -> Any:
+        """Identity of a space's index files (inode, mtime, size): a rewrite by any process changes it."""
+        from zoo.index import SpaceIndex
+
+        idx = SpaceIndex(self.index_dir, space_id)
+        try:
+            return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (idx.path.stat(), idx.meta_path.stat()))
+        except OSError:
+            return None
+
+    def _loaded_index(self, space_id: int) -> Any:
+        """The index this process loaded before, if its files are still the ones it read: a
+        long-lived process (``zoo serve``) reads a 100k-model index once (0.45 s), not per query."""
+        hit = self._indexes.get(space_id)
+        if hit is None:
+            return None
+        if hit[0] is None or hit[0] != self._files_of(space_id):
+            del self._indexes[space_id]
+            return None
+        return hit[1]
+
+    def _remember_index(self, idx: Any, on_disk: bool) -> None:
+        """Keep an index that its files on disk hold (loaded, or saved after a change)."""
+        if on_disk:
+            self._indexes[idx.space_id] = (self._files_of(idx.space_id), idx)
+        else:
+            self._indexes.pop(idx.space_id, None)
 
     def _publish_lists(self, conn: db.Conn, sp: Space, ids: Any, coarse: Any, nprobe: int, full: bool) -> None:
         """Give SQL the IVF lists of an index just built (``full``) or appended to (migration
