@@ -4,21 +4,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean install datasets real-zoo reproduce seed-study
+.PHONY: demo test test-slow bench clean install datasets real-zoo reproduce seed-study chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# torch first, pinned, so nothing later resolves to a CUDA build.
+# torch first, pinned, so nothing later resolves to a CUDA build. Chromium drives the web tests.
 $(STAMP): $(BIN)/python pyproject.toml
+	@command -v chromium >/dev/null || $(MAKE) chromium
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,demo,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Debian's Chromium for zoo serve's browser tests (Playwright drives the system browser).
+chromium:
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	if command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null || \
+		(DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q >/dev/null && \
+		 DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null); \
+	else echo "install Chromium (Debian: apt-get install chromium) for the browser tests" >&2; exit 1; fi
+
 test: $(STAMP)
+	@command -v chromium >/dev/null || $(MAKE) chromium
 	$(BIN)/python -m pytest -q
 
 # The end-to-end experiment tests (minutes of CLI subprocesses), outside `make test`.

@@ -174,6 +174,15 @@ def test_cli_serve(filled, home):
 
 # ---------------------------------------------------------------- a real browser
 
+def _chromium() -> str:
+    """The system browser `make test` installs (Debian's chromium); ZOO_CHROMIUM names another."""
+    import shutil
+
+    path = os.environ.get("ZOO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "no chromium on PATH: `make chromium` installs Debian's (or set ZOO_CHROMIUM)"
+    return path
+
+
 def _artifacts(tmp_path: Path) -> Path:
     out = Path(os.environ.get("ZOO_TEST_ARTIFACTS", tmp_path / "screenshots"))
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +198,7 @@ def test_pages_in_a_real_browser(served, tmp_path):
     shots = _artifacts(tmp_path)
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         pg = browser.new_page(viewport={"width": 1200, "height": 900})
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
