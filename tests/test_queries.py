@@ -256,6 +256,13 @@ def test_map_projects_and_draws(filled, tmp_path):
     flat = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
     assert np.all(flat <= full + 1e-9) and explained[0] >= explained[1] > 0
     assert coords[:10, 0].mean() * coords[10:, 0].mean() < 0  # the two groups split on PC1
+    # The same axes, variance shares and distances as an SVD, whichever side is smaller.
+    for m in (x, np.vstack([x] * 4)[:, :12]):
+        c = m - m.mean(0)
+        u, sv, _ = np.linalg.svd(c, full_matrices=False)
+        got, share = project(m)
+        assert share == pytest.approx(list(sv[:2] ** 2 / (sv ** 2).sum()), rel=1e-9)
+        assert np.allclose(np.abs(got), np.abs(u[:, :2] * sv[:2]), atol=1e-8)
     with pytest.raises(ZooValueError, match="color-by"):
         filled.map(out, color_by="colour")
 

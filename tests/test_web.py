@@ -62,7 +62,10 @@ def test_every_page_answers_with_html_and_its_api_with_the_same_dicts(served):
     assert "re-rank" in exact["search"] and len(exact["results"]) == 2
     mp = json.loads(get(url + "/api/map?kind=finetune")[2])
     assert mp == json.loads(json.dumps(zoo.map_points(kind="finetune").as_dict()))
-    assert len(mp["points"]) == 6 and {p["dataset"] for p in mp["points"]} == {"a", "b"}
+    assert len(mp["points"]) == mp["total"] == 6 and {p["dataset"] for p in mp["points"]} == {"a", "b"}
+    few = json.loads(get(url + "/api/map?kind=finetune&points=4")[2])  # a larger family is sampled, said so
+    assert len(few["points"]) == 4 and few["total"] == 6
+    assert few == json.loads(get(url + "/api/map?kind=finetune&points=4")[2])  # the same sample each time
     reg = json.loads(get(url + "/api/regions?task=t")[2])
     want = zoo.region(task="t").as_dict()
     want.pop("centroid")
@@ -123,6 +126,7 @@ def test_names_and_labels_are_escaped(served):
     ("/api/sql?q=DROP+TABLE+models", 400, "read-only"),
     ("/api/sql?q=SELECT+1&format=xml", 400, "format 'xml' is not one of json, csv"),
     ("/api/map?method=umap", 400, "method 'umap' is not one of pca, tsne"),
+    ("/api/map?points=1", 400, "points must be a whole number between 2 and 50000, got '1'"),
     ("/api/nope", 404, "no API /api/nope"),
     ("/nope", 404, "no page '/nope'"),
     ("/static/..%2Fweb.py", 404, "no static file"),
@@ -147,6 +151,18 @@ def test_only_reads(served):
         status, _, body = get(url + "/api/models", method)
         assert status == 405 and "read-only" in json.loads(body)["error"]
     assert zoo.count() == before
+
+
+def test_writers_elsewhere_go_on_while_it_serves(served, home):
+    """The catalog is attached for a request only: another process writes between pages, and
+    the next page shows the write."""
+    _, url = served
+    assert json.loads(get(url + "/api/models/ft-a0")[2])["model"]["task"] == "t"
+    exe = Path(sys.executable).parent / "zoo"
+    r = subprocess.run([str(exe), "--home", str(home), "set", "ft-a0", "--task", "moved"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(get(url + "/api/models/ft-a0")[2])["model"]["task"] == "moved"
+    assert json.loads(get(url + "/api/models?task=moved")[2])["total"] == 1
 
 
 def test_host_guard():

@@ -229,9 +229,10 @@ class Zoo:
         return queries.draw_map(self.store, out, color_by, family, method, space, kind, annotate, seed)
 
     def map_points(self, family: str | None = None, method: str = "pca", space: int | None = None,
-                   kind: str | None = None, seed: int = 0) -> r.MapPoints:
-        """The map's coordinates without drawing it: each model's 2-D point, name, kind, dataset, task."""
-        return queries.map_points(self.store, family, method, space, kind, seed)
+                   kind: str | None = None, seed: int = 0, max_points: int | None = None) -> r.MapPoints:
+        """The map's coordinates without drawing it: each model's 2-D point, name, kind, dataset,
+        task; at most ``max_points`` of them (a uniform, seeded sample of a larger family)."""
+        return queries.map_points(self.store, family, method, space, kind, seed, max_points)
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, allow_remote: bool = False,
               on_ready: Any = None) -> None:

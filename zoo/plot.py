@@ -20,12 +20,24 @@ def project(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarr
     if len(x) < 2:
         raise ZooValueError(f"a map needs at least 2 models, got {len(x)}")
     centred = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    total = float((s ** 2).sum()) or 1.0
-    k = min(2, len(s))
-    coords = np.zeros((len(x), 2))
-    coords[:, :k] = u[:, :k] * s[:k]
-    explained = [float(v) for v in (s[:2] ** 2 / total)] + [0.0] * (2 - k)
+    # The eigenvectors of the smaller of X^T X and X X^T: the same axes as an SVD of X, and
+    # at 100k x 1024 sketches 2 s instead of 33 (the SVD built all 100k left vectors).
+    n, d = centred.shape
+    gram = centred.T @ centred if n > d else centred @ centred.T
+    vals, vecs = np.linalg.eigh(gram)
+    vals, vecs = np.clip(vals[::-1], 0.0, None), vecs[:, ::-1]
+    total = float(vals.sum()) or 1.0
+    k = min(2, len(vals))
+    coords = np.zeros((n, 2))
+    if n > d:
+        coords[:, :k] = centred @ vecs[:, :k]
+    else:
+        coords[:, :k] = vecs[:, :k] * np.sqrt(vals[:k])
+    # An axis's sign is arbitrary: fix it so that its largest coordinate is positive (stable maps).
+    for j in range(k):
+        if coords[np.argmax(np.abs(coords[:, j])), j] < 0:
+            coords[:, j] = -coords[:, j]
+    explained = [float(v) for v in (vals[:2] / total)] + [0.0] * (2 - k)
     if method == "tsne":
         try:
             from sklearn.manifold import TSNE

@@ -330,15 +330,22 @@ def fidelity(store: Store, k: int = 5, rerank: Sequence[int] = (20,), family: st
 
 
 def map_points(store: Store, family: str | None = None, method: str = "pca", space: int | None = None,
-               kind: str | None = None, seed: int = 0) -> MapPoints:
+               kind: str | None = None, seed: int = 0, max_points: int | None = None) -> MapPoints:
     """A 2-D projection of a family's sketches (PCA, or t-SNE where scikit-learn is installed):
-    each model's point with its name, kind, dataset and task."""
+    each model's point with its name, kind, dataset and task. With ``max_points``, a larger
+    family is drawn from a uniform sample of that many models (seeded), its total reported."""
     from zoo.plot import project
 
+    if max_points is not None:
+        check_k(max_points, "max_points", least=2)
     with store.read() as conn:
         fam = store.family(conn, family)
         sp = fam.space(space)
-        mids, x = catalog.sketch_vectors(conn, sp.id, catalog.filtered_ids(conn, fam.id, kind=kind))
+        ids = catalog.filtered_ids(conn, fam.id, kind=kind)
+        total = len(ids)
+        if max_points is not None and total > max_points:
+            ids = sorted(np.random.default_rng(seed).choice(np.asarray(ids), max_points, replace=False).tolist())
+        mids, x = catalog.sketch_vectors(conn, sp.id, ids)
         meta = catalog.models_meta(conn, mids.tolist())
     if sp.metric == "cosine":  # cosine geometry: project directions, not lengths
         x = np.asarray(x, dtype=np.float64)
@@ -347,7 +354,7 @@ def map_points(store: Store, family: str | None = None, method: str = "pca", spa
     coords, explained = project(x, method, seed)
     points = [{"name": meta[int(i)]["name"], "id": int(i), "kind": meta[int(i)]["kind"], "dataset": meta[int(i)]["dataset"],
                "task": meta[int(i)]["task"], "x": float(c[0]), "y": float(c[1])} for i, c in zip(mids, coords)]
-    return MapPoints(fam.name, sp.id, sp.dim, method, explained, points)
+    return MapPoints(fam.name, sp.id, sp.dim, method, explained, points, total)
 
 
 def draw_map(store: Store, out: str | os.PathLike, color_by: str = "dataset", family: str | None = None,

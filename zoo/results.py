@@ -243,6 +243,7 @@ class MapPoints(Result):
     method: str
     explained: list[float]
     points: list[dict[str, Any]]
+    total: int  # the family's models of that kind: more than the points when they are a sample
 
 
 @dataclass

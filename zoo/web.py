@@ -32,6 +32,7 @@ STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 MAX_PAGE = 500
 SQL_ROWS = 1000
+MAP_POINTS = 5000  # a browser draws this many SVG points smoothly; larger families are sampled
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -126,7 +127,8 @@ class Api:
 
     def map(self, q: Query) -> dict[str, Any]:
         return _plain(self.zoo.map_points(family=q.text("family"), kind=q.choice("kind", KINDS),
-                                          method=q.choice("method", ("pca", "tsne"), "pca")))
+                                          method=q.choice("method", ("pca", "tsne"), "pca"),
+                                          max_points=q.whole("points", MAP_POINTS, 2, 50_000)))
 
     def region(self, q: Query) -> dict[str, Any]:
         task, dataset = q.text("task"), q.text("dataset")

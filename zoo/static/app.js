@@ -95,7 +95,9 @@
       `PC2 ${(100 * data.explained[1]).toFixed(0)} % of variance)` : "";
     const cap = document.createElement("p");
     cap.className = "note";
-    cap.textContent = `${pts.length} models of family ${data.family}, ${data.method.toUpperCase()} of d=${data.dim} sketches${ex}`;
+    const shown = pts.length < data.total ? `${pts.length} of ${data.total} models (a uniform sample)` :
+      `${pts.length} models`;
+    cap.textContent = `${shown} of family ${data.family}, ${data.method.toUpperCase()} of d=${data.dim} sketches${ex}`;
     box.appendChild(cap);
     box.dataset.drawn = String(pts.length);
   }
