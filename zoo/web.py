@@ -293,9 +293,10 @@ class Pages:
         stats = "".join(f"<dt>{esc(k)}</dt><dd>{esc(_short(v))}</dd>" for k, v in reg["stats"].items())
         body = [f'<dl class="facts"><dt>family</dt><dd>{esc(reg["family"])}</dd><dt>members</dt><dd>{reg["n"]}</dd>'
                 f'<dt>metric</dt><dd>{esc(reg["metric"])}</dd>{stats}</dl>',
-                "<h2>Members</h2><p class=note>distance to the centroid, and to the centroid of the others "
-                "(leave-one-out)</p>"
-                + table(reg["members"], ["name", "distance_to_centroid", "loo_distance", "dataset", "task"],
+                "<h2>Members</h2><p class=note>nearest the centroid first: distance to the centroid, and to "
+                "the centroid of the others (leave-one-out)</p>"
+                + table(sorted(reg["members"], key=lambda m: m["distance_to_centroid"]),
+                        ["name", "distance_to_centroid", "loo_distance", "dataset", "task"],
                         {"name": model_link})]
         if q.text("task"):
             st = self.api.starts(q)
