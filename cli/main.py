@@ -473,7 +473,7 @@ def fidelity(z: Zoo, k, rerank, kind, family, as_json) -> None:
 @click.option("--folds", type=int, default=default(Zoo.select_start, "folds"), show_default=True,
               help="Folds of the trials: each fine-tunes on the others and scores the held-out one.")
 @click.option("--min-gain", type=float, default=0.0, show_default=True,
-              help="Accuracy points a start must gain over the base, beyond one standard error, to be recommended.")
+              help="Accuracy points a start must gain over the base, beyond 1.645 standard errors, to be recommended.")
 @click.option("--mixture/--no-mixture", default=True, show_default=True,
               help="With --train: also learn a mixture of the base and the dataset regions on the examples.")
 @click.option("--mix-budget", type=int, default=default(Zoo.select_start, "mix_budget"), show_default=True,

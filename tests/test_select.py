@@ -7,8 +7,8 @@ import pytest
 
 from zoo import catalog
 from conftest import write_sentiment
-from zoo.select import (PRIORS, RUN_SE, SE_FLOOR, Candidate, Estimate, Outcome, advise, category, category_of_members,
-                         observed_gains, paired_estimate, pool, run_estimates)
+from zoo.select import (PRIORS, RUN_SE, SE_FLOOR, Z, Candidate, Estimate, Outcome, advise, category,
+                         category_of_members, observed_gains, paired_estimate, pool, run_estimates)
 
 
 def test_category_of_start_specs():
@@ -97,13 +97,16 @@ def test_advice_without_evidence_is_the_base():
 
 def test_advice_needs_a_gain_clear_of_its_uncertainty():
     est = {"centroid:task=t": [Estimate(0.03, 0.02, 4, "trial")], "centroid:dataset=b": [Estimate(0.02, 0.025, 4, "trial")]}
-    order, why = advise(_cands(), est)
+    order, why = advise(_cands(), est, z=1.0)
     assert order[0].start == "centroid:task=t" and order[0].lower_bound == pytest.approx(0.01)
-    assert "+3.0 +/- 2.0 points" in why
-    # A larger doubt, or a higher bar, leaves the base.
-    order, why = advise(_cands(), est, z=2.0)
-    assert order[0].start == "base" and "no start clears its uncertainty" in why and "centroid:task=t" in why
-    assert advise(_cands(), est, min_gain=0.02)[0][0].start == "base"
+    assert "+3.0 +/- 2.0 points" in why and "more than 1 standard error(s)" in why
+    # The default bar is 95 % one-sided: +3.0 +/- 2.0 does not clear it; a larger doubt or a
+    # higher bar leaves the base too.
+    assert Z == 1.645
+    for kw in ({}, {"z": 2.0}, {"z": 1.0, "min_gain": 0.02}):
+        order, why = advise(_cands(), est, **kw)
+        assert order[0].start == "base" and "no start clears its uncertainty" in why and "centroid:task=t" in why
+    assert advise(_cands(), {"centroid:task=t": [Estimate(0.04, 0.02, 4, "trial")]})[0][0].start == "centroid:task=t"
     # Ranked by lower bound after the pick; the unevidenced last.
     est = {"centroid:dataset=b": [Estimate(0.10, 0.01, 4, "trial")], "centroid:task=t": [Estimate(-0.2, 0.01, 4, "trial")]}
     order, _ = advise(_cands(), est)
@@ -243,7 +246,7 @@ def test_select_start_with_train_runs_paired_trials(filled, tmp_path):
         if c["category"] != "base":
             want = paired_estimate(ev["trial_fold_accuracy"], base["evidence"]["trial_fold_accuracy"])
             assert c["expected_gain"] == pytest.approx(want.gain) and c["gain_se"] == pytest.approx(want.se)
-            assert c["lower_bound"] == pytest.approx(want.gain - want.se)
+            assert c["lower_bound"] == pytest.approx(want.gain - Z * want.se)
     # The recommendation follows the rule; the trial is reproducible on its own.
     rivals = [c for c in res["candidates"] if c["category"] != "base"]
     best = max(rivals, key=lambda c: (c["lower_bound"], c["expected_gain"]))
