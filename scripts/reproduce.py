@@ -399,6 +399,8 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
     zoo's models) and off-region (without D's task). Candidates are the starts the start
     stage fine-tunes (``--neighbours 0``) and the learned mixture; a recommended mixture is
     fine-tuned here with the start stage's seeds and setting, so every recommendation is judged."""
+    from zoo.select import Z as RULE_Z  # a cached recommendation made under another rule is not reused
+
     task_of = {m["dataset"]: m["task"] for m in real}
     zoos = {"on": work / "advice-zoo"}
     zoos.update({f"off:{t}": work / f"advice-zoo-without-{t}" for t in sorted(set(task_of.values()))})
@@ -415,7 +417,8 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
             for region in regions:
                 z = zoos["on" if region == "on" else f"off:{task_of[ds]}"]
                 try:
-                    sel = cache.call("advice", f"advice:{region}:{setting}:{ds}", z, "select-start", "--task", task_of[ds],
+                    sel = cache.call("advice", f"advice:{region}:{setting}:{ds}:z={RULE_Z:g}", z, "select-start",
+                                     "--task", task_of[ds],
                                      "--dataset", ds, "--neighbours", "0", "--train", str(train),
                                      "--examples", str(examples[setting]), "--folds", str(folds),
                                      "--epochs", str(hp["epochs"]), "--lr", str(hp["lr"]),
