@@ -65,8 +65,9 @@ def test_ls_searches_sorts_and_pages(run, ckpts):
     text = run("ls", "--task", "t", "--limit", "2", "--offset", "1").stdout
     assert text.splitlines()[-1] == "rows 2-3 of 3" and "ft-a1" in text and "ft-a0" not in text
     assert run("ls", "-s", "nothing-like-this", "--limit", "5").stdout.splitlines()[-1] == "rows none of 0"
-    assert "--limit must be a whole number >= 1, got 0" in _one_line_error(run("ls", "--limit", "0", code=2))
-    assert "--offset must be a whole number >= 0, got -3" in _one_line_error(run("ls", "--offset", "-3", code=2))
+    assert "--limit must be a whole number >= 1 (below 2**63), got 0" in _one_line_error(run("ls", "--limit", "0", code=2))
+    assert "--offset must be a whole number >= 0 (below 2**63), got -3" in _one_line_error(run("ls", "--offset", "-3", code=2))
+    assert "below 2**63" in _one_line_error(run("ls", "--offset", str(2**64), code=2))
     assert "'bogus' is not one of" in _one_line_error(run("ls", "--sort", "bogus", code=2))
 
 

@@ -115,6 +115,7 @@ def test_names_and_labels_are_escaped(served):
     ("/api/models?limit=abc", 400, "limit must be a whole number between 1 and 500, got 'abc'"),
     ("/api/models?limit=100000", 400, "limit must be a whole number between 1 and 500"),
     ("/api/models?offset=-1", 400, "offset must be a whole number >= 0, got '-1'"),
+    ("/api/models?offset=99999999999999999999", 400, "--offset must be a whole number >= 0 (below 2**63)"),
     ("/api/models?kind=bogus", 400, "kind 'bogus' is not one of"),
     ("/api/models?sort=password", 400, "sort 'password' is not one of"),
     ("/api/models?family=nope", 404, "nope"),

@@ -38,10 +38,10 @@ def _check_listing(kind: str | None, sort: str, limit: int | None, offset: int) 
     check_kind(kind)
     if sort not in SORT_COLUMNS:
         raise ZooValueError(f"--sort {sort!r} is not a column models sort by; use one of {', '.join(SORT_COLUMNS)}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ZooValueError(f"--limit must be a whole number >= 1, got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ZooValueError(f"--offset must be a whole number >= 0, got {offset!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit < 2**63):
+        raise ZooValueError(f"--limit must be a whole number >= 1 (below 2**63), got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+        raise ZooValueError(f"--offset must be a whole number >= 0 (below 2**63), got {offset!r}")
 
 
 def show(store: Store, name: str) -> dict[str, Any]:
