@@ -176,7 +176,6 @@ class RegionDeltas:
     """The base's body tensors and each region's average task vector, float32, by canonical name."""
 
     regions: list[str]
-    members: list[list[dict[str, Any]]]
     base: dict[str, Any] = field(repr=False)
     deltas: dict[str, Any] = field(repr=False)   # name -> (regions, numel)
 
@@ -228,7 +227,7 @@ def load_deltas(store: "Store", fam: "Family", regions: list[tuple[str, list[dic
                 rows.append((acc / len(group) - b).astype(np.float32))
             base_t[c] = torch.from_numpy(b.copy()).reshape(fam.body[c])
             deltas[c] = torch.from_numpy(np.stack(rows))
-    return RegionDeltas([n for n, _ in regions], [rows for _, rows in regions], base_t, deltas)
+    return RegionDeltas([n for n, _ in regions], base_t, deltas)
 
 
 @dataclass(frozen=True)

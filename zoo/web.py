@@ -275,7 +275,7 @@ class Pages:
                 + select("family", q, "family", self.api.families(), blank="default")
                 + select("color", q, "colour by", COLOR_BY, blank=None) + select("kind", q, "kind", KINDS)
                 + "<button>Draw</button></form>")
-        src = "/api/map?" + esc(Query(q.with_(color=None, focus=None)).with_())
+        src = "/api/map?" + esc(q.with_(color=None, focus=None))
         return page("Map", form + f'<div id="map" data-src="{src}" data-color="{esc(q.text("color") or "dataset")}" '
                     f'data-focus="{esc(q.text("focus") or "")}"><p class="empty">drawing…</p></div>'
                     '<p id="hover" class="note">hover a point to see the model; click to open it</p>'
@@ -380,7 +380,8 @@ class App:
         if path.startswith("/static/"):
             return self._static(path[len("/static/"):])
         if path.startswith("/api/"):
-            return self._json(self._api(path[len("/api/"):], q))
+            out = self._api(path[len("/api/"):], q)
+            return out if isinstance(out, Response) else self._json(out)
         if path == "/models":
             return self._html(self.pages.models(q))
         if path.startswith("/models/") and len(path) > len("/models/"):
@@ -399,7 +400,8 @@ class App:
         if rest not in calls:
             raise NotFound(f"no API /api/{rest}; use models, models/NAME, map, regions, starts or sql")
         if rest == "sql" and q.choice("format", ("json", "csv"), "json") == "csv":
-            return _Csv(self.api.sql(q))
+            return Response(200, "text/csv; charset=utf-8", _csv(self.api.sql(q)).encode(),
+                            {"Content-Disposition": 'attachment; filename="zoo-query.csv"'})
         return calls[rest](q)
 
     def _static(self, name: str) -> Response:
@@ -411,9 +413,6 @@ class App:
 
     @staticmethod
     def _json(data: Any) -> Response:
-        if isinstance(data, _Csv):
-            return Response(200, "text/csv; charset=utf-8", data.text().encode(),
-                            {"Content-Disposition": 'attachment; filename="zoo-query.csv"'})
         return Response(200, "application/json", json.dumps(data, default=str).encode())
 
     @staticmethod
@@ -428,19 +427,16 @@ class App:
                         page(f"Error {status}", f'<p class="error">{esc(message)}</p>').encode())
 
 
-class _Csv:
-    def __init__(self, res: dict[str, Any]):
-        self.res = res
+def _csv(res: dict[str, Any]) -> str:
+    """A query's columns and rows as CSV with a header row."""
+    import csv
+    import io
 
-    def text(self) -> str:
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(self.res["columns"])
-        w.writerows(self.res["rows"])
-        return buf.getvalue()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(res["columns"])
+    w.writerows(res["rows"])
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- the server
