@@ -87,11 +87,14 @@ class Cache:
             raise Missing(key)
         t0 = time.perf_counter()
         res = zoo(home, *args)
-        self.data[key] = {"stage": stage, "seconds": time.perf_counter() - t0, "result": res}
+        self.put(stage, key, res, time.perf_counter() - t0)
+        return res
+
+    def put(self, stage: str, key: str, res: dict | list, seconds: float = 0.0) -> None:
+        self.data[key] = {"stage": stage, "seconds": seconds, "result": res}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         tmp.replace(self.path)
-        return res
 
     def seconds(self, stage: str) -> float:
         return sum(v["seconds"] for v in self.data.values() if v["stage"] == stage)
@@ -391,6 +394,22 @@ def prepare_off_region(home: Path, zoo_dir: Path, task: str) -> None:
                 "--task", m["task"], "--seed", str(m["seed"]), "--kind", "finetune")
 
 
+def redecide(sel: dict, z: float) -> dict:
+    """select-start's answer SEL as it reads under the decision rule ``z``: its candidates'
+    evidence (the trials are seeded, so a new call would measure the same) passed through
+    the same pure ``advise`` that made it. Used when a cached answer was made under another rule."""
+    from zoo.select import Candidate, Estimate, advise
+
+    fields = set(Candidate.__dataclass_fields__)
+    cands = [Candidate(**{k: v for k, v in c.items() if k in fields}) for c in sel["candidates"]]
+    estimates = {c.start: [Estimate(**s) for s in c.sources] for c in cands}
+    for c in cands:
+        c.recommended = False
+    ordered, reason = advise(cands, estimates, z)
+    return dict(sel, recommended=ordered[0].start, reason=reason,
+                candidates=[dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ordered)])
+
+
 def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings: dict, only_cached: bool,
                  deadline: float | None, examples: dict[str, int], folds: int, seeds: int,
                  regions: tuple[str, ...] = ("on", "off")) -> dict:
@@ -416,8 +435,14 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
             train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
             for region in regions:
                 z = zoos["on" if region == "on" else f"off:{task_of[ds]}"]
+                key = f"advice:{region}:{setting}:{ds}"
+                earlier = [k for k in cache.data if k == key or k.startswith(key + ":z=")]
+                if f"{key}:z={RULE_Z:g}" not in cache.data and earlier:
+                    # Made under another rule: the same trials, decided again (and said so in the report).
+                    cache.put("advice", f"{key}:z={RULE_Z:g}",
+                              dict(redecide(cache.data[earlier[0]]["result"], RULE_Z), redecided_from=earlier[0]))
                 try:
-                    sel = cache.call("advice", f"advice:{region}:{setting}:{ds}:z={RULE_Z:g}", z, "select-start",
+                    sel = cache.call("advice", f"{key}:z={RULE_Z:g}", z, "select-start",
                                      "--task", task_of[ds],
                                      "--dataset", ds, "--neighbours", "0", "--train", str(train),
                                      "--examples", str(examples[setting]), "--folds", str(folds),
@@ -438,6 +463,8 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
                     "logme_gain": {names[c["category"]]: c["evidence"].get("logme_gain") for c in cands},
                     "trial_examples": cands[0]["evidence"].get("trial_examples") if cands else None,
                     "notes": sel.get("notes", [])}
+                if sel.get("redecided_from"):
+                    pick["redecided_from"] = sel["redecided_from"]
                 mix = next((c for c in cands if c["category"] == "mixture"), None)
                 if mix is not None:
                     pick["mixture_weights"] = mix["evidence"]["regions"]

@@ -379,3 +379,23 @@ def test_one_parser_for_start_specs():
                      ("centroid:exclude_dataset=d", "names no region"), ("centroid:task=", "bad start spec")):
         with pytest.raises(ZooValueError, match=msg):
             parse_start(bad)
+
+
+def test_a_cached_answer_decided_again_under_another_rule_is_the_answer_advise_gives():
+    """scripts/reproduce.py re-reads an answer cached under another decision rule through the
+    same pure ``advise``: the same rule gives back the answer, a stricter one its own pick."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", Path(__file__).parent.parent / "scripts" / "reproduce.py")
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+    est = {"centroid:task=t": [Estimate(0.03, 0.02, 4, "trial")], "centroid:dataset=b": [Estimate(-0.01, 0.01, 4, "trial")]}
+    order, why = advise(_cands(), est, z=1.0)
+    sel = {"task": "t", "notes": ["kept"], "recommended": order[0].start, "reason": why,
+           "candidates": [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(order)]}
+    assert rep.redecide(sel, 1.0) == sel
+    strict = rep.redecide(sel, 1.645)
+    assert strict["recommended"] == "base" and strict["notes"] == ["kept"] and "needs 1.645" in strict["reason"]
+    assert [(c["start"], c["rank"], c["recommended"]) for c in strict["candidates"]][:2] == [
+        ("base", 1, True), ("centroid:task=t", 2, False)]
+    assert strict["candidates"][1]["lower_bound"] == pytest.approx(0.03 - 1.645 * 0.02)
