@@ -703,6 +703,8 @@ def report(results: dict, home: Path, data: Path) -> str:
                           f"{', '.join(s['not_done'][k])}."]
         lines.append("")
     if "advice" in results:
+        from zoo.select import Z as RULE_Z
+
         ad = results["advice"]
         judged = judge_advice(ad, results.get("start"))
         lines += ["## select-start's advice", "",
@@ -710,7 +712,7 @@ def report(results: dict, home: Path, data: Path) -> str:
                   f"hyperparameters: trial fine-tunes of every candidate on {ad['folds']} folds of up to "
                   + ", ".join(f"{n} ({k})" for k, n in ad["examples"].items())
                   + " examples of the training file, paired with the base's; a start is recommended when its gain "
-                  "clears one standard error, else the base (`zoo/select.py`). On-region: a zoo of the real zoo's "
+                  f"clears {RULE_Z:g} standard errors, else the base (`zoo/select.py`). On-region: a zoo of the real zoo's "
                   "models and no runs; off-region: the same without D's task. Judged against the fine-tunes above "
                   f"(best within {TIE * 100:.1f} points).", "",
                   "| region | setting | recommendation was the best start | largest loss to the base (pts) "
@@ -738,8 +740,13 @@ def report(results: dict, home: Path, data: Path) -> str:
                     g = [p["expected_gain"].get(k) for k in keys]
                     cells = [pts(x) + (f" ± {p['gain_se'][k] * 100:.1f}" if x is not None else "")
                              if x is not None else "" for x, k in zip(g, keys)]
-                    lines.append(f"| {ds} | {p['task']} | " + " | ".join(cells) + f" | {p['recommended']} | "
+                    mark = " (decided again)" if p.get("redecided_from") else ""
+                    lines.append(f"| {ds} | {p['task']} | " + " | ".join(cells) + f" | {p['recommended']}{mark} | "
                                  f"{yn[rows.get(ds, {}).get('was_best')]} |")
+                if any(p.get("redecided_from") for p in picks.values()):
+                    lines += ["", "(decided again): the select-start answer was made under another decision rule "
+                              f"and is read again under z = {RULE_Z:g} from its cached trials by the same pure "
+                              "`advise` (the trials are seeded: a new call measures the same)."]
         lines.append("")
     notes = Path(__file__).resolve().parent.parent / "docs" / "REPRODUCTION-NOTES.md"
     if notes.exists():
