@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import subprocess
@@ -91,10 +92,18 @@ class Cache:
         return res
 
     def put(self, stage: str, key: str, res: dict | list, seconds: float = 0.0) -> None:
+        """Save one result. Two runs may share the cache (say the interior stage beside the
+        start stage): under a lock, what the other wrote since is merged in, never overwritten."""
+        import fcntl
+
         self.data[key] = {"stage": stage, "seconds": seconds, "result": res}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                self.data = {**json.loads(self.path.read_text()), **self.data}
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(self.data, indent=1))
+            tmp.replace(self.path)
 
     def seconds(self, stage: str) -> float:
         return sum(v["seconds"] for v in self.data.values() if v["stage"] == stage)

@@ -159,3 +159,14 @@ class HeldCatalog:
 
     def __exit__(self, *exc: object) -> None:
         self.proc.communicate("")
+
+
+@pytest.fixture(scope="session")
+def reproduce_script():
+    """scripts/reproduce.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", Path(__file__).parent.parent / "scripts" / "reproduce.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -306,3 +306,19 @@ def test_seed_study_compares_seed_and_data_distances(tmp_path, ckpts):
         assert x["same_dataset_different_seed"] == pytest.approx(sum(same_ds) / 2)
         assert x["ratio"] == pytest.approx(x["same_dataset_different_seed"] / x["same_seed_different_dataset"])
         assert all(0 <= a <= 1 for a in x["dev_accuracy"].values())
+
+
+def test_reproduce_cache_shared_by_two_runs_keeps_both(reproduce_script, tmp_path):
+    """Two stages run side by side on one cache file: each one's results survive the other's saves."""
+    path = tmp_path / "cache.json"
+    a, b = reproduce_script.Cache(path), reproduce_script.Cache(path)
+    a.put("start", "x", {"v": 1}, 1.5)
+    b.put("interior", "y", {"v": 2})
+    a.put("start", "z", [3])
+    got = json.loads(path.read_text())
+    assert {k: v["result"] for k, v in got.items()} == {"x": {"v": 1}, "y": {"v": 2}, "z": [3]}
+    assert got["x"]["seconds"] == 1.5 and got["y"]["stage"] == "interior"
+    assert reproduce_script.Cache(path, only_cached=True).call("start", "y", tmp_path) == {"v": 2}
+    with pytest.raises(reproduce_script.Missing):
+        reproduce_script.Cache(path, only_cached=True).call("start", "w", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json", "cache.lock"]

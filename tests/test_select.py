@@ -381,14 +381,10 @@ def test_one_parser_for_start_specs():
             parse_start(bad)
 
 
-def test_a_cached_answer_decided_again_under_another_rule_is_the_answer_advise_gives():
+def test_a_cached_answer_decided_again_under_another_rule_is_the_answer_advise_gives(reproduce_script):
     """scripts/reproduce.py re-reads an answer cached under another decision rule through the
     same pure ``advise``: the same rule gives back the answer, a stricter one its own pick."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reproduce", Path(__file__).parent.parent / "scripts" / "reproduce.py")
-    rep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rep)
+    rep = reproduce_script
     est = {"centroid:task=t": [Estimate(0.03, 0.02, 4, "trial")], "centroid:dataset=b": [Estimate(-0.01, 0.01, 4, "trial")]}
     order, why = advise(_cands(), est, z=1.0)
     sel = {"task": "t", "notes": ["kept"], "recommended": order[0].start, "reason": why,
