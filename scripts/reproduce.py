@@ -624,9 +624,12 @@ def report(results: dict, home: Path, data: Path) -> str:
     if "interior" in results:
         it = results["interior"]
         tie = it["tie"]
+        n_seeds = max((len(r["members"]) for r in it["dataset_level"]), default=0)
         lines += ["## Region interior", "",
-                  "Same-dataset regions (3 seeds of one dataset): `zoo interpolate A B --alpha 0.5`, `zoo centroid "
-                  "--dirichlet 1` (a random point of the convex hull), `zoo centroid`, and `zoo interpolate "
+                  f"Same-dataset regions ({n_seeds} seeds of one dataset): `zoo interpolate A B --alpha 0.5`, "
+                  + ("`zoo centroid --dirichlet 1` (a random point of the convex hull, with 3 or more seeds), "
+                     if n_seeds >= 3 else "")
+                  + "`zoo centroid` (with two seeds, the midpoint again), and `zoo interpolate "
                   "--extrapolate` at α = −0.5 and 1.5 (half a segment past each end). Heads are averaged (identical "
                   "label spaces), so `zoo eval` scores them through the head, on the test split. Paper: points inside "
                   "the region perform like the fine-tuned models or better; points outside fall off.", "",
@@ -646,7 +649,7 @@ def report(results: dict, home: Path, data: Path) -> str:
             lines += ["", f"Extrapolation vs the nearer endpoint: mean {pts(mean(r['vs_nearer'] for r in ext))} points, "
                       f"matched or beaten in {sum(r['vs_nearer'] >= -tie for r in ext)}/{len(ext)}.", ""]
         names = list(kinds)
-        lines += ["Per dataset (test accuracy; endpoints = the 3 seeds):", "",
+        lines += [f"Per dataset (test accuracy; endpoints = the {n_seeds} seeds):", "",
                   "| dataset | endpoints | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
         per: dict[str, dict[str, dict]] = {}
         for r in it["dataset_level"]:
