@@ -711,7 +711,7 @@ def report(results: dict, home: Path, data: Path) -> str:
                     f"{a[x]:.3f}" if x in a else "" for x in ("base", "all-centroid", "task-centroid", "off-centroid"))
                     + f" | {r['best']} |")
             if s.get("not_done", {}).get(k):
-                lines += ["", f"Not run yet (stopped by `--budget-min`; `make reproduce` resumes): "
+                lines += ["", f"Not run yet (a run stopped by `--budget-min` or interrupted; `make reproduce` resumes from the cache): "
                           f"{', '.join(s['not_done'][k])}."]
         lines.append("")
     if "advice" in results:
@@ -730,13 +730,20 @@ def report(results: dict, home: Path, data: Path) -> str:
                   "| region | setting | recommendation was the best start | largest loss to the base (pts) "
                   "| trial gain vs fine-tune gain: correlation | same sign | LogME gain vs fine-tune gain |",
                   "|---|---|---|---|---|---|---|"]
+        waiting = []
         for region, by_setting in judged.items():
             for setting, j in by_setting.items():
+                if not j["select_start_judged"]:
+                    waiting.append(f"{region}-region {setting}")
+                    continue
                 worst = j["select_start_worst_loss"]
                 lines.append(f"| {region} | {setting} | {j['select_start_best']} of {j['select_start_judged']} | "
                              f"{'' if worst is None else f'{worst * 100:.1f}'} | {j['gain_correlation']:.2f} "
                              f"({j['gain_pairs']} pairs) | {j['sign_agree']} of {j['sign_judged']} | "
                              f"{j['logme_correlation']:.2f} ({j['logme_pairs']} pairs) |")
+        if waiting:
+            lines += ["", f"Not judged yet (its select-start calls or the start stage's fine-tunes are still to run; "
+                      f"`make reproduce` resumes): {', '.join(waiting)}."]
         yn = {True: "yes", False: "no", None: "not tested"}
         for region, by_setting in ad["picks"].items():
             for setting, picks in by_setting.items():
