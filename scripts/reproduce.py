@@ -548,12 +548,31 @@ def pearson(pairs: list[tuple[float, float]]) -> float:
 
 # ------------------------------------------------------------------ report
 
-def pct(x: float) -> str:
-    return f"{x:.1%}"
+def finite(x: float | None) -> bool:
+    return x is not None and x == x and abs(x) != float("inf")
 
 
-def pts(x: float) -> str:
-    return f"{x * 100:+.2f}"
+def pct(x: float | None) -> str:
+    return f"{x:.1%}" if finite(x) else "n/a"
+
+
+def pts(x: float | None) -> str:
+    return f"{x * 100:+.2f}" if finite(x) else "n/a"
+
+
+def corr(x: float | None) -> str:
+    return f"{x:.2f}" if finite(x) else "n/a"
+
+
+def strict_json(x):
+    """``x`` with every NaN or infinity as null: the file is JSON any parser reads (RFC 8259 has no NaN)."""
+    if isinstance(x, float):
+        return x if finite(x) else None
+    if isinstance(x, dict):
+        return {k: strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [strict_json(v) for v in x]
+    return x
 
 
 def report(results: dict, home: Path, data: Path) -> str:
@@ -738,9 +757,9 @@ def report(results: dict, home: Path, data: Path) -> str:
                     continue
                 worst = j["select_start_worst_loss"]
                 lines.append(f"| {region} | {setting} | {j['select_start_best']} of {j['select_start_judged']} | "
-                             f"{'' if worst is None else f'{worst * 100:.1f}'} | {j['gain_correlation']:.2f} "
+                             f"{'' if worst is None else f'{worst * 100:.1f}'} | {corr(j['gain_correlation'])} "
                              f"({j['gain_pairs']} pairs) | {j['sign_agree']} of {j['sign_judged']} | "
-                             f"{j['logme_correlation']:.2f} ({j['logme_pairs']} pairs) |")
+                             f"{corr(j['logme_correlation'])} ({j['logme_pairs']} pairs) |")
         if waiting:
             lines += ["", f"Not judged yet (its select-start calls or the start stage's fine-tunes are still to run; "
                       f"`make reproduce` resumes): {', '.join(waiting)}."]
@@ -826,7 +845,7 @@ def main() -> int:
     started = time.time()
 
     def save() -> None:
-        json_path.write_text(json.dumps(results, indent=2))
+        json_path.write_text(json.dumps(strict_json(results), indent=2, allow_nan=False))
         (out / "REPRODUCTION.md").write_text(report(results, home, data))
 
     try:

@@ -322,3 +322,13 @@ def test_reproduce_cache_shared_by_two_runs_keeps_both(reproduce_script, tmp_pat
     with pytest.raises(reproduce_script.Missing):
         reproduce_script.Cache(path, only_cached=True).call("start", "w", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json", "cache.lock"]
+
+
+def test_reproduction_json_has_no_nan(reproduce_script):
+    """A correlation of fewer than three pairs (NaN in Python) is written as null: the file parses in any JSON reader."""
+    rep = reproduce_script
+    assert rep.pearson([(0.1, 0.2)]) != rep.pearson([(0.1, 0.2)])  # NaN in memory
+    out = rep.strict_json({"a": [float("nan"), 1.5, {"b": float("inf")}], "c": (2, None), "d": "nan"})
+    assert out == {"a": [None, 1.5, {"b": None}], "c": [2, None], "d": "nan"}
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert (rep.pts(None), rep.pts(float("nan")), rep.corr(0.4567), rep.pct(0.5)) == ("n/a", "n/a", "0.46", "50.0%")
