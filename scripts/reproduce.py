@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -549,7 +550,7 @@ def pearson(pairs: list[tuple[float, float]]) -> float:
 # ------------------------------------------------------------------ report
 
 def finite(x: float | None) -> bool:
-    return x is not None and x == x and abs(x) != float("inf")
+    return x is not None and math.isfinite(x)
 
 
 def pct(x: float | None) -> str:
