@@ -95,13 +95,21 @@ class Cache:
     def put(self, stage: str, key: str, res: dict | list, seconds: float = 0.0) -> None:
         """Save one result. Two runs may share the cache (say the interior stage beside the
         start stage): under a lock, what the other wrote since is merged in, never overwritten."""
+        self.data[key] = {"stage": stage, "seconds": seconds, "result": res}
+        self._save()
+
+    def drop(self, key: str) -> None:
+        """Forget one result, in the file too (a later save would merge it back in)."""
+        self._save(forget=key)
+
+    def _save(self, forget: str | None = None) -> None:
         import fcntl
 
-        self.data[key] = {"stage": stage, "seconds": seconds, "result": res}
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.path.exists():
                 self.data = {**json.loads(self.path.read_text()), **self.data}
+            self.data.pop(forget, None)
             tmp = self.path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(self.data, indent=1))
             tmp.replace(self.path)
@@ -404,6 +412,26 @@ def prepare_off_region(home: Path, zoo_dir: Path, task: str) -> None:
                 "--task", m["task"], "--seed", str(m["seed"]), "--kind", "finetune")
 
 
+def scrub(zoo_dir: Path, keep: set[str]) -> list[str]:
+    """Remove from ZOO_DIR every fine-tuned model that is not one of the experiment's (KEEP).
+
+    select-start's centroid candidates are specs over the zoo's fine-tunes, and ``zoo finetune``
+    records its result in the zoo it ran in, so the fine-tunes of a recommended mixture would
+    join every later call's task and family centroids (they did, until 2026-12-03)."""
+    gone = []
+    for m in zoo(zoo_dir, "ls", "--kind", "finetune"):
+        if m["name"] not in keep:
+            zoo(zoo_dir, "rm", m["name"], "--force")  # materialized centroids averaged it: they stay
+            gone.append(m["name"])
+    return gone
+
+
+def family_members(sel: dict) -> int | None:
+    """How many fine-tunes select-start's family centroid averaged (None when it had none)."""
+    fam = next((c for c in sel.get("candidates", []) if c["category"] == "family-centroid"), None)
+    return fam["evidence"].get("members") if fam is not None else None
+
+
 def redecide(sel: dict, z: float) -> dict:
     """select-start's answer SEL as it reads under the decision rule ``z``: its candidates'
     evidence (the trials are seeded, so a new call would measure the same) passed through
@@ -438,15 +466,29 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
         for t in sorted(set(task_of.values())):
             prepare_off_region(home, zoos[f"off:{t}"], t)
     cache = Cache(work / "advice-cache.json", only_cached=only_cached, deadline=deadline)
+    # The experiment's fine-tunes in each zoo: anything else is scrubbed before a call runs,
+    # and a cached answer whose family centroid averaged another number of models is not reused.
+    keep = {"on": {m["name"] for m in real}}
+    keep.update({f"off:{t}": {m["name"] for m in real if m["task"] != t} for t in set(task_of.values())})
+    dataset_of = {m["name"]: m["dataset"] for m in real}
+    stale: list[str] = []
     picks: dict[str, dict] = {r: {s: {} for s in settings} for r in regions}
     not_done: dict[str, list[str]] = {f"{r}:{s}": [] for r in regions for s in settings}
     for setting, hp in settings.items():
         for ds in sorted(task_of):
             train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
             for region in regions:
-                z = zoos["on" if region == "on" else f"off:{task_of[ds]}"]
+                zone = "on" if region == "on" else f"off:{task_of[ds]}"
+                z = zoos[zone]
                 key = f"advice:{region}:{setting}:{ds}"
-                earlier = [k for k in cache.data if k == key or k.startswith(key + ":z=")]
+                members = sum(dataset_of[n] != ds for n in keep[zone])
+                earlier = [k for k in cache.data if (k == key or k.startswith(key + ":z="))
+                           and family_members(cache.data[k]["result"]) in (None, members)]
+                if f"{key}:z={RULE_Z:g}" in cache.data and f"{key}:z={RULE_Z:g}" not in earlier:
+                    stale.append(f"{key}:z={RULE_Z:g}")  # made in a zoo holding other fine-tunes: run again
+                    cache.drop(f"{key}:z={RULE_Z:g}")
+                if not only_cached and f"{key}:z={RULE_Z:g}" not in cache.data and not earlier:
+                    scrub(z, keep[zone])
                 if f"{key}:z={RULE_Z:g}" not in cache.data and earlier:
                     # Made under another rule: the same trials, decided again (and said so in the report).
                     cache.put("advice", f"{key}:z={RULE_Z:g}",
@@ -479,6 +521,12 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
                 if mix is not None:
                     pick["mixture_weights"] = mix["evidence"]["regions"]
                 if rec == "mixture":  # not among the start stage's starts: fine-tune it here, same seeds
+                    for seed in range(seeds):  # a cached fine-tune of another mixture (a stale answer's) is not this one's
+                        ft = f"finetune:adv-{region}-{setting}-{ds}-mixture-s{seed}"
+                        if ft in cache.data and cache.data[ft]["result"].get("start") != rec_c["start"]:
+                            cache.drop(ft)
+                            if not only_cached:
+                                scrub(z, keep[zone])
                     try:
                         accs = [cache.call("advice", f"finetune:adv-{region}-{setting}-{ds}-mixture-s{seed}", z,
                                            "finetune", "--from", rec_c["start"], "--train", str(train),
@@ -491,7 +539,7 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
                         pick["mixture_accuracy"] = mean(accs)
                     except Missing:
                         not_done[f"{region}:{setting}"].append(f"{ds} (fine-tunes of the recommended mixture)")
-    return {"picks": picks, "not_done": not_done, "examples": examples, "folds": folds,
+    return {"picks": picks, "not_done": not_done, "examples": examples, "folds": folds, "stale": stale,
             "seconds": cache.seconds("advice")}
 
 

@@ -332,3 +332,33 @@ def test_reproduction_json_has_no_nan(reproduce_script):
     assert out == {"a": [None, 1.5, {"b": None}], "c": [2, None], "d": "nan"}
     assert json.loads(json.dumps(out, allow_nan=False)) == out
     assert (rep.pts(None), rep.pts(float("nan")), rep.corr(0.4567), rep.pct(0.5)) == ("n/a", "n/a", "0.46", "50.0%")
+
+
+def test_reproduce_cache_forgets_a_dropped_result(reproduce_script, tmp_path):
+    """A dropped result is gone from the file too: the next save does not merge it back."""
+    path = tmp_path / "cache.json"
+    c = reproduce_script.Cache(path)
+    c.put("advice", "stale", {"v": 1})
+    c.put("advice", "kept", {"v": 2})
+    c.drop("stale")
+    c.put("advice", "new", {"v": 3})
+    assert sorted(json.loads(path.read_text())) == ["kept", "new"] and "stale" not in c.data
+    with pytest.raises(reproduce_script.Missing):
+        reproduce_script.Cache(path, only_cached=True).call("advice", "stale", tmp_path)
+
+
+def test_reproduce_scrubs_an_advice_zoo_back_to_the_experiments_models(reproduce_script, filled):
+    """select-start's centroids are specs over a zoo's fine-tunes: the reproduction removes
+    any fine-tune that is not the experiment's (a recommended mixture's) before a call."""
+    rep = reproduce_script
+    names = sorted(m["name"] for m in filled.ls(kind="finetune"))
+    assert len(names) == 6
+    made = filled.centroid(names=names[3:], out="made-from-them")  # derived models do not stop the scrub
+    assert sorted(rep.scrub(filled.home, set(names[:4]))) == names[4:]
+    assert [m["name"] for m in filled.ls(kind="centroid")] == [made.name]
+    assert sorted(m["name"] for m in filled.ls(kind="finetune")) == names[:4]
+    assert rep.scrub(filled.home, set(names[:4])) == []
+    assert [m["name"] for m in filled.ls(kind="base")] == ["base"]
+    sel = {"candidates": [{"category": "base", "evidence": {}},
+                          {"category": "family-centroid", "evidence": {"members": 18}}]}
+    assert rep.family_members(sel) == 18 and rep.family_members({"candidates": sel["candidates"][:1]}) is None
