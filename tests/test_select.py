@@ -237,6 +237,8 @@ def test_select_start_with_train_runs_paired_trials(filled, tmp_path):
     train = write_sentiment(tmp_path / "c-train.jsonl", 40, seed=5)
     res = filled.select_start("t", dataset="c", train=train, examples=24, folds=3, max_length=16, epochs=1, batch_size=8)
     assert "trial fine-tunes on 24 examples of c-train.jsonl in 3 folds" in res["basis"]
+    assert [n for n in res["notes"] if "the trials used 24 of the 40 examples in c-train.jsonl" in n
+            and "--examples 40" in n and "2x" in n]
     cands = {c["start"]: c for c in res["candidates"]}
     base = cands["base"]
     assert base["expected_gain"] == 0.0 and base["gain_se"] == 0.0 and len(base["evidence"]["trial_fold_accuracy"]) == 3
@@ -277,6 +279,7 @@ def test_trials_can_recommend_a_region(filled, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ft, "trial_cv", fake_trial)
     res = filled.select_start("t", dataset="c", train=train, folds=3)
+    assert not [n for n in res["notes"] if "the trials used" in n]  # all 40 examples (at most 128): no caveat
     order = [c["start"] for c in res["candidates"]]
     by = {c["start"]: c for c in res["candidates"]}
     assert res["recommended"] == order[0] == "centroid:dataset=b" and by[order[0]]["expected_gain"] == pytest.approx(0.30)

@@ -321,7 +321,7 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
         shown = f"{min_gain * 100:g}" if isinstance(min_gain, (int, float)) else repr(min_gain)
         raise ZooValueError(f"--min-gain {shown} must be accuracy points between -100 and 100 "
                             "(the library takes a fraction: 0.01 is one point)")
-    trial = _trial_input(train, examples, folds, params) if train is not None else None
+    trial, total = _trial_input(train, examples, folds, params) if train is not None else (None, 0)
     with store.read() as conn:
         fam = store.family(conn, family)
         sp = fam.space()
@@ -347,6 +347,12 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
                                                 if c.category in ("task-centroid", "family-centroid") else None)
         estimates[c.start] = [e] if e is not None else []
     notes: list[str] = []
+    if trial is not None and total > len(trial[0]):
+        # On the real zoo, few-shot gains of +7 points became -1 with the whole training set
+        # (docs/REPRODUCTION-NOTES.md): the trials speak for the regime they ran in.
+        notes.append(f"the trials used {len(trial[0])} of the {total} examples in {Path(train).name}: a start's gain "
+                     f"on few examples can shrink, or turn into a loss, with the whole set; --examples {total} runs "
+                     f"the trials on all of them (about {total / len(trial[0]):.0f}x their time)")
     if trial is not None:
         for start, est in trial_candidates(store, cands, *trial, folds, family, store.weights(base)).items():
             estimates[start].append(est)
@@ -372,8 +378,10 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
                   [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ordered)], notes)
 
 
-def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: dict[str, Any]) -> tuple[Any, Any]:
-    """(examples, train params) for the trials, checked before any centroid is materialized."""
+def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: dict[str, Any]
+                 ) -> tuple[tuple[Any, Any], int]:
+    """((examples, train params), examples in the file) for the trials, checked before any
+    centroid is materialized."""
     from zoo.data import read_examples
     from zoo.finetune import check_folds_input, sample_examples
     from zoo.params import TrainParams
@@ -383,9 +391,10 @@ def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: di
     tp = TrainParams(**params)
     ex = read_examples(train)
     ex.label_space()  # trials score classifiers: plain text is refused here, before any work
+    total = len(ex)
     ex = sample_examples(ex, examples, tp.seed)
     check_folds_input(ex, folds)
-    return ex, tp
+    return (ex, tp), total
 
 
 def trial_candidates(store: "Store", cands: list[Candidate], ex: Any, tp: Any, folds: int, family: str | None,
