@@ -263,6 +263,13 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
             j = st[f"{region}_region"][setting]
             assert j["select_start_judged"] == 3 and 0 <= j["select_start_best"] <= 3
             assert j["select_start_worst_loss"] >= 0.0
+    # Every select-start call saw the experiment's fine-tunes only (never a recommended mixture's):
+    # its family centroid averaged the models of the other datasets (on-region) or other tasks (off).
+    for key, v in json.loads((work / "advice-cache.json").read_text()).items():
+        if key.startswith("advice:"):
+            region, ds = key.split(":")[1], key.split(":")[3]
+            fam = next(c for c in v["result"]["candidates"] if c["category"] == "family-centroid")
+            assert fam["evidence"]["members"] == (4 if region == "on" or ds == "topic-a" else 2), key
     # The off-region zoo of a task holds no model of it.
     assert {m["task"] for m in Zoo(work / "advice-zoo-without-sentiment").ls(kind="finetune")} == {"topic"}
     assert Zoo(home).ls(kind="centroid") == []
