@@ -19,7 +19,7 @@ Stages (`--stages`, in this order by default):
   candidate and the learned mixture, in zoos without runs (on-region: the real zoo's models
   by reference, WORK/advice-zoo; off-region: without D's task, WORK/advice-zoo-without-TASK),
   judged against the start stage's fine-tunes (a recommended mixture is fine-tuned here with
-  the same seeds): `start.on_region` / `start.off_region` in reproduction.json
+  the same seeds, and those fine-tunes are removed from the zoo before the next call): `start.on_region` / `start.off_region` in reproduction.json
   (`select_start_best`, `select_start_judged`, `select_start_worst_loss`, the correlation of
   trial gains and of LogME gains with fine-tune gains).
 
@@ -793,7 +793,8 @@ def report(results: dict, home: Path, data: Path) -> str:
                   + ", ".join(f"{n} ({k})" for k, n in ad["examples"].items())
                   + " examples of the training file, paired with the base's; a start is recommended when its gain "
                   f"clears {RULE_Z:g} standard errors, else the base (`zoo/select.py`). On-region: a zoo of the real zoo's "
-                  "models and no runs; off-region: the same without D's task. Judged against the fine-tunes above "
+                  "models and no runs; off-region: the same without D's task. Each call sees only those fine-tunes "
+                  "(a recommended mixture's fine-tunes are removed before the next call). Judged against the fine-tunes above "
                   f"(best within {TIE * 100:.1f} points).", "",
                   "| region | setting | recommendation was the best start | largest loss to the base (pts) "
                   "| trial gain vs fine-tune gain: correlation | same sign | LogME gain vs fine-tune gain |",
