@@ -185,7 +185,7 @@ def test_select_start_learns_a_mixture_and_judges_it_by_nested_trials(filled, tm
 
 def test_mixture_off_skipped_and_bad_budgets(filled, tmp_path, monkeypatch):
     train = write_sentiment(tmp_path / "c-train.jsonl", 24, seed=5)
-    kw = dict(examples=16, folds=2, max_length=16, epochs=1, batch_size=8)
+    kw = dict(examples=24, folds=2, max_length=16, epochs=1, batch_size=8)
     res = filled.select_start("t", dataset="c", train=train, mixture=False, **kw)
     assert "mixture" not in {c["category"] for c in res["candidates"]} and res["notes"] == []
     monkeypatch.setenv("ZOO_MIX_BYTES", "1000")
