@@ -19,7 +19,8 @@ Stages (`--stages`, in this order by default):
   candidate and the learned mixture, in zoos without runs (on-region: the real zoo's models
   by reference, WORK/advice-zoo; off-region: without D's task, WORK/advice-zoo-without-TASK),
   judged against the start stage's fine-tunes (a recommended mixture is fine-tuned here with
-  the same seeds, and those fine-tunes are removed from the zoo before the next call): `start.on_region` / `start.off_region` in reproduction.json
+  the same seeds, and those fine-tunes are removed from the zoo before the next call):
+  `start.on_region` / `start.off_region` in reproduction.json
   (`select_start_best`, `select_start_judged`, `select_start_worst_loss`, the correlation of
   trial gains and of LogME gains with fine-tune gains).
 
@@ -481,20 +482,21 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
                 zone = "on" if region == "on" else f"off:{task_of[ds]}"
                 z = zoos[zone]
                 key = f"advice:{region}:{setting}:{ds}"
+                zkey = f"{key}:z={RULE_Z:g}"  # the answer under the current rule
                 members = sum(dataset_of[n] != ds for n in keep[zone])
                 earlier = [k for k in cache.data if (k == key or k.startswith(key + ":z="))
                            and family_members(cache.data[k]["result"]) in (None, members)]
-                if f"{key}:z={RULE_Z:g}" in cache.data and f"{key}:z={RULE_Z:g}" not in earlier:
-                    stale.append(f"{key}:z={RULE_Z:g}")  # made in a zoo holding other fine-tunes: run again
-                    cache.drop(f"{key}:z={RULE_Z:g}")
-                if not only_cached and f"{key}:z={RULE_Z:g}" not in cache.data and not earlier:
+                if zkey in cache.data and zkey not in earlier:
+                    stale.append(zkey)  # made in a zoo holding other fine-tunes: run again
+                    cache.drop(zkey)
+                if not only_cached and zkey not in cache.data and not earlier:
                     scrub(z, keep[zone])
-                if f"{key}:z={RULE_Z:g}" not in cache.data and earlier:
+                if zkey not in cache.data and earlier:
                     # Made under another rule: the same trials, decided again (and said so in the report).
-                    cache.put("advice", f"{key}:z={RULE_Z:g}",
+                    cache.put("advice", zkey,
                               dict(redecide(cache.data[earlier[0]]["result"], RULE_Z), redecided_from=earlier[0]))
                 try:
-                    sel = cache.call("advice", f"{key}:z={RULE_Z:g}", z, "select-start",
+                    sel = cache.call("advice", zkey, z, "select-start",
                                      "--task", task_of[ds],
                                      "--dataset", ds, "--neighbours", "0", "--train", str(train),
                                      "--examples", str(examples[setting]), "--folds", str(folds),
@@ -521,14 +523,15 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
                 if mix is not None:
                     pick["mixture_weights"] = mix["evidence"]["regions"]
                 if rec == "mixture":  # not among the start stage's starts: fine-tune it here, same seeds
-                    for seed in range(seeds):  # a cached fine-tune of another mixture (a stale answer's) is not this one's
-                        ft = f"finetune:adv-{region}-{setting}-{ds}-mixture-s{seed}"
-                        if ft in cache.data and cache.data[ft]["result"].get("start") != rec_c["start"]:
-                            cache.drop(ft)
-                            if not only_cached:
-                                scrub(z, keep[zone])
+                    fts = [f"finetune:adv-{region}-{setting}-{ds}-mixture-s{seed}" for seed in range(seeds)]
+                    # A cached fine-tune of another mixture (a stale answer's) is not this one's.
+                    other = [ft for ft in fts if ft in cache.data and cache.data[ft]["result"].get("start") != rec_c["start"]]
+                    for ft in other:
+                        cache.drop(ft)
+                    if other and not only_cached:
+                        scrub(z, keep[zone])
                     try:
-                        accs = [cache.call("advice", f"finetune:adv-{region}-{setting}-{ds}-mixture-s{seed}", z,
+                        accs = [cache.call("advice", fts[seed], z,
                                            "finetune", "--from", rec_c["start"], "--train", str(train),
                                            "--eval", str(data / ds / "test.jsonl"), "--dataset", ds,
                                            "--task", task_of[ds], "--seed", str(seed), "--epochs", str(hp["epochs"]),
