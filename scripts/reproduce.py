@@ -26,6 +26,11 @@ Stages (`--stages`, in this order by default):
 
 `--settings few-shot` (or `full`) and `--regions off` (or `on`) run the start and advice
 stages for one setting or one kind of target.
+`--targets D ...` judges only those datasets (every model stays in the zoos).
+`--carry-from OLD/reproduction.json` fills the start and advice rows this run's cache lacks
+from an earlier report of the same zoo, checked by its exact pair distances (a cache lost
+with a machine need not cost hours again when `make real-zoo` rebuilds the same weights);
+the report lists what was carried.
 
 The real zoo at HOME stays as `make real-zoo` built it: the experiments register their
 centroids and fine-tunes in a second zoo (WORK, default HOME-experiments) that holds the
@@ -170,7 +175,16 @@ def stage_clusters(home: Path, big_dim: int) -> dict:
                      "sketch_exact_rand_index": rand_index({r["name"]: r["cluster"] for r in sk["assignments"]}, exact),
                      "sketch_big_exact_rand_index": rand_index({r["name"]: r["cluster"] for r in skb["assignments"]}, exact),
                      "sketch_seconds": t1 - t0, "sketch_big_seconds": t2 - t1, "exact_seconds": t3 - t2})
-    # What separates models: the dataset, or the seed (data order and head initialisation)?
+    fid = zoo(home, "fidelity", "-k", "5", "--rerank", "20")
+    fidelity = [{"setting": r["setting"], "knn5_overlap": r["knn_overlap"], "nn1_same_dataset": r["nn1_same_dataset"],
+                 "spearman": r["spearman"], "reads_models": r["reads_models"]} for r in fid["settings"]]
+    return {"rows": rows, "n_models": len(models), "fidelity": fidelity, "pair_probe": pair_probe(home, models)}
+
+
+def pair_probe(home: Path, models: list[dict]) -> dict:
+    """What separates models, the dataset or the seed (data order and head initialisation)?
+    Mean exact cosine distance of same-dataset/different-seed, same-task-and-seed/different-dataset
+    and same-seed/different-task pairs. Its digits also fingerprint the zoo's weights (``--carry-from``)."""
     by_ds: dict[str, dict[int, str]] = {}
     task_of: dict[str, str] = {}
     for m in models:
@@ -188,15 +202,11 @@ def stage_clusters(home: Path, big_dim: int) -> dict:
             pairs.append(("same task and seed, different dataset", by_ds[d][seeds[0]], by_ds[same_task[0]][seeds[0]]))
         if other_task:
             pairs.append(("same seed, different task", by_ds[d][seeds[0]], by_ds[other_task[0]][seeds[0]]))
-    fid = zoo(home, "fidelity", "-k", "5", "--rerank", "20")
-    fidelity = [{"setting": r["setting"], "knn5_overlap": r["knn_overlap"], "nn1_same_dataset": r["nn1_same_dataset"],
-                 "spearman": r["spearman"], "reads_models": r["reads_models"]} for r in fid["settings"]]
     probe: dict[str, list[float]] = {}
     for kind, a, b in pairs:
         d = zoo(home, "distance", a, b, "--exact")
         probe.setdefault(kind, []).append(d["exact"]["cosine"])
-    return {"rows": rows, "n_models": len(models), "fidelity": fidelity,
-            "pair_probe": {k: {"pairs": len(v), "mean_exact_cosine_distance": mean(v)} for k, v in probe.items()}}
+    return {k: {"pairs": len(v), "mean_exact_cosine_distance": mean(v)} for k, v in probe.items()}
 
 
 def stage_map(home: Path, out: Path) -> dict:
@@ -332,14 +342,15 @@ def stage_interior(work: Path, data: Path, real: list[dict], base_name: str, cac
 
 
 def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict,
-                seeds: int, regions: tuple[str, ...] = ("on", "off")) -> dict:
+                seeds: int, regions: tuple[str, ...] = ("on", "off"), targets: set[str] | None = None) -> dict:
     """Fine-tunes of every dataset D from each start: on-region (leave D out: the base, the
     centroid of every model not trained on D, the centroid of D's task without D) and
     off-region (leave D's whole task out: the centroid of the other tasks' models)."""
     task_of = {m["dataset"]: m["task"] for m in real}
     # Round-robin over tasks, so that a run stopped by its budget still covers every task.
     per_task = [sorted(d for d in task_of if task_of[d] == t) for t in sorted(set(task_of.values()))]
-    datasets = [d for i in range(max(map(len, per_task))) for ds in per_task for d in ds[i:i + 1]]
+    datasets = [d for i in range(max(map(len, per_task))) for ds in per_task for d in ds[i:i + 1]
+                if targets is None or d in targets]
     results: dict[str, dict] = {s: {} for s in settings}
     not_done: dict[str, list[str]] = {s: [] for s in settings}
 
@@ -378,20 +389,26 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
                 results[setting][ds] = one(setting, hp, ds)
             except Missing:
                 not_done[setting].append(ds)
+    return {"settings": settings, "seeds": seeds, "per_dataset": results, "summary": summarize_start(results),
+            "tie": TIE,
+            "not_done": not_done,
+            "seconds": cache.seconds("start"),
+            "seconds_by_setting": {s: sum(v["seconds"] for k, v in cache.data.items()
+                                          if v["stage"] == "start" and k.startswith(f"finetune:sp-{s}-"))
+                                   for s in settings}}
+
+
+def summarize_start(per_dataset: dict[str, dict]) -> dict:
+    """Per setting and centroid start: wins / ties / losses against the base and the mean gain."""
     summary = {}
-    for setting, per in results.items():
+    for setting, per in per_dataset.items():
         s = {}
         for start in ("all-centroid", "task-centroid", "off-centroid"):
             gains = [r["accuracy"][start] - r["accuracy"]["base"] for r in per.values() if start in r["accuracy"]]
             s[start] = {"wins": sum(g > TIE for g in gains), "ties": sum(abs(g) <= TIE for g in gains),
                         "losses": sum(g < -TIE for g in gains), "mean_gain": mean(gains), "n": len(gains)}
         summary[setting] = s
-    return {"settings": settings, "seeds": seeds, "per_dataset": results, "summary": summary, "tie": TIE,
-            "not_done": not_done,
-            "seconds": cache.seconds("start"),
-            "seconds_by_setting": {s: sum(v["seconds"] for k, v in cache.data.items()
-                                          if v["stage"] == "start" and k.startswith(f"finetune:sp-{s}-"))
-                                   for s in settings}}
+    return summary
 
 
 # Which start-stage start each select-start candidate is, in the on- and off-region zoos.
@@ -451,7 +468,7 @@ def redecide(sel: dict, z: float) -> dict:
 
 def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings: dict, only_cached: bool,
                  deadline: float | None, examples: dict[str, int], folds: int, seeds: int,
-                 regions: tuple[str, ...] = ("on", "off")) -> dict:
+                 regions: tuple[str, ...] = ("on", "off"), targets: set[str] | None = None) -> dict:
     """`zoo select-start --train` for every D and setting, with trial fine-tunes of each
     candidate in the setting's hyperparameters, in zoos without runs: on-region (the real
     zoo's models) and off-region (without D's task). Candidates are the starts the start
@@ -476,7 +493,7 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
     picks: dict[str, dict] = {r: {s: {} for s in settings} for r in regions}
     not_done: dict[str, list[str]] = {f"{r}:{s}": [] for r in regions for s in settings}
     for setting, hp in settings.items():
-        for ds in sorted(task_of):
+        for ds in sorted(d for d in task_of if targets is None or d in targets):
             train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
             for region in regions:
                 zone = "on" if region == "on" else f"off:{task_of[ds]}"
@@ -588,6 +605,69 @@ def judge_advice(advice: dict, start: dict | None) -> dict:
     return out
 
 
+class NotSameZoo(ValueError):
+    """An earlier report whose rows cannot be carried: it was measured on other weights."""
+
+
+def check_same_zoo(prev: dict, probe: dict, source: str) -> None:
+    """Raise NotSameZoo unless PREV's exact pair distances (``clusters.pair_probe``) are PROBE's.
+    The distances are sums over every weight of the compared fine-tunes, so any retrained or
+    replaced model moves them far past the tolerance; a rebuilt zoo matches only when
+    `make real-zoo` reproduced its checkpoints."""
+    before = (prev.get("clusters") or {}).get("pair_probe") or {}
+    if not before:
+        raise NotSameZoo(f"{source} has no clusters.pair_probe to check the zoo against; run the clusters stage "
+                         "when making a report whose rows are to be carried")
+    for kind, now in probe.items():
+        was = before.get(kind)
+        if was is None or was["pairs"] != now["pairs"] or not math.isclose(
+                was["mean_exact_cosine_distance"], now["mean_exact_cosine_distance"], rel_tol=1e-6, abs_tol=1e-9):
+            raise NotSameZoo(f"{source} was measured on another zoo: '{kind}' mean exact distance "
+                             f"{None if was is None else was['mean_exact_cosine_distance']} there, "
+                             f"{now['mean_exact_cosine_distance']} here; rerun without --carry-from")
+    if set(before) != set(probe):
+        raise NotSameZoo(f"{source} was measured on another zoo (pair kinds {sorted(before)} there, "
+                         f"{sorted(probe)} here); rerun without --carry-from")
+
+
+def carry(results: dict, prev: dict, source: str) -> dict[str, dict[str, list[str]]]:
+    """Fill the start and advice rows this run's cache lacks from PREV, an earlier report of the
+    same zoo (``check_same_zoo`` first): a cache lost with its machine need not be recomputed.
+    Rows this run has are never replaced. Carried rows are listed under each stage's
+    ``carried`` with the source, and the report says so. Returns what was carried."""
+    out: dict[str, dict[str, list[str]]] = {}
+    st, pst = results.get("start"), prev.get("start")
+    if st is not None and pst is not None:
+        got: dict[str, list[str]] = {}
+        for setting in st["settings"]:
+            have = st["per_dataset"].setdefault(setting, {})
+            for ds, row in pst.get("per_dataset", {}).get(setting, {}).items():
+                if ds not in have and ds in st["not_done"].get(setting, []):
+                    have[ds] = row
+                    st["not_done"][setting].remove(ds)
+                    got.setdefault(setting, []).append(ds)
+        if got:
+            st["summary"] = summarize_start(st["per_dataset"])
+            st["carried"] = {"from": source, "rows": got, "seconds": pst.get("seconds", 0.0),
+                             "seconds_by_setting": pst.get("seconds_by_setting", {})}
+            out["start"] = got
+    ad, pad = results.get("advice"), prev.get("advice")
+    if ad is not None and pad is not None:
+        got = {}
+        for region, by_setting in ad["picks"].items():
+            for setting, picks in by_setting.items():
+                waiting = ad["not_done"].get(f"{region}:{setting}", [])
+                for ds, pick in pad.get("picks", {}).get(region, {}).get(setting, {}).items():
+                    if ds not in picks and ds in waiting:
+                        picks[ds] = pick
+                        waiting.remove(ds)
+                        got.setdefault(f"{region}:{setting}", []).append(ds)
+        if got:
+            ad["carried"] = {"from": source, "rows": got, "seconds": pad.get("seconds", 0.0)}
+            out["advice"] = got
+    return out
+
+
 def pearson(pairs: list[tuple[float, float]]) -> float:
     if len(pairs) < 3:
         return float("nan")
@@ -649,6 +729,9 @@ def report(results: dict, home: Path, data: Path) -> str:
                       ("start", "starting points"), ("advice", "select-start --train trials")):
         if st in results and "seconds" in results[st]:
             wall.append(f"| {label} | `make reproduce` | {results[st]['seconds'] / 60:.1f} min |")
+        if st in results and results[st].get("carried"):
+            wall.append(f"| … in the earlier run whose rows were carried | `{results[st]['carried']['from']}` | "
+                        f"{results[st]['carried']['seconds'] / 60:.1f} min |")
         if st == "start" and "start" in results:
             for s, sec in results["start"]["seconds_by_setting"].items():
                 wall.append(f"| … of which {s} fine-tunes | | {sec / 60:.1f} min |")
@@ -781,6 +864,10 @@ def report(results: dict, home: Path, data: Path) -> str:
                 lines.append(f"| {ds} | {r['task']} | " + " | ".join(
                     f"{a[x]:.3f}" if x in a else "" for x in ("base", "all-centroid", "task-centroid", "off-centroid"))
                     + f" | {r['best']} |")
+            if s.get("carried", {}).get("rows", {}).get(k):
+                lines += ["", f"Carried from `{s['carried']['from']}`, an earlier report of the same zoo (its exact "
+                          "pair distances match this zoo's), not fine-tuned again in this run: "
+                          f"{', '.join(s['carried']['rows'][k])}."]
             if s.get("not_done", {}).get(k):
                 lines += ["", f"Not run yet (a run stopped by `--budget-min` or interrupted; `make reproduce` resumes from the cache): "
                           f"{', '.join(s['not_done'][k])}."]
@@ -827,13 +914,17 @@ def report(results: dict, home: Path, data: Path) -> str:
                           "error) and the recommendation", "",
                           "| dataset | task | " + " | ".join(keys) + " | recommended | was best |",
                           "|---|---|" + "---|" * len(keys) + "---|---|"]
-                for ds, p in picks.items():
+                for ds, p in sorted(picks.items()):
                     g = [p["expected_gain"].get(k) for k in keys]
                     cells = [pts(x) + (f" ± {p['gain_se'][k] * 100:.1f}" if x is not None else "")
                              if x is not None else "" for x, k in zip(g, keys)]
                     mark = " (decided again)" if p.get("redecided_from") else ""
                     lines.append(f"| {ds} | {p['task']} | " + " | ".join(cells) + f" | {p['recommended']}{mark} | "
                                  f"{yn[rows.get(ds, {}).get('was_best')]} |")
+                moved = ad.get("carried", {}).get("rows", {}).get(f"{region}:{setting}")
+                if moved:
+                    lines += ["", f"Carried from `{ad['carried']['from']}`, an earlier report of the same zoo, not "
+                              f"asked again in this run: {', '.join(moved)}."]
                 if any(p.get("redecided_from") for p in picks.values()):
                     lines += ["", "(decided again): the select-start answer was made under another decision rule "
                               f"and is read again under z = {RULE_Z:g} from its cached trials by the same pure "
@@ -865,6 +956,11 @@ def main() -> int:
                     "covers what is done and a rerun resumes")
     ap.add_argument("--report-only", action="store_true", help="run nothing new: rewrite the report from the cache")
     ap.add_argument("--datasets", nargs="*", help="only these datasets' models in the interior and start stages")
+    ap.add_argument("--targets", nargs="+", metavar="DATASET", help="judge only these datasets in the start and advice "
+                    "stages (every model stays in the zoos); the default is every dataset")
+    ap.add_argument("--carry-from", metavar="REPORT_JSON", help="take the start and advice rows this run's cache lacks "
+                    "from an earlier reproduction.json of the same zoo (checked by its exact pair distances); the "
+                    "report lists the carried rows")
     ap.add_argument("--big-dim", type=int, default=4096, help="second sketch dimension for the clusters stage")
     ap.add_argument("--trial-examples", type=int, default=256, help="examples of a full training set in the advice trials")
     ap.add_argument("--trial-folds", type=int, default=4, help="folds of the advice trials")
@@ -890,6 +986,20 @@ def main() -> int:
     if {"interior", "start", "advice"} & set(stages) and not (data / "datasets.json").exists():
         print(f"error: {data / 'datasets.json'} not found; build the datasets with `make datasets`", file=sys.stderr)
         return 1
+    prev = None
+    if args.carry_from:
+        try:
+            prev = json.loads(Path(args.carry_from).read_text())
+        except (OSError, ValueError) as e:
+            print(f"error: --carry-from {args.carry_from}: cannot read it as a report ({e})", file=sys.stderr)
+            return 1
+        models = [m for m in zoo(home, "ls", "--kind", "finetune") if m["dataset"] and m["task"]]
+        try:
+            check_same_zoo(prev, pair_probe(home, models), args.carry_from)
+        except NotSameZoo as e:
+            print(f"error: --carry-from: {e}", file=sys.stderr)
+            return 1
+    targets = set(args.targets) if args.targets else None
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "reproduction.json"
     results: dict = json.loads(json_path.read_text()) if json_path.exists() else {}
@@ -932,12 +1042,16 @@ def main() -> int:
                         "full": {"epochs": args.full_epochs, "lr": 1e-4, "batch_size": 32, "max_length": 64}}
             settings = {k: v for k, v in settings.items() if k in chosen}
             if "start" in stages:
-                results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds, regions)
+                results["start"] = stage_start(work, data, real, base, cache, settings, args.seeds, regions, targets)
                 save()
             if "advice" in stages:
                 results["advice"] = stage_advice(home, work, data, real, settings, args.report_only, cache.deadline,
                                                  {"few-shot": args.fewshot_examples, "full": args.trial_examples},
-                                                 args.trial_folds, args.seeds, regions)
+                                                 args.trial_folds, args.seeds, regions, targets)
+            if prev is not None:
+                for stage, rows in carry(results, prev, args.carry_from).items():
+                    print(f"carried from {args.carry_from}: {stage} " + "; ".join(
+                        f"{k}: {', '.join(v)}" for k, v in rows.items()), file=sys.stderr)
             if "start" in results and "advice" in results:
                 for region, by_setting in judge_advice(results["advice"], results["start"]).items():
                     results["start"][f"{region}_region"] = {

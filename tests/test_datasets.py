@@ -282,6 +282,32 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
     assert res2["advice"]["picks"] == res["advice"]["picks"] and res2["start"]["per_dataset"] == st["per_dataset"]
     text = (out / "REPRODUCTION.md").read_text()
     assert "## select-start's advice" in text and "## Starting points" in text and "off-centroid" in text
+    # A lost cache: a new work dir, the report's rows carried from the earlier report of this zoo
+    # (checked by the exact pair distances the clusters stage records), one dataset asked again.
+    r = subprocess.run([sys.executable, str(scripts / "reproduce.py"), "--home", str(home), "--out", str(out),
+                        "--stages", "clusters"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out2 = tmp_path / "docs2"
+    cmd2 = [*cmd[:cmd.index("--work")], "--work", str(tmp_path / "work2"), "--out", str(out2),
+            "--stages", "start,advice", *cmd[cmd.index("--seeds"):], "--settings", "full"]
+    r = subprocess.run([*cmd2, "--targets", "topic-a"], capture_output=True, text=True)  # one dataset asked again
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads((out2 / "reproduction.json").read_text())["start"]["per_dataset"]["full"]) == ["topic-a"]
+    cmd2 += ["--report-only", "--carry-from", str(out / "reproduction.json")]
+    r = subprocess.run(cmd2, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res3 = json.loads((out2 / "reproduction.json").read_text())
+    assert res3["start"]["per_dataset"]["full"] == st["per_dataset"]["full"]  # the fine-tunes are seeded: same
+    assert sorted(res3["start"]["carried"]["rows"]["full"]) == ["senti-a", "senti-b"]
+    assert res3["advice"]["picks"]["on"]["full"] == res["advice"]["picks"]["on"]["full"]
+    assert sorted(res3["advice"]["carried"]["rows"]["on:full"]) == ["senti-a", "senti-b"]
+    assert res3["start"]["on_region"]["full"]["select_start_judged"] == 3
+    assert "Carried from `" in (out2 / "REPRODUCTION.md").read_text()
+    other = json.loads((out / "reproduction.json").read_text())
+    other["clusters"]["pair_probe"]["same dataset, different seed"]["mean_exact_cosine_distance"] += 1e-3
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    bad = subprocess.run([*cmd2[:-1], str(tmp_path / "other.json")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "measured on another zoo" in bad.stderr
 
 
 @pytest.mark.slow
@@ -369,3 +395,55 @@ def test_reproduce_scrubs_an_advice_zoo_back_to_the_experiments_models(reproduce
     sel = {"candidates": [{"category": "base", "evidence": {}},
                           {"category": "family-centroid", "evidence": {"members": 18}}]}
     assert rep.family_members(sel) == 18 and rep.family_members({"candidates": sel["candidates"][:1]}) is None
+
+
+def _probe(same_ds: float) -> dict:
+    return {"same dataset, different seed": {"pairs": 10, "mean_exact_cosine_distance": same_ds},
+            "same seed, different task": {"pairs": 10, "mean_exact_cosine_distance": 0.99}}
+
+
+def test_reproduce_carries_rows_only_from_a_report_of_the_same_zoo(reproduce_script):
+    rep = reproduce_script
+    prev = {"clusters": {"pair_probe": _probe(0.669030007724327)}}
+    rep.check_same_zoo(prev, _probe(0.669030007724327), "old.json")
+    with pytest.raises(rep.NotSameZoo, match="'same dataset, different seed' mean exact distance 0.66903"):
+        rep.check_same_zoo(prev, _probe(0.6691), "old.json")
+    fewer = {k: v for k, v in _probe(0.669030007724327).items() if k.startswith("same seed")}
+    with pytest.raises(rep.NotSameZoo, match="pair kinds"):
+        rep.check_same_zoo(prev, fewer, "old.json")
+    with pytest.raises(rep.NotSameZoo, match="has no clusters.pair_probe"):
+        rep.check_same_zoo({"start": {}}, _probe(0.5), "old.json")
+
+
+def test_reproduce_carry_fills_only_what_this_run_lacks(reproduce_script):
+    """Rows this run measured are kept; rows it could not run come from the earlier report,
+    listed as carried, and the start summary counts them."""
+    rep = reproduce_script
+
+    def row(base: float, cen: float) -> dict:
+        return {"task": "t", "accuracy": {"base": base, "all-centroid": cen}, "best": "all-centroid"}
+
+    def pick(rec: str) -> dict:
+        return {"task": "t", "recommended": rec, "expected_gain": {"base": 0.0}}
+
+    results = {"start": {"settings": {"full": {}}, "per_dataset": {"full": {"a": row(0.5, 0.6)}},
+                         "not_done": {"full": ["b"]}, "summary": {}},
+               "advice": {"picks": {"on": {"full": {"a": pick("base")}}}, "not_done": {"on:full": ["b"]}}}
+    prev = {"start": {"per_dataset": {"full": {"a": row(0.1, 0.0), "b": row(0.7, 0.68), "c": row(0.2, 0.3)}},
+                      "seconds": 600.0},
+            "advice": {"picks": {"on": {"full": {"a": pick("mixture"), "b": pick("all-centroid"),
+                                                 "c": pick("base")}}}, "seconds": 60.0}}
+    got = rep.carry(results, prev, "old.json")
+    assert got == {"start": {"full": ["b"]}, "advice": {"on:full": ["b"]}}
+    st = results["start"]
+    assert st["per_dataset"]["full"]["a"]["accuracy"]["base"] == 0.5  # this run's row stays
+    assert st["per_dataset"]["full"]["b"] == prev["start"]["per_dataset"]["full"]["b"]
+    assert "c" not in st["per_dataset"]["full"]  # neither asked for nor waiting: not carried
+    assert st["not_done"]["full"] == [] and st["carried"]["from"] == "old.json"
+    sm = st["summary"]["full"]["all-centroid"]
+    assert (sm["wins"], sm["losses"], sm["n"]) == (1, 1, 2) and sm["mean_gain"] == pytest.approx((0.1 - 0.02) / 2)
+    ad = results["advice"]
+    assert ad["picks"]["on"]["full"]["a"]["recommended"] == "base"
+    assert ad["picks"]["on"]["full"]["b"]["recommended"] == "all-centroid" and ad["not_done"]["on:full"] == []
+    assert ad["carried"] == {"from": "old.json", "rows": {"on:full": ["b"]}, "seconds": 60.0}
+    assert rep.carry(results, prev, "old.json") == {}  # nothing left to carry
