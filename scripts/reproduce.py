@@ -733,8 +733,10 @@ def report(results: dict, home: Path, data: Path) -> str:
             wall.append(f"| … in the earlier run whose rows were carried | `{results[st]['carried']['from']}` | "
                         f"{results[st]['carried']['seconds'] / 60:.1f} min |")
         if st == "start" and "start" in results:
+            before = results["start"].get("carried", {}).get("seconds_by_setting", {})
             for s, sec in results["start"]["seconds_by_setting"].items():
-                wall.append(f"| … of which {s} fine-tunes | | {sec / 60:.1f} min |")
+                more = f" (+ {before[s] / 60:.1f} min in the earlier run)" if before.get(s) else ""
+                wall.append(f"| … of which {s} fine-tunes | | {sec / 60:.1f} min{more} |")
     lines += ["## Wall time (2 CPU cores)", "", *wall, "",
               "Experiment stages sum the wall time of every zoo command they ran, across resumed runs.", ""]
 
