@@ -612,8 +612,10 @@ class NotSameZoo(ValueError):
 def check_same_zoo(prev: dict, probe: dict, source: str) -> None:
     """Raise NotSameZoo unless PREV's exact pair distances (``clusters.pair_probe``) are PROBE's.
     The distances are sums over every weight of the compared fine-tunes, so any retrained or
-    replaced model moves them far past the tolerance; a rebuilt zoo matches only when
-    `make real-zoo` reproduced its checkpoints."""
+    replaced model moves them far past the tolerance (about 1e-2 relative); a rebuilt zoo matches
+    only when `make real-zoo` reproduced its checkpoints. The tolerance is 1e-5 relative because a
+    faithful rebuild is not bit-exact: fine-tuning with load-dependent thread counts reordered
+    float sums, and a rebuild matched the earlier report to 6e-7 relative."""
     before = (prev.get("clusters") or {}).get("pair_probe") or {}
     if not before:
         raise NotSameZoo(f"{source} has no clusters.pair_probe to check the zoo against; run the clusters stage "
@@ -621,7 +623,7 @@ def check_same_zoo(prev: dict, probe: dict, source: str) -> None:
     for kind, now in probe.items():
         was = before.get(kind)
         if was is None or was["pairs"] != now["pairs"] or not math.isclose(
-                was["mean_exact_cosine_distance"], now["mean_exact_cosine_distance"], rel_tol=1e-6, abs_tol=1e-9):
+                was["mean_exact_cosine_distance"], now["mean_exact_cosine_distance"], rel_tol=1e-5, abs_tol=1e-9):
             raise NotSameZoo(f"{source} was measured on another zoo: '{kind}' mean exact distance "
                              f"{None if was is None else was['mean_exact_cosine_distance']} there, "
                              f"{now['mean_exact_cosine_distance']} here; rerun without --carry-from")
