@@ -158,6 +158,21 @@ def test_real_zoo_script_is_resumable(tmp_path, ckpts):
     assert sorted(times) == ["senti-a-s0", "senti-a-s1", "senti-b-s0", "senti-b-s1"]
     bad = subprocess.run(cmd[:-1] + ["nope"], capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown dataset" in bad.stderr
+    # A rebuild (fixed threads) gives the same weights, so an earlier report's rows still describe it.
+    home2 = tmp_path / "zoo2"
+    rebuilt = subprocess.run([sys.executable, str(script), "--data", str(data), "--home", str(home2), "--base",
+                              str(ckpts["base"]), "--seeds", "1", "--epochs", "1", "--batch-size", "8",
+                              "--datasets", "senti-a"], capture_output=True, text=True)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    def weights(h: Path) -> dict:
+        uri = Path(next(m["uri"] for m in Zoo(h).ls(kind="finetune") if m["name"] == "senti-a-s0"))
+        return {k: v for f in sorted(uri.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    w1, w2 = weights(home), weights(home2)
+    assert w1.keys() == w2.keys() and all(np.array_equal(w1[k], w2[k]) for k in w1)
 
 
 @pytest.mark.slow
