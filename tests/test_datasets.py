@@ -438,24 +438,26 @@ def test_reproduce_carries_rows_only_from_a_report_of_the_same_zoo(reproduce_scr
         rep.check_same_zoo({"start": {}}, _probe(0.5), "old.json")
 
 
+def _row(base: float, cen: float) -> dict:
+    return {"task": "t", "accuracy": {"base": base, "all-centroid": cen}, "best": "all-centroid"}
+
+
+def _pick(rec: str) -> dict:
+    return {"task": "t", "recommended": rec, "expected_gain": {"base": 0.0}}
+
+
 def test_reproduce_carry_fills_only_what_this_run_lacks(reproduce_script):
     """Rows this run measured are kept; rows it could not run come from the earlier report,
     listed as carried, and the start summary counts them."""
     rep = reproduce_script
 
-    def row(base: float, cen: float) -> dict:
-        return {"task": "t", "accuracy": {"base": base, "all-centroid": cen}, "best": "all-centroid"}
-
-    def pick(rec: str) -> dict:
-        return {"task": "t", "recommended": rec, "expected_gain": {"base": 0.0}}
-
-    results = {"start": {"settings": {"full": {}}, "per_dataset": {"full": {"a": row(0.5, 0.6)}},
+    results = {"start": {"settings": {"full": {}}, "per_dataset": {"full": {"a": _row(0.5, 0.6)}},
                          "not_done": {"full": ["b"]}, "summary": {}},
-               "advice": {"picks": {"on": {"full": {"a": pick("base")}}}, "not_done": {"on:full": ["b"]}}}
-    prev = {"start": {"per_dataset": {"full": {"a": row(0.1, 0.0), "b": row(0.7, 0.68), "c": row(0.2, 0.3)}},
+               "advice": {"picks": {"on": {"full": {"a": _pick("base")}}}, "not_done": {"on:full": ["b"]}}}
+    prev = {"start": {"per_dataset": {"full": {"a": _row(0.1, 0.0), "b": _row(0.7, 0.68), "c": _row(0.2, 0.3)}},
                       "seconds": 600.0},
-            "advice": {"picks": {"on": {"full": {"a": pick("mixture"), "b": pick("all-centroid"),
-                                                 "c": pick("base")}}}, "seconds": 60.0}}
+            "advice": {"picks": {"on": {"full": {"a": _pick("mixture"), "b": _pick("all-centroid"),
+                                                 "c": _pick("base")}}}, "seconds": 60.0}}
     got = rep.carry(results, prev, "old.json")
     assert got == {"start": {"full": ["b"]}, "advice": {"on:full": ["b"]}}
     st = results["start"]
@@ -478,20 +480,14 @@ def test_reproduce_carries_only_whole_datasets_from_another_build(reproduce_scri
     none of them, so no advice is judged against starts of other weights."""
     rep = reproduce_script
 
-    def row(base: float, cen: float) -> dict:
-        return {"task": "t", "accuracy": {"base": base, "all-centroid": cen}, "best": "all-centroid"}
-
-    def pick(rec: str) -> dict:
-        return {"task": "t", "recommended": rec, "expected_gain": {"base": 0.0}}
-
     # a: this run's start row, no advice yet; d: this run's off-region advice, no start row;
     # b: nothing of this run's.
-    results = {"start": {"settings": {"full": {}}, "per_dataset": {"full": {"a": row(0.5, 0.6)}},
+    results = {"start": {"settings": {"full": {}}, "per_dataset": {"full": {"a": _row(0.5, 0.6)}},
                          "not_done": {"full": ["b", "d"]}, "summary": {}},
-               "advice": {"picks": {"on": {"full": {}}, "off": {"full": {"d": pick("base")}}},
+               "advice": {"picks": {"on": {"full": {}}, "off": {"full": {"d": _pick("base")}}},
                           "not_done": {"on:full": ["a", "b", "d"], "off:full": ["a", "b"]}}}
-    prev = {"start": {"per_dataset": {"full": {x: row(0.7, 0.68) for x in "abd"}}, "seconds": 600.0},
-            "advice": {"picks": {r: {"full": {x: pick("all-centroid") for x in "abd"}} for r in ("on", "off")},
+    prev = {"start": {"per_dataset": {"full": {x: _row(0.7, 0.68) for x in "abd"}}, "seconds": 600.0},
+            "advice": {"picks": {r: {"full": {x: _pick("all-centroid") for x in "abd"}} for r in ("on", "off")},
                        "seconds": 60.0}}
     got = rep.carry(results, prev, "old.json", rel_diff=6e-5)
     assert got == {"start": {"full": ["b"]}, "advice": {"on:full": ["b"], "off:full": ["b"]}}
