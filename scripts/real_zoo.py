@@ -3,7 +3,7 @@ seeds, through the `zoo` CLI (the zoo is dogfooded). Resumable: a model that is 
 the zoo is skipped, so a rerun continues where an interrupted one stopped. Every fine-tune
 runs on a fixed number of threads (--threads, 2), so a rebuild on the same kind of machine
 gives the same weights: with the load-dependent default, two rebuilds differed from the
-first build by 6e-7 and 6e-5 in their pair distances, the second by up to a point in accuracy.
+first build by 6e-7 and 6e-5 in their exact pair distances.
 
     python scripts/real_zoo.py --data data/real --home .zoo-real [--seeds 3] [--epochs 2]
 

@@ -619,9 +619,8 @@ def check_same_zoo(prev: dict, probe: dict, source: str) -> float:
     (``clusters.pair_probe``) and PROBE's; raise NotSameZoo past REBUILD_TOL.
     The distances are sums over every weight of the compared fine-tunes, so a retrained or
     replaced model moves them about 1e-2. `make real-zoo` is not bit-exact: float sums in
-    another order (the thread count follows the machine's load) gave 6e-7 on one rebuild,
-    with every model's accuracy equal, and 6e-5 on another, with accuracies up to a point
-    apart. Up to SAME_ZOO_TOL the weights are the same; up to REBUILD_TOL they are another
+    another order (the thread count followed the machine's load) gave 6e-7 on one rebuild and
+    6e-5 on another, with every model's accuracy equal both times. Up to SAME_ZOO_TOL the weights are the same; up to REBUILD_TOL they are another
     build of the same recipe, whose rows ``carry`` takes only a whole dataset at a time."""
     before = (prev.get("clusters") or {}).get("pair_probe") or {}
     if not before:
@@ -664,41 +663,41 @@ def carry(results: dict, prev: dict, source: str, rel_diff: float = 0.0) -> dict
         return ad is None or all(ds not in by.get(setting, {}) and ds in ad["not_done"].get(f"{r}:{setting}", [])
                                  for r, by in ad["picks"].items())
 
-    build = {"from": source, "same_weights": same, "pair_rel_diff": rel_diff}
-    out: dict[str, dict[str, list[str]]] = {}
+    # Both stages are chosen before either is filled, so `untouched` sees only this run's rows.
+    got_start: dict[str, list[str]] = {}
     if st is not None and pst is not None:
-        got: dict[str, list[str]] = {}
         for setting in st["settings"]:
             have = st["per_dataset"].setdefault(setting, {})
-            for ds, row in pst.get("per_dataset", {}).get(setting, {}).items():
+            for ds in pst.get("per_dataset", {}).get(setting, {}):
                 if ds not in have and ds in st["not_done"].get(setting, []) and untouched(setting, ds):
-                    got.setdefault(setting, []).append(ds)
-        for setting, dss in got.items():
-            for ds in dss:
-                st["per_dataset"][setting][ds] = pst["per_dataset"][setting][ds]
-                st["not_done"][setting].remove(ds)
-        if got:
-            st["summary"] = summarize_start(st["per_dataset"])
-            st["carried"] = dict(build, rows=got, seconds=pst.get("seconds", 0.0),
-                                 seconds_by_setting=pst.get("seconds_by_setting", {}))
-            out["start"] = got
+                    got_start.setdefault(setting, []).append(ds)
+    got_advice: dict[str, list[str]] = {}
     if ad is not None and pad is not None:
-        got = {}
         for region, by_setting in ad["picks"].items():
             for setting, picks in by_setting.items():
                 waiting = ad["not_done"].get(f"{region}:{setting}", [])
-                for ds, pick in pad.get("picks", {}).get(region, {}).get(setting, {}).items():
-                    carried_start = ds in out.get("start", {}).get(setting, [])
-                    if ds not in picks and ds in waiting and (carried_start or untouched(setting, ds)):
-                        got.setdefault(f"{region}:{setting}", []).append(ds)
-        for key, dss in got.items():
+                for ds in pad.get("picks", {}).get(region, {}).get(setting, {}):
+                    if ds not in picks and ds in waiting and untouched(setting, ds):
+                        got_advice.setdefault(f"{region}:{setting}", []).append(ds)
+    build = {"from": source, "same_weights": same, "pair_rel_diff": rel_diff}
+    out: dict[str, dict[str, list[str]]] = {}
+    if got_start:
+        for setting, dss in got_start.items():
+            for ds in dss:
+                st["per_dataset"][setting][ds] = pst["per_dataset"][setting][ds]
+                st["not_done"][setting].remove(ds)
+        st["summary"] = summarize_start(st["per_dataset"])
+        st["carried"] = dict(build, rows=got_start, seconds=pst.get("seconds", 0.0),
+                             seconds_by_setting=pst.get("seconds_by_setting", {}))
+        out["start"] = got_start
+    if got_advice:
+        for key, dss in got_advice.items():
             region, setting = key.split(":", 1)
             for ds in dss:
                 ad["picks"][region][setting][ds] = pad["picks"][region][setting][ds]
                 ad["not_done"][key].remove(ds)
-        if got:
-            ad["carried"] = dict(build, rows=got, seconds=pad.get("seconds", 0.0))
-            out["advice"] = got
+        ad["carried"] = dict(build, rows=got_advice, seconds=pad.get("seconds", 0.0))
+        out["advice"] = got_advice
     return out
 
 
