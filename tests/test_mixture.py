@@ -187,11 +187,12 @@ def test_mixture_off_skipped_and_bad_budgets(filled, tmp_path, monkeypatch):
     train = write_sentiment(tmp_path / "c-train.jsonl", 24, seed=5)
     kw = dict(examples=24, folds=2, max_length=16, epochs=1, batch_size=8)
     res = filled.select_start("t", dataset="c", train=train, mixture=False, **kw)
-    assert "mixture" not in {c["category"] for c in res["candidates"]} and res["notes"] == []
+    assert "mixture" not in {c["category"] for c in res["candidates"]}
+    assert not [n for n in res["notes"] if "mixture" in n]  # turned off: nothing to explain
     monkeypatch.setenv("ZOO_MIX_BYTES", "1000")
     res = filled.select_start("t", dataset="c", train=train, **kw)
     assert "mixture" not in {c["category"] for c in res["candidates"]}
-    assert len(res["notes"]) == 1 and "ZOO_MIX_BYTES=1000" in res["notes"][0]
+    assert [n for n in res["notes"] if "mixture" in n] == [n for n in res["notes"] if "ZOO_MIX_BYTES=1000" in n] != []
     monkeypatch.delenv("ZOO_MIX_BYTES")
     before = len(filled.ls(kind="centroid"))
     with pytest.raises(ZooValueError, match="--mix-budget 1 scores no mixture"):

@@ -253,6 +253,13 @@ def test_select_start_with_train_runs_paired_trials(filled, tmp_path):
     rivals = [c for c in res["candidates"] if c["category"] != "base"]
     best = max(rivals, key=lambda c: (c["lower_bound"], c["expected_gain"]))
     assert res["recommended"] == (best["start"] if best["lower_bound"] > 0 else "base")
+    # When the base was kept, the answer says what the trials could have confirmed.
+    if res["recommended"] == "base":
+        r = res["resolution"]
+        assert r["start"] == best["start"] and r["confirmable_gain"] == pytest.approx(Z * best["gain_se"])
+        assert r["trial_examples"] == 24 and [n for n in res["notes"] if "the evidence confirms gains above" in n]
+    else:
+        assert res["resolution"] is None
     task = cands["centroid:task=t,exclude_dataset=c"]
     ex = sample_examples(read_examples(train), 24, 0)
     again = trial_cv(filled.show(task["evidence"]["trial_model"])["uri"], [filled.show("base")["uri"]], ex,
@@ -398,3 +405,42 @@ def test_a_cached_answer_decided_again_under_another_rule_is_the_answer_advise_g
     assert [(c["start"], c["rank"], c["recommended"]) for c in strict["candidates"]][:2] == [
         ("base", 1, True), ("centroid:task=t", 2, False)]
     assert strict["candidates"][1]["lower_bound"] == pytest.approx(0.03 - 1.645 * 0.02)
+
+
+def test_resolution_says_what_the_evidence_could_confirm():
+    from zoo.select import SE_FLOOR, resolution, resolution_note
+
+    def decided(est):
+        return advise(_cands(), est)[0]
+
+    # A rival recommended, or no rival with evidence: nothing to say.
+    assert resolution(decided({"centroid:task=t": [Estimate(0.05, 0.01, 4, "trial")]})) is None
+    assert resolution(decided({})) is None
+    # +2.0 +/- 2.0 from 256 trial examples: confirmable above 1.645 * 2.0 = 3.29 points; the
+    # error shrinks as 1/sqrt(n), so (3.29 / 2.0)^2 = 2.706x the examples: ceil(692.7) = 693.
+    res = resolution(decided({"centroid:task=t": [Estimate(0.02, 0.02, 4, "trial")]}), trial_examples=256)
+    assert res["start"] == "centroid:task=t" and res["why"] == "more examples"
+    assert res["confirmable_gain"] == pytest.approx(Z * 0.02) and res["floor_gain"] == pytest.approx(Z * SE_FLOOR)
+    assert res["examples_needed"] == 693
+    note = resolution_note(res, file_examples=2000)
+    assert "above +3.3 points" in note and "+2.0 +/- 2.0" in note and "--examples 693 (the file has 2000)" in note
+    assert "more labelled examples than 500" in resolution_note(res, file_examples=500)
+    # min_gain raises the bar: +4.0 +/- 2.0 over a 1-point minimum needs (1.645 * 2.0 / (4.0 - 1.0))^2
+    # = 1.2027x the examples: ceil(307.9) = 308.
+    res = resolution(advise(_cands(), {"centroid:task=t": [Estimate(0.04, 0.02, 4, "trial")]}, min_gain=0.01)[0],
+                     min_gain=0.01, trial_examples=256)
+    assert res["confirmable_gain"] == pytest.approx(0.01 + Z * 0.02) and res["examples_needed"] == 308
+    # A gain under z * SE_FLOOR (1.6 points) is never confirmed, whatever the examples.
+    res = resolution(decided({"centroid:task=t": [Estimate(0.012, 0.012, 4, "trial")]}), trial_examples=2000)
+    assert res["why"] == "below the floor" and res["examples_needed"] is None
+    assert "no trial on more examples would confirm it" in resolution_note(res, 2000)
+    # No gain at all; or a gain from runs only (no trial examples to scale).
+    res = resolution(decided({"centroid:task=t": [Estimate(-0.01, 0.02, 4, "trial")]}), trial_examples=256)
+    assert res["why"] == "no gain" and "no gain to confirm" in resolution_note(res, 256)
+    res = resolution(decided({"centroid:task=t": [Estimate(0.04, 0.03, 1, "runs")]}))
+    assert res["why"] == "more evidence" and res["examples_needed"] is None
+    assert "more runs on the target" in resolution_note(res)
+    # The best-evidenced rival is the one described: the highest lower bound.
+    res = resolution(decided({"centroid:task=t": [Estimate(0.03, 0.03, 4, "trial")],
+                              "centroid:dataset=b": [Estimate(0.02, 0.015, 4, "trial")]}), trial_examples=100)
+    assert res["start"] == "centroid:dataset=b"

@@ -317,8 +317,9 @@ class Zoo:
         The base unless evidence about the target says otherwise: with ``train``, every
         candidate is materialized and fine-tuned briefly (``params``) on ``folds`` folds of up
         to ``examples`` of its examples, scored on the held-out fold against the base; the
-        store's runs on ``dataset`` count too. A start is recommended when its gain clears one
-        standard error above ``min_gain`` (a fraction of accuracy). With ``train`` and
+        store's runs on ``dataset`` count too. A start is recommended when its gain clears 1.645
+        standard errors above ``min_gain`` (a fraction of accuracy); when none does, ``resolution``
+        says what gain the evidence could have confirmed. With ``train`` and
         ``mixture``, a mixture of the base and up to ``mix_regions`` dataset regions, the
         best by LogME of ``mix_budget`` label-free mixtures (zoo.mixture), is one more candidate.
         """

@@ -303,6 +303,7 @@ class Starts(Result):
     reason: str
     candidates: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    resolution: dict[str, Any] | None = None  # what the evidence could confirm, when the base was kept
 
 
 @dataclass

@@ -242,6 +242,56 @@ def advise(cands: list[Candidate], estimates: dict[str, list[Estimate]], z: floa
     return [pick, *rest], reason
 
 
+def resolution(ordered: Sequence[Candidate], z: float = Z, min_gain: float = MIN_GAIN,
+               trial_examples: int | None = None) -> dict[str, Any] | None:
+    """What the evidence could tell, when it left the base recommended: the smallest gain of
+    the best-evidenced rival it could confirm and, where that rival's gain is positive but
+    below it, about how many trial examples would confirm it. None when a rival was
+    recommended or none has evidence.
+
+    A trial gain's standard error shrinks about as one over the square root of the examples
+    scored, down to ``SE_FLOOR``; a gain under ``min_gain + z * SE_FLOOR`` is never confirmed,
+    however many examples the trials get."""
+    if not ordered or ordered[0].category != "base":
+        return None
+    rivals = [c for c in ordered if c.category != "base" and c.lower_bound is not None]
+    if not rivals:
+        return None
+    best = max(rivals, key=lambda c: (c.lower_bound, c.expected_gain))
+    out: dict[str, Any] = {"start": best.start, "gain": best.expected_gain, "se": best.gain_se,
+                           "confirmable_gain": min_gain + z * best.gain_se, "floor_gain": min_gain + z * SE_FLOOR,
+                           "trial_examples": trial_examples, "examples_needed": None}
+    margin = best.expected_gain - min_gain
+    if margin <= 0:
+        out["why"] = "no gain"
+    elif margin <= z * SE_FLOOR:
+        out["why"] = "below the floor"
+    elif trial_examples and any(s["source"] == "trial" for s in best.sources):
+        out["why"] = "more examples"
+        out["examples_needed"] = int(np.ceil(trial_examples * (z * best.gain_se / margin) ** 2))
+    else:
+        out["why"] = "more evidence"
+    return out
+
+
+def resolution_note(res: dict[str, Any], file_examples: int | None = None) -> str:
+    """RES (from ``resolution``) in a sentence for the answer's notes."""
+    head = (f"the evidence confirms gains above {res['confirmable_gain'] * 100:+.1f} points; the best, "
+            f"{res['start']}, shows {res['gain'] * 100:+.1f} +/- {res['se'] * 100:.1f}")
+    if res["why"] == "no gain":
+        return head + ": no gain to confirm"
+    if res["why"] == "below the floor":
+        return (head + f", under the {res['floor_gain'] * 100:.1f}-point floor that even many examples leave "
+                "(folds that agree still leave a point of doubt): no trial on more examples would confirm it")
+    if res["why"] == "more examples":
+        need = res["examples_needed"]
+        where = (f"--examples {need} (the file has {file_examples})" if file_examples and need <= file_examples
+                 else f"more labelled examples than {file_examples}" if file_examples else f"{need} examples")
+        return (head + f": confirming it would take trials on about {need} examples, {where}; "
+                "its standard error shrinks about as one over the square root of the examples")
+    return head + ": more runs on the target would narrow it"
+
+
 # ---------------------------------------------------------------- candidates (pure)
 
 @dataclass
@@ -369,13 +419,16 @@ def select_start(store: "Store", task: str, dataset: str | None = None, family: 
         g = other.get(c.category, [])
         c.other_datasets_gain, c.other_datasets_runs = (float(np.mean(g)) if g else None), len(g)
     ordered, reason = advise(cands, estimates, Z, min_gain)
+    res = resolution(ordered, Z, min_gain, len(trial[0]) if trial is not None else None)
+    if res is not None:
+        notes.append(resolution_note(res, total if trial is not None else None))
     sources = sorted({s["source"] for c in ordered for s in c.sources})
     basis = ("evidence about the target: " + ", ".join(
         {"trial": f"trial fine-tunes on {len(trial[0]) if trial else 0} examples of "
                   f"{Path(train).name if train else ''} in {folds} folds",
          "runs": f"the store's fine-tunes on {dataset}"}[s] for s in sources)) if sources else "no evidence about the target"
     return Starts(task, dataset, fam.name, basis, len(outcomes), ordered[0].start, reason,
-                  [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ordered)], notes)
+                  [dict(c.as_dict(), rank=i + 1) for i, c in enumerate(ordered)], notes, res)
 
 
 def _trial_input(train: str | os.PathLike, examples: int, folds: int, params: dict[str, Any]
