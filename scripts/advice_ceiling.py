@@ -27,17 +27,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from reproduce import judged_accuracies  # noqa: E402
 from zoo.select import SE_FLOOR, Z  # noqa: E402
-
-# Which start-stage starts each region's advice chose among (scripts/reproduce.py ADVICE_START).
-STARTS = {"on": ("base", "all-centroid", "task-centroid", "mixture"), "off": ("base", "off-centroid", "mixture")}
-
-
-def within_reach(acc: dict[str, float], tie: float, floor: float) -> bool:
-    """Could a rule that confirms only gains above FLOOR pick a start within TIE of the best?"""
-    best = max(acc.values())
-    return acc["base"] >= best - tie or any(a >= best - tie and a - acc["base"] > floor for a in acc.values())
 
 
 def gain_to_confirm(acc: dict[str, float], tie: float) -> float | None:
@@ -68,14 +61,13 @@ def ceiling(report: dict[str, Any], region: str, setting: str, floor: float = Z 
     for ds, pick in sorted(report["advice"]["picks"].get(region, {}).get(setting, {}).items()):
         if ds not in per:
             continue
-        acc = {k: v for k, v in per[ds]["accuracy"].items() if k in STARTS[region]}
-        if "mixture_accuracy" in pick:
-            acc["mixture"] = pick["mixture_accuracy"]
+        acc = judged_accuracies(region, per[ds], pick)
         if pick["recommended"] not in acc:
             continue  # not judged
         best = max(acc, key=acc.get)
+        need = gain_to_confirm(acc, tie)
         rows[ds] = {"best": best, "best_minus_base": acc[best] - acc["base"],
-                    "within_reach": within_reach(acc, tie, floor), "gain_to_confirm": gain_to_confirm(acc, tie),
+                    "within_reach": need is None or need > floor, "gain_to_confirm": need,
                     "picked": pick["recommended"], "picked_right": acc[pick["recommended"]] >= acc[best] - tie}
     return {"region": region, "setting": setting, "floor": floor, "tie": tie, "rows": rows, "judged": len(rows),
             "within_reach": sum(r["within_reach"] for r in rows.values()),

@@ -564,6 +564,15 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
             "seconds": cache.seconds("advice")}
 
 
+def judged_accuracies(region: str, row: dict, pick: dict) -> dict[str, float]:
+    """The test accuracies of the starts select-start chose among for one dataset: the start
+    stage's ROW of the region's starts, plus the mixture where PICK's was fine-tuned."""
+    acc = {k: v for k, v in row["accuracy"].items() if k in ADVICE_START[region].values()}
+    if "mixture_accuracy" in pick:
+        acc["mixture"] = pick["mixture_accuracy"]
+    return acc
+
+
 def judge_advice(advice: dict, start: dict | None) -> dict:
     """Per region and setting: was select-start's recommendation the best start the start
     stage ran (within TIE), its largest loss to the base, and how its expected gains
@@ -578,9 +587,7 @@ def judge_advice(advice: dict, start: dict | None) -> dict:
                 r = per.get(ds)
                 if r is None:
                     continue
-                acc = {k: v for k, v in r["accuracy"].items() if k in ADVICE_START[region].values()}
-                if "mixture_accuracy" in p:
-                    acc["mixture"] = p["mixture_accuracy"]
+                acc = judged_accuracies(region, r, p)
                 rec = p["recommended"]
                 if rec not in acc:
                     rows[ds] = {"recommended": rec, "was_best": None, "loss_to_base": None}

@@ -202,6 +202,12 @@ class Candidate:
         return dict(self.__dict__)
 
 
+def best_rival(cands: Iterable[Candidate]) -> Candidate | None:
+    """The evidenced candidate other than the base with the highest lower bound (then gain)."""
+    rivals = [c for c in cands if c.category != "base" and c.lower_bound is not None]
+    return max(rivals, key=lambda c: (c.lower_bound, c.expected_gain), default=None)
+
+
 def advise(cands: list[Candidate], estimates: dict[str, list[Estimate]], z: float = Z,
            min_gain: float = MIN_GAIN) -> tuple[list[Candidate], str]:
     """Pool each candidate's estimates, recommend one, and order them: the recommendation
@@ -218,8 +224,7 @@ def advise(cands: list[Candidate], estimates: dict[str, list[Estimate]], z: floa
         if est is not None:
             c.expected_gain, c.gain_se, c.lower_bound = est.gain, est.se, est.lower(z)
     base = next(c for c in cands if c.category == "base")
-    rivals = [c for c in cands if c is not base and c.lower_bound is not None]
-    best = max(rivals, key=lambda c: (c.lower_bound, c.expected_gain), default=None)
+    best = best_rival(cands)
     if best is not None and best.lower_bound > min_gain:
         pick = best
         reason = (f"gains {best.expected_gain * 100:+.1f} +/- {best.gain_se * 100:.1f} points over the base on "
@@ -252,12 +257,9 @@ def resolution(ordered: Sequence[Candidate], z: float = Z, min_gain: float = MIN
     A trial gain's standard error shrinks about as one over the square root of the examples
     scored, down to ``SE_FLOOR``; a gain under ``min_gain + z * SE_FLOOR`` is never confirmed,
     however many examples the trials get."""
-    if not ordered or ordered[0].category != "base":
+    best = best_rival(ordered) if ordered and ordered[0].category == "base" else None
+    if best is None:
         return None
-    rivals = [c for c in ordered if c.category != "base" and c.lower_bound is not None]
-    if not rivals:
-        return None
-    best = max(rivals, key=lambda c: (c.lower_bound, c.expected_gain))
     out: dict[str, Any] = {"start": best.start, "gain": best.expected_gain, "se": best.gain_se,
                            "confirmable_gain": min_gain + z * best.gain_se, "floor_gain": min_gain + z * SE_FLOOR,
                            "trial_examples": trial_examples, "examples_needed": None}
