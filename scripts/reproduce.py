@@ -24,6 +24,12 @@ Stages (`--stages`, in this order by default):
   (`select_start_best`, `select_start_judged`, `select_start_worst_loss`, the correlation of
   trial gains and of LogME gains with fine-tune gains).
 
+- judge: more seeds (`--judge-seeds`, 4) for every start the advice is judged against (the
+  start stage's starts, and a recommended mixture rebuilt from its recorded weights), added to
+  the rows of the report already in OUT; select-start is not asked again. Two seeds leave
+  about 1.2 points of noise on a difference of two starts, against the 0.5-point tie. The
+  judgement before the added seeds is kept under `start.judge.before`.
+
 `--settings few-shot` (or `full`) and `--regions off` (or `on`) run the start and advice
 stages for one setting or one kind of target.
 `--targets D ...` judges only those datasets (every model stays in the zoos).
@@ -44,6 +50,7 @@ OUT/REPRODUCTION.md, OUT/reproduction.json and the PNG figures.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -55,7 +62,7 @@ import time
 from itertools import combinations
 from pathlib import Path
 
-STAGES = ("clusters", "map", "interior", "start", "advice")
+STAGES = ("clusters", "map", "interior", "start", "advice", "judge")
 PAPER = {"dataset": "~98 % (same-dataset models cluster together)", "task": "looser than datasets (no single figure)"}
 TIE = 0.005  # accuracy differences below half a point count as ties
 REAL_NAME = re.compile(r"^(?P<dataset>.+)-s(?P<seed>\d+)$")
@@ -342,6 +349,40 @@ def stage_interior(work: Path, data: Path, real: list[dict], base_name: str, cac
             "seconds": cache.seconds("interior")}
 
 
+def region_starts(work: Path, real: list[dict], base: str, cache: Cache, ds: str,
+                  regions: tuple[str, ...]) -> dict[str, str]:
+    """The start stage's starts for dataset DS (start -> model name in WORK), the centroids made
+    once and cached: the base; on-region the centroid of every model not trained on DS and of
+    DS's task without DS; off-region the centroid of the other tasks' models."""
+    task = next(m["task"] for m in real if m["dataset"] == ds)
+    others = [m["name"] for m in real if m["dataset"] != ds]
+    same_task = [m["name"] for m in real if m["dataset"] != ds and m["task"] == task]
+    other_tasks = [m["name"] for m in real if m["task"] != task]
+    starts = {"base": base}
+    if "on" in regions:
+        starts["all-centroid"] = cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
+                                            "--out", f"loo-all-{ds}")["name"]
+    if same_task and "on" in regions:
+        starts["task-centroid"] = cache.call("start", f"make:loo-task-{ds}", work, "centroid", *same_task,
+                                             "--out", f"loo-task-{ds}")["name"]
+    if other_tasks and "off" in regions:
+        starts["off-centroid"] = cache.call("start", f"make:lot-all-{task}", work, "centroid", *other_tasks,
+                                            "--out", f"lot-all-{task}")["name"]
+    return starts
+
+
+def start_finetune(work: Path, data: Path, cache: Cache, setting: str, hp: dict, ds: str, task: str, start: str,
+                   name: str, seed: int, stage: str = "start") -> float:
+    """Test accuracy of one cached `zoo finetune` of DS from NAME (the start stage's START) with SEED."""
+    train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
+    out = f"sp-{setting}-{ds}-{start}-s{seed}"
+    return cache.call(stage, f"finetune:{out}", work, "finetune", "--from", name, "--train", str(train),
+                      "--eval", str(data / ds / "test.jsonl"), "--dataset", ds, "--task", task,
+                      "--seed", str(seed), "--epochs", str(hp["epochs"]), "--lr", str(hp["lr"]),
+                      "--batch-size", str(hp["batch_size"]), "--max-length", str(hp["max_length"]),
+                      "--out", out)["eval_accuracy"]
+
+
 def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict,
                 seeds: int, regions: tuple[str, ...] = ("on", "off"), targets: set[str] | None = None) -> dict:
     """Fine-tunes of every dataset D from each start: on-region (leave D out: the base, the
@@ -356,33 +397,11 @@ def stage_start(work: Path, data: Path, real: list[dict], base: str, cache: Cach
     not_done: dict[str, list[str]] = {s: [] for s in settings}
 
     def one(setting: str, hp: dict, ds: str) -> dict:
-        task = task_of[ds]
-        others = [m["name"] for m in real if m["dataset"] != ds]
-        same_task = [m["name"] for m in real if m["dataset"] != ds and m["task"] == task]
-        other_tasks = [m["name"] for m in real if m["task"] != task]
-        starts = {"base": base}
-        if "on" in regions:
-            starts["all-centroid"] = cache.call("start", f"make:loo-all-{ds}", work, "centroid", *others,
-                                                "--out", f"loo-all-{ds}")["name"]
-        if same_task and "on" in regions:
-            starts["task-centroid"] = cache.call("start", f"make:loo-task-{ds}", work, "centroid", *same_task,
-                                                 "--out", f"loo-task-{ds}")["name"]
-        if other_tasks and "off" in regions:
-            starts["off-centroid"] = cache.call("start", f"make:lot-all-{task}", work, "centroid", *other_tasks,
-                                                "--out", f"lot-all-{task}")["name"]
-        train = fewshot_file(data, work, ds, hp["examples"]) if hp.get("examples") else data / ds / "train.jsonl"
-        accs: dict[str, list[float]] = {}
-        for start, name in starts.items():
-            for seed in range(seeds):
-                out = f"sp-{setting}-{ds}-{start}-s{seed}"
-                res = cache.call("start", f"finetune:{out}", work, "finetune", "--from", name, "--train", str(train),
-                                 "--eval", str(data / ds / "test.jsonl"), "--dataset", ds, "--task", task,
-                                 "--seed", str(seed), "--epochs", str(hp["epochs"]), "--lr", str(hp["lr"]),
-                                 "--batch-size", str(hp["batch_size"]), "--max-length", str(hp["max_length"]),
-                                 "--out", out)
-                accs.setdefault(start, []).append(res["eval_accuracy"])
+        starts = region_starts(work, real, base, cache, ds, regions)
+        accs = {start: [start_finetune(work, data, cache, setting, hp, ds, task_of[ds], start, name, seed)
+                        for seed in range(seeds)] for start, name in starts.items()}
         acc = {k: mean(v) for k, v in accs.items()}
-        return {"task": task, "accuracy": acc, "runs": accs, "best": max(acc, key=acc.get)}
+        return {"task": task_of[ds], "accuracy": acc, "runs": accs, "best": max(acc, key=acc.get)}
 
     for setting, hp in settings.items():
         for ds in datasets:
@@ -557,11 +576,82 @@ def stage_advice(home: Path, work: Path, data: Path, real: list[dict], settings:
                                            "--max-length", str(hp["max_length"]),
                                            "--out", f"adv-{region}-{setting}-{ds}-mixture-s{seed}")["eval_accuracy"]
                                 for seed in range(seeds)]
-                        pick["mixture_accuracy"] = mean(accs)
+                        pick.update(mixture_accuracy=mean(accs), mixture_runs=accs, mixture_seeds=len(accs))
                     except Missing:
                         not_done[f"{region}:{setting}"].append(f"{ds} (fine-tunes of the recommended mixture)")
     return {"picks": picks, "not_done": not_done, "examples": examples, "folds": folds, "stale": stale,
             "seconds": cache.seconds("advice")}
+
+
+def mixture_members(real: list[dict], base: str, weights: dict[str, float]) -> tuple[list[str], list[float]]:
+    """The models and weights of a learned mixture (select-start's ``regions``: the base's weight
+    under "(base)", each dataset region's spread evenly over its fine-tunes), as `zoo centroid`
+    takes them. Zero weights are left out: they change nothing."""
+    names, w = [], []
+    if weights.get("(base)", 0.0):
+        names.append(base)
+        w.append(weights["(base)"])
+    for ds, x in sorted(weights.items()):
+        members = [m["name"] for m in real if m["dataset"] == ds]
+        if ds == "(base)" or not x:
+            continue
+        if not members:
+            raise ValueError(f"the mixture names region {ds!r}, which has no fine-tunes in this zoo")
+        names += members
+        w += [x / len(members)] * len(members)
+    return names, w
+
+
+def stage_judge(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict, seeds: int,
+                regions: tuple[str, ...], results: dict, targets: set[str] | None = None) -> dict:
+    """Sharpen the judge: fine-tune every judged start of RESULTS (the start stage's starts of each
+    region, and a recommended mixture, rebuilt from its recorded weights) with more seeds, up to
+    SEEDS per start, and add them to the rows. select-start's answers are not asked again: only
+    the accuracies they are judged against get more runs. Two seeds leave about 1.2 points of
+    noise on a difference of two starts (docs/REPRODUCTION-NOTES.md), more than the 0.5-point tie."""
+    st, ad = results["start"], results["advice"]
+    prev = st.get("judge") or {}  # a resumed judge keeps the judgement it started from
+    before = prev.get("before") or {r: {k: {x: v[x] for x in ("select_start_best", "select_start_judged",
+                                                              "select_start_worst_loss")} for k, v in by.items()}
+                                    for r, by in judge_advice(ad, st).items()}
+    added: dict[str, dict[str, dict[str, list[int]]]] = prev.get("added", {})
+    not_done: dict[str, list[str]] = {}
+    for setting, hp in settings.items():
+        per = st["per_dataset"].get(setting, {})
+        for region in regions:  # on-region first: a run stopped by its budget finishes one region before the other
+            for ds in sorted(d for d in per if targets is None or d in targets):
+                row, task = per[ds], per[ds]["task"]
+                try:
+                    names = region_starts(work, real, base, cache, ds, (region,))
+                    for start, name in names.items():
+                        runs = row["runs"].setdefault(start, [])
+                        for seed in range(len(runs), seeds):
+                            runs.append(start_finetune(work, data, cache, setting, hp, ds, task, start, name, seed,
+                                                       stage="judge"))
+                            added.setdefault(setting, {}).setdefault(ds, {}).setdefault(start, []).append(seed)
+                    pick = ad["picks"].get(region, {}).get(setting, {}).get(ds)
+                    if pick and pick["recommended"] == "mixture" and pick.get("mixture_weights"):
+                        mix_names, w = mixture_members(real, base, pick["mixture_weights"])
+                        sig = hashlib.sha1(json.dumps([mix_names, w]).encode()).hexdigest()[:10]
+                        made = cache.call("judge", f"make:judge-mix-{sig}", work, "centroid", *mix_names, "--weights",
+                                          ",".join(repr(x) for x in w), "--out", f"judge-mix-{sig}")["name"]
+                        known = pick.get("mixture_runs")
+                        # Earlier reports kept only the mean over the start stage's seeds.
+                        have = len(known) if known else pick.get("mixture_seeds", st["seeds"])
+                        new = [start_finetune(work, data, cache, setting, hp, ds, task, f"mixture-{sig}", made, seed,
+                                              stage="judge") for seed in range(have, seeds)]
+                        pick["mixture_accuracy"] = (pick["mixture_accuracy"] * have + sum(new)) / (have + len(new))
+                        pick["mixture_seeds"] = have + len(new)
+                        pick.setdefault("mixture_runs" if known else "mixture_added_runs", []).extend(new)
+                        if new:
+                            added.setdefault(setting, {}).setdefault(ds, {})[f"{region}:mixture"] = list(range(have, seeds))
+                except Missing:
+                    not_done.setdefault(setting, []).append(f"{region}:{ds}")
+                acc = {k: mean(v) for k, v in row["runs"].items()}
+                row.update(accuracy=acc, best=max(acc, key=acc.get))
+    st["summary"] = summarize_start(st["per_dataset"])
+    return {"seeds": seeds, "settings": sorted(settings), "regions": list(regions), "added": added,
+            "not_done": not_done, "seconds": cache.seconds("judge"), "before": before}
 
 
 def judged_accuracies(region: str, row: dict, pick: dict) -> dict[str, float]:
@@ -893,8 +983,22 @@ def report(results: dict, home: Path, data: Path) -> str:
                   "every zoo model not trained on D (`zoo centroid` of those names: all-centroid) and from the centroid "
                   "of D's task region without D (task-centroid); off-region, leaving D's whole task out: from the "
                   "centroid of the other tasks' models (off-centroid). Same hyperparameters, "
-                  f"{s['seeds']} seed(s) each; test accuracy, mean over seeds.", "",
-                  "| setting | hyperparameters |", "|---|---|"]
+                  f"{s['seeds']} seed(s) each; test accuracy, mean over seeds.", ""]
+        jd = s.get("judge")
+        if jd:
+            before = "; ".join(f"{r}-region {k} {v['select_start_best']} of {v['select_start_judged']}"
+                               for r, by in jd["before"].items() for k, v in by.items() if k in jd["settings"])
+            lines += [f"Judge stage ({', '.join(jd['settings'])}): every start select-start is judged against "
+                      f"({' and '.join(jd['regions'])}-region), the recommended mixtures too, fine-tuned with "
+                      f"{jd['seeds']} seeds in all (seeds added on "
+                      + "; ".join(f"{len(v)} datasets ({k})" for k, v in jd["added"].items())
+                      + f", {jd['seconds'] / 60:.0f} min). With the start stage's seeds alone, select-start's pick was "
+                      f"the best start: {before}."
+                      + (f" The added seeds fine-tune a rebuild of the zoo ({jd['pair_rel_diff']:.0e} relative in "
+                         "exact pair distances): the same starts to that precision." if jd.get("pair_rel_diff") else "")
+                      + (f" Not run yet: {'; '.join(f'{k}: {chr(44).join(v)}' for k, v in jd['not_done'].items())}."
+                         if jd.get("not_done") else ""), ""]
+        lines += ["| setting | hyperparameters |", "|---|---|"]
         for k, hp in s["settings"].items():
             lines.append(f"| {k} | " + ", ".join(f"{a} {b}" for a, b in hp.items()) + " |")
         lines += ["", "| setting | start | wins / ties / losses vs base | mean gain (pts) | paper |", "|---|---|---|---|---|"]
@@ -995,6 +1099,8 @@ def main() -> int:
     ap.add_argument("--out", default="docs")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--seeds", type=int, default=2, help="seeds per start in the starting-point experiment")
+    ap.add_argument("--judge-seeds", type=int, default=4, help="seeds per judged start after the judge stage "
+                    "(it adds seeds to the start stage's fine-tunes and the recommended mixtures')")
     ap.add_argument("--regions", default="on,off", help="the start and advice stages' targets: on-region (leave "
                     "the dataset out), off-region (leave its task out), or both")
     ap.add_argument("--settings", default="few-shot,full", help="the start and advice stages' settings, in order "
@@ -1033,7 +1139,7 @@ def main() -> int:
     if not (home / "catalog.duckdb").exists():
         print(f"error: no zoo at {home}; build it with `make real-zoo`", file=sys.stderr)
         return 1
-    if {"interior", "start", "advice"} & set(stages) and not (data / "datasets.json").exists():
+    if {"interior", "start", "advice", "judge"} & set(stages) and not (data / "datasets.json").exists():
         print(f"error: {data / 'datasets.json'} not found; build the datasets with `make datasets`", file=sys.stderr)
         return 1
     prev, rel_diff = None, 0.0
@@ -1073,7 +1179,7 @@ def main() -> int:
             results["map"] = stage_map(home, out)
             results["map"]["seconds"] = time.perf_counter() - t0
             save()
-        if {"interior", "start", "advice"} & set(stages):
+        if {"interior", "start", "advice", "judge"} & set(stages):
             work.mkdir(parents=True, exist_ok=True)
             if args.report_only:
                 real, base = real_models(home), zoo(home, "ls", "--kind", "base")[0]["name"]
@@ -1102,6 +1208,20 @@ def main() -> int:
                 for stage, rows in carry(results, prev, args.carry_from, rel_diff).items():
                     print(f"carried from {args.carry_from}: {stage} " + "; ".join(
                         f"{k}: {', '.join(v)}" for k, v in rows.items()), file=sys.stderr)
+            if "judge" in stages:
+                if "start" not in results or "advice" not in results:
+                    print("error: the judge stage adds seeds to the start and advice stages' rows; run those "
+                          f"first (none in {json_path})", file=sys.stderr)
+                    return 1
+                models = [m for m in zoo(home, "ls", "--kind", "finetune") if m["dataset"] and m["task"]]
+                try:  # the runs added are of this zoo's starts: it must be a build of the report's zoo
+                    judge_diff = check_same_zoo(results, pair_probe(home, models), str(json_path))
+                except NotSameZoo as e:
+                    print(f"error: the judge stage: {e}", file=sys.stderr)
+                    return 1
+                results["start"]["judge"] = stage_judge(work, data, real, base, cache, settings, args.judge_seeds,
+                                                        regions, results, targets)
+                results["start"]["judge"]["pair_rel_diff"] = judge_diff
             if "start" in results and "advice" in results:
                 for region, by_setting in judge_advice(results["advice"], results["start"]).items():
                     results["start"][f"{region}_region"] = {
