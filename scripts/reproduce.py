@@ -610,10 +610,15 @@ def stage_judge(work: Path, data: Path, real: list[dict], base: str, cache: Cach
     the accuracies they are judged against get more runs. Two seeds leave about 1.2 points of
     noise on a difference of two starts (docs/REPRODUCTION-NOTES.md), more than the 0.5-point tie."""
     st, ad = results["start"], results["advice"]
-    prev = st.get("judge") or {}  # a resumed judge keeps the judgement it started from
-    before = prev.get("before") or {r: {k: {x: v[x] for x in ("select_start_best", "select_start_judged",
-                                                              "select_start_worst_loss")} for k, v in by.items()}
-                                    for r, by in judge_advice(ad, st).items()}
+    prev = st.get("judge") or {}
+    judged = set(prev.get("seeds", {}))  # settings judged before: keep the judgement they started from
+    before: dict[str, dict[str, dict]] = {}
+    for r, by in judge_advice(ad, st).items():
+        for k, v in by.items():
+            kept = prev.get("before", {}).get(r, {}).get(k) if k in judged else None
+            if kept is not None or k in settings:
+                before.setdefault(r, {})[k] = kept or {x: v[x] for x in ("select_start_best", "select_start_judged",
+                                                                         "select_start_worst_loss")}
     added: dict[str, dict[str, dict[str, list[int]]]] = prev.get("added", {})
     not_done: dict[str, list[str]] = {}
     for setting, hp in settings.items():
@@ -650,7 +655,8 @@ def stage_judge(work: Path, data: Path, real: list[dict], base: str, cache: Cach
                 acc = {k: mean(v) for k, v in row["runs"].items()}
                 row.update(accuracy=acc, best=max(acc, key=acc.get))
     st["summary"] = summarize_start(st["per_dataset"])
-    return {"seeds": seeds, "settings": sorted(settings), "regions": list(regions), "added": added,
+    return {"seeds": dict(prev.get("seeds", {}), **{k: seeds for k in settings}),
+            "regions": sorted(set(prev.get("regions", [])) | set(regions)), "added": added,
             "not_done": not_done, "seconds": cache.seconds("judge"), "before": before}
 
 
@@ -987,10 +993,10 @@ def report(results: dict, home: Path, data: Path) -> str:
         jd = s.get("judge")
         if jd:
             before = "; ".join(f"{r}-region {k} {v['select_start_best']} of {v['select_start_judged']}"
-                               for r, by in jd["before"].items() for k, v in by.items() if k in jd["settings"])
-            lines += [f"Judge stage ({', '.join(jd['settings'])}): every start select-start is judged against "
+                               for r, by in jd["before"].items() for k, v in by.items())
+            lines += [f"Judge stage ({', '.join(jd['seeds'])}): every start select-start is judged against "
                       f"({' and '.join(jd['regions'])}-region), the recommended mixtures too, fine-tuned with "
-                      f"{jd['seeds']} seeds in all (seeds added on "
+                      + ", ".join(f"{n} seeds in all ({k})" for k, n in jd["seeds"].items()) + " (seeds added on "
                       + "; ".join(f"{len(v)} datasets ({k})" for k, v in jd["added"].items())
                       + f", {jd['seconds'] / 60:.0f} min). With the start stage's seeds alone, select-start's pick was "
                       f"the best start: {before}."
@@ -1204,6 +1210,10 @@ def main() -> int:
                 results["advice"] = stage_advice(home, work, data, real, settings, args.report_only, cache.deadline,
                                                  {"few-shot": args.fewshot_examples, "full": args.trial_examples},
                                                  args.trial_folds, args.seeds, regions, targets)
+            if prev is not None:
+                for stage, rows in carry(results, prev, args.carry_from, rel_diff).items():
+                    print(f"carried from {args.carry_from}: {stage} " + "; ".join(
+                        f"{k}: {', '.join(v)}" for k, v in rows.items()), file=sys.stderr)
             if prev is not None:
                 for stage, rows in carry(results, prev, args.carry_from, rel_diff).items():
                     print(f"carried from {args.carry_from}: {stage} " + "; ".join(

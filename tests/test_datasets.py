@@ -323,6 +323,39 @@ def test_reproduce_interior_and_start_resume(tmp_path, ckpts):
     (tmp_path / "other.json").write_text(json.dumps(other))
     bad = subprocess.run([*cmd2[:-1], str(tmp_path / "other.json")], capture_output=True, text=True)
     assert bad.returncode == 1 and "measured on another zoo" in bad.stderr
+    # The judge stage: one more seed for every judged start of the full setting and each
+    # recommended mixture, added to the report's rows; select-start is not asked again.
+    judge = list(cmd)
+    judge[judge.index("--stages") + 1] = "judge"
+    judge += ["--settings", "full", "--judge-seeds", "2"]
+    before = json.loads((out / "reproduction.json").read_text())
+    r = subprocess.run(judge, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res4 = json.loads((out / "reproduction.json").read_text())
+    for ds, row in res4["start"]["per_dataset"]["full"].items():
+        was = before["start"]["per_dataset"]["full"][ds]
+        assert {k: v[:1] for k, v in row["runs"].items()} == was["runs"] and all(len(v) == 2 for v in row["runs"].values())
+        assert row["accuracy"] == pytest.approx({k: sum(v) / 2 for k, v in row["runs"].items()})
+    assert res4["start"]["per_dataset"]["few-shot"] == before["start"]["per_dataset"]["few-shot"]
+    for region in ("on", "off"):
+        for ds, p in res4["advice"]["picks"][region]["full"].items():
+            if p["recommended"] == "mixture":
+                assert p["mixture_seeds"] == 2 and len(p["mixture_runs"]) == 2
+                assert p["mixture_runs"][0] == before["advice"]["picks"][region]["full"][ds]["mixture_accuracy"]
+                assert p["mixture_accuracy"] == pytest.approx(sum(p["mixture_runs"]) / 2)
+        assert res4["start"]["judge"]["before"][region]["full"]["select_start_best"] == \
+            before["start"][f"{region}_region"]["full"]["select_start_best"]
+    assert sorted(res4["start"]["judge"]["added"]["full"]) == sorted(tasks) and res4["start"]["judge"]["not_done"] == {}
+    assert res4["start"]["judge"]["pair_rel_diff"] == 0.0
+    assert "Judge stage (full)" in (out / "REPRODUCTION.md").read_text()
+    counts = [len(Zoo(z).ls()) for z in zoos]
+    r = subprocess.run(judge, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [len(Zoo(z).ls()) for z in zoos] == counts  # nothing fine-tuned twice
+    assert json.loads((out / "reproduction.json").read_text())["start"]["per_dataset"] == res4["start"]["per_dataset"]
+    empty = [*judge[:judge.index("--out")], "--out", str(tmp_path / "nothing"), *judge[judge.index("--out") + 2:]]
+    bad = subprocess.run(empty, capture_output=True, text=True)
+    assert bad.returncode == 1 and "run those first" in bad.stderr
 
 
 @pytest.mark.slow

@@ -81,6 +81,7 @@ def test_judge_adds_seeds_and_judges_again(tmp_path):
     assert judged["on"]["full"]["rows"]["a1"]["best"] == "task-centroid"
     assert judged["off"]["full"]["rows"]["a1"]["loss_to_base"] == 0.0
     assert out["seconds"] == pytest.approx(1.0 + 2.0 * 10) and out["not_done"] == {}
+    assert out["seeds"] == {"full": 4} and out["regions"] == ["off", "on"]
 
     # Again: nothing is added twice, and the first judgement is kept.
     results["start"]["judge"] = out
@@ -95,3 +96,19 @@ def test_judge_reports_what_it_could_not_run(tmp_path):
     out = rp.stage_judge(tmp_path, tmp_path, REAL, "base-model", cache, {"full": HP}, 4, ("on",), results)
     assert out["not_done"] == {"full": ["on:a1"]}
     assert results["start"]["per_dataset"]["full"]["a1"]["runs"]["base"] == [0.60, 0.62]
+
+
+def test_judging_another_setting_keeps_the_first_judgement(tmp_path):
+    results = _results()
+    results["start"]["judge"] = {"seeds": {"full": 4}, "regions": ["on"], "added": {"full": {}},
+                                 "before": {"on": {"full": {"select_start_best": 0, "select_start_judged": 1,
+                                                            "select_start_worst_loss": 0.0}}}}
+    fs = {"task": "A", "runs": {"base": [0.5, 0.5]}, "accuracy": {"base": 0.5}, "best": "base"}
+    results["start"]["per_dataset"]["few-shot"] = {"a1": fs}
+    results["advice"]["picks"]["on"]["few-shot"] = {"a1": {"task": "A", "recommended": "base", "expected_gain": {}}}
+    cache = rp.Cache(tmp_path / "cache.json", only_cached=True)
+    out = rp.stage_judge(tmp_path, tmp_path, REAL, "base-model", cache, {"few-shot": HP}, 3, ("on",), results)
+    assert out["seeds"] == {"full": 4, "few-shot": 3}
+    assert out["before"]["on"]["full"]["select_start_best"] == 0  # kept, not judged again from today's rows
+    assert out["before"]["on"]["few-shot"]["select_start_best"] == 1
+    assert "off" not in out["before"] or "few-shot" not in out["before"]["off"]
