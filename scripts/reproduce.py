@@ -592,9 +592,9 @@ def mixture_members(real: list[dict], base: str, weights: dict[str, float]) -> t
         names.append(base)
         w.append(weights["(base)"])
     for ds, x in sorted(weights.items()):
-        members = [m["name"] for m in real if m["dataset"] == ds]
         if ds == "(base)" or not x:
             continue
+        members = [m["name"] for m in real if m["dataset"] == ds]
         if not members:
             raise ValueError(f"the mixture names region {ds!r}, which has no fine-tunes in this zoo")
         names += members
@@ -1001,7 +1001,7 @@ def report(results: dict, home: Path, data: Path) -> str:
                       + f", {jd['seconds'] / 60:.0f} min). With the start stage's seeds alone, select-start's pick was "
                       f"the best start: {before}."
                       + (f" The added seeds fine-tune a rebuild of the zoo ({jd['pair_rel_diff']:.0e} relative in "
-                         "exact pair distances): the same starts to that precision." if jd.get("pair_rel_diff") else "")
+                         "exact pair distances): the base is the same checkpoint, the centroids differ by about that much." if jd.get("pair_rel_diff") else "")
                       + (f" Not run yet: {'; '.join(f'{k}: {chr(44).join(v)}' for k, v in jd['not_done'].items())}."
                          if jd.get("not_done") else ""), ""]
         lines += ["| setting | hyperparameters |", "|---|---|"]
@@ -1133,6 +1133,10 @@ def main() -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         print(f"error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
+        return 1
+    if args.judge_seeds < 1:
+        print(f"error: --judge-seeds {args.judge_seeds}: give the number of seeds per judged start (1 or more)",
+              file=sys.stderr)
         return 1
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
     if not regions or set(regions) - {"on", "off"}:

@@ -118,7 +118,8 @@ def test_reproduce_refuses_unknown_regions_and_settings(tmp_path):
 
     script = Path(__file__).parent.parent / "scripts" / "reproduce.py"
     for flag, bad, want in (("--regions", "on,middle", "choose on, off or both"),
-                            ("--settings", "few-shot,half", "choose few-shot, full or both")):
+                            ("--settings", "few-shot,half", "choose few-shot, full or both"),
+                            ("--judge-seeds", "0", "1 or more")):
         r = subprocess.run([sys.executable, str(script), "--home", str(tmp_path / "none"), flag, bad],
                            capture_output=True, text=True)
         assert r.returncode == 1 and want in r.stderr and bad in r.stderr
