@@ -602,6 +602,12 @@ def mixture_members(real: list[dict], base: str, weights: dict[str, float]) -> t
     return names, w
 
 
+def mixture_key(names: list[str], weights: list[float]) -> str:
+    """A short name for a mixture's members and weights: one checkpoint and one set of
+    fine-tunes per mixture, shared by the regions and datasets that picked the same one."""
+    return hashlib.sha1(json.dumps([names, weights]).encode()).hexdigest()[:10]
+
+
 def stage_judge(work: Path, data: Path, real: list[dict], base: str, cache: Cache, settings: dict, seeds: int,
                 regions: tuple[str, ...], results: dict, targets: set[str] | None = None) -> dict:
     """Sharpen the judge: fine-tune every judged start of RESULTS (the start stage's starts of each
@@ -637,7 +643,7 @@ def stage_judge(work: Path, data: Path, real: list[dict], base: str, cache: Cach
                     pick = ad["picks"].get(region, {}).get(setting, {}).get(ds)
                     if pick and pick["recommended"] == "mixture" and pick.get("mixture_weights"):
                         mix_names, w = mixture_members(real, base, pick["mixture_weights"])
-                        sig = hashlib.sha1(json.dumps([mix_names, w]).encode()).hexdigest()[:10]
+                        sig = mixture_key(mix_names, w)
                         made = cache.call("judge", f"make:judge-mix-{sig}", work, "centroid", *mix_names, "--weights",
                                           ",".join(repr(x) for x in w), "--out", f"judge-mix-{sig}")["name"]
                         known = pick.get("mixture_runs")
@@ -1002,7 +1008,7 @@ def report(results: dict, home: Path, data: Path) -> str:
                       f"the best start: {before}."
                       + (f" The added seeds fine-tune a rebuild of the zoo ({jd['pair_rel_diff']:.0e} relative in "
                          "exact pair distances): the base is the same checkpoint, the centroids differ by about that much." if jd.get("pair_rel_diff") else "")
-                      + (f" Not run yet: {'; '.join(f'{k}: {chr(44).join(v)}' for k, v in jd['not_done'].items())}."
+                      + (" Not run yet: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in jd["not_done"].items()) + "."
                          if jd.get("not_done") else ""), ""]
         lines += ["| setting | hyperparameters |", "|---|---|"]
         for k, hp in s["settings"].items():
@@ -1152,6 +1158,14 @@ def main() -> int:
     if {"interior", "start", "advice", "judge"} & set(stages) and not (data / "datasets.json").exists():
         print(f"error: {data / 'datasets.json'} not found; build the datasets with `make datasets`", file=sys.stderr)
         return 1
+    probe: dict = {}
+
+    def this_zoo() -> dict:
+        """HOME's exact pair distances, read once: they read every fine-tune's weights."""
+        if not probe:
+            probe.update(pair_probe(home, [m for m in zoo(home, "ls", "--kind", "finetune") if m["dataset"] and m["task"]]))
+        return probe
+
     prev, rel_diff = None, 0.0
     if args.carry_from:
         try:
@@ -1159,9 +1173,8 @@ def main() -> int:
         except (OSError, ValueError) as e:
             print(f"error: --carry-from {args.carry_from}: cannot read it as a report ({e})", file=sys.stderr)
             return 1
-        models = [m for m in zoo(home, "ls", "--kind", "finetune") if m["dataset"] and m["task"]]
         try:
-            rel_diff = check_same_zoo(prev, pair_probe(home, models), args.carry_from)
+            rel_diff = check_same_zoo(prev, this_zoo(), args.carry_from)
         except NotSameZoo as e:
             print(f"error: --carry-from: {e}", file=sys.stderr)
             return 1
@@ -1227,9 +1240,8 @@ def main() -> int:
                     print("error: the judge stage adds seeds to the start and advice stages' rows; run those "
                           f"first (none in {json_path})", file=sys.stderr)
                     return 1
-                models = [m for m in zoo(home, "ls", "--kind", "finetune") if m["dataset"] and m["task"]]
                 try:  # the runs added are of this zoo's starts: it must be a build of the report's zoo
-                    judge_diff = check_same_zoo(results, pair_probe(home, models), str(json_path))
+                    judge_diff = check_same_zoo(results, this_zoo(), str(json_path))
                 except NotSameZoo as e:
                     print(f"error: the judge stage: {e}", file=sys.stderr)
                     return 1

@@ -1,19 +1,9 @@
 """scripts/reproduce.py's judge stage: more seeds for the starts select-start is judged against."""
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).parent.parent / "scripts" / "reproduce.py"
-SPEC = importlib.util.spec_from_file_location("reproduce_judge", SCRIPT)
-rp = importlib.util.module_from_spec(SPEC)
-sys.modules["reproduce_judge"] = rp  # dataclasses look their module up
-SPEC.loader.exec_module(rp)
 
 REAL = [{"name": f"{d}-s{s}", "dataset": d, "task": t, "seed": s}
         for d, t in (("a1", "A"), ("a2", "A"), ("b1", "B")) for s in (0, 1)]
@@ -33,13 +23,13 @@ def _results() -> dict:
             "advice": {"picks": {"on": {"full": {"a1": pick_on}}, "off": {"full": {"a1": pick_off}}}}}
 
 
-def _cache(tmp_path: Path, accs: dict[str, float]) -> "rp.Cache":
+def _cache(rp, tmp_path: Path, accs: dict[str, float]):
     """A cache that already holds every zoo call the stage makes: nothing runs."""
     cache = rp.Cache(tmp_path / "cache.json", only_cached=True)
     for key in ("make:loo-all-a1", "make:loo-task-a1", "make:lot-all-A"):
         cache.data[key] = {"stage": "start", "seconds": 0.0, "result": {"name": key.split(":", 1)[1]}}
     names, w = rp.mixture_members(REAL, "base-model", {"(base)": 0.25, "a2": 0.75, "b1": 0.0})
-    sig = hashlib.sha1(json.dumps([names, w]).encode()).hexdigest()[:10]
+    sig = rp.mixture_key(names, w)
     cache.data[f"make:judge-mix-{sig}"] = {"stage": "judge", "seconds": 1.0, "result": {"name": "mix"}}
     for start, acc in accs.items():
         start = start.replace("mixture", f"mixture-{sig}")
@@ -49,7 +39,8 @@ def _cache(tmp_path: Path, accs: dict[str, float]) -> "rp.Cache":
     return cache
 
 
-def test_mixture_members_spread_each_region_over_its_fine_tunes():
+def test_mixture_members_spread_each_region_over_its_fine_tunes(reproduce_script):
+    rp = reproduce_script
     names, w = rp.mixture_members(REAL, "base-model", {"(base)": 0.25, "a2": 0.75, "b1": 0.0})
     assert names == ["base-model", "a2-s0", "a2-s1"]
     assert w == [0.25, 0.375, 0.375]
@@ -59,9 +50,10 @@ def test_mixture_members_spread_each_region_over_its_fine_tunes():
         rp.mixture_members(REAL, "base-model", {"zz": 1.0})
 
 
-def test_judge_adds_seeds_and_judges_again(tmp_path):
+def test_judge_adds_seeds_and_judges_again(reproduce_script, tmp_path):
+    rp = reproduce_script
     results = _results()
-    cache = _cache(tmp_path, {"base": 0.64, "all-centroid": 0.60, "task-centroid": 0.70, "off-centroid": 0.60,
+    cache = _cache(rp, tmp_path, {"base": 0.64, "all-centroid": 0.60, "task-centroid": 0.70, "off-centroid": 0.60,
                               "mixture": 0.60})
     out = rp.stage_judge(tmp_path, tmp_path, REAL, "base-model", cache, {"full": HP}, 4, ("on", "off"), results)
     row = results["start"]["per_dataset"]["full"]["a1"]
@@ -90,7 +82,8 @@ def test_judge_adds_seeds_and_judges_again(tmp_path):
     assert again["before"] == out["before"]
 
 
-def test_judge_reports_what_it_could_not_run(tmp_path):
+def test_judge_reports_what_it_could_not_run(reproduce_script, tmp_path):
+    rp = reproduce_script
     results = _results()
     cache = rp.Cache(tmp_path / "cache.json", only_cached=True)  # nothing cached: every call is missing
     out = rp.stage_judge(tmp_path, tmp_path, REAL, "base-model", cache, {"full": HP}, 4, ("on",), results)
@@ -98,7 +91,8 @@ def test_judge_reports_what_it_could_not_run(tmp_path):
     assert results["start"]["per_dataset"]["full"]["a1"]["runs"]["base"] == [0.60, 0.62]
 
 
-def test_judging_another_setting_keeps_the_first_judgement(tmp_path):
+def test_judging_another_setting_keeps_the_first_judgement(reproduce_script, tmp_path):
+    rp = reproduce_script
     results = _results()
     results["start"]["judge"] = {"seeds": {"full": 4}, "regions": ["on"], "added": {"full": {}},
                                  "before": {"on": {"full": {"select_start_best": 0, "select_start_judged": 1,
